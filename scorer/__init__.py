@@ -1,0 +1,21 @@
+"""scorer: score text with a BERT classifier, Parquet in, Parquet out.
+
+    from scorer import Scorer, run
+    Scorer.load().score(["a gorgeous, witty film"])   # default sentiment model
+    run(["in.parquet"], "scored/")                    # what `scorer run` calls
+"""
+
+import os
+
+# Set before TensorFlow or huggingface_hub is imported anywhere: nothing is ever downloaded,
+# Keras runs on TensorFlow, and TensorFlow's C++ start-up chatter stays off the terminal.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+from scorer.api import Scorer  # noqa: E402
+from scorer.pipeline import run  # noqa: E402
+
+__all__ = ["Scorer", "run", "__version__"]

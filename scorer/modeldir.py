@@ -1,0 +1,151 @@
+"""The model directory format: one JSON file that says what the model is, plus its files.
+
+    <model>/
+      scorer_model.json     this spec (labels, base encoder, pooling, max length, checksums, ...)
+      weights.safetensors   the weights the base does not supply: LoRA adapter + head, or all
+      tokenizer.json        only when the base encoder does not bring its tokenizer
+
+Nothing here is executable: JSON and safetensors only, no pickle, no Keras model config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from scorer.errors import ModelError
+
+SPEC_FILE = "scorer_model.json"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
+PROBLEM_TYPES = ("single_label", "multi_label")
+POOLINGS = ("mean", "cls", "pooled")
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    labels: list[str]  # label names in label-id order
+    # Where the encoder comes from, one of:
+    #   {"kind": "packaged", "id": "all-minilm-l6-v2"}      a pip-installed pretrained encoder
+    #   {"kind": "hf_dir", "path": "/abs/path"}               a local Hugging Face checkpoint
+    #   {"kind": "config", "architecture": "BertBackbone", "config": {...}}   weights all in this dir
+    base: dict
+    version: str = "1"
+    problem_type: str = "single_label"
+    threshold: float = 0.5  # multi_label: a label is predicted when its probability is >= this
+    max_length: int = 128
+    pooling: str = "mean"
+    dropout: float = 0.1
+    lora_rank: int | None = None
+    weights_file: str = "weights.safetensors"
+    tokenizer_file: str | None = None  # None: the base encoder's tokenizer
+    checksums: dict = field(default_factory=dict)  # file name -> sha256
+    training: dict = field(default_factory=dict)  # provenance: command, data fingerprint, seed, ...
+    metrics: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def validate(self, where: str) -> None:
+        def bad(msg):
+            raise ModelError(f"{where}: {msg}")
+
+        if not self.labels or not all(isinstance(x, str) and x for x in self.labels):
+            bad("'labels' must be a non-empty list of label names")
+        if len(set(self.labels)) != len(self.labels):
+            bad("'labels' has duplicate names")
+        if self.problem_type not in PROBLEM_TYPES:
+            bad(f"'problem_type' must be one of {PROBLEM_TYPES}, not {self.problem_type!r}")
+        if self.pooling not in POOLINGS:
+            bad(f"'pooling' must be one of {POOLINGS}, not {self.pooling!r}")
+        if not isinstance(self.max_length, int) or not 2 <= self.max_length <= 8192:
+            bad(f"'max_length' must be an integer from 2 to 8192, not {self.max_length!r}")
+        if self.base.get("kind") not in ("packaged", "hf_dir", "config"):
+            bad(f"'base.kind' must be packaged, hf_dir or config, not {self.base.get('kind')!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+@dataclass
+class ModelDir:
+    path: Path
+    spec: ModelSpec
+
+    @property
+    def id(self) -> dict:
+        """What identifies the scored output's model: name, version and a checksum of the spec."""
+        return {"name": self.spec.name, "version": self.spec.version, "path": str(self.path),
+                "checksum": sha256_file(self.path / SPEC_FILE)}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve(ref: str | Path | None) -> Path:
+    """A model reference (None or 'default' for the packaged default, or a directory) -> its path."""
+    if ref is None or str(ref) == "default":
+        return DEFAULT_MODEL_DIR
+    path = Path(ref)
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {ref}")
+    return path
+
+
+def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
+    """Read and check a model directory's spec, and (verify=True) its files' checksums."""
+    path = resolve(ref)
+    spec_path = path / SPEC_FILE
+    if not spec_path.is_file():
+        raise ModelError(f"{path} is not a scorer model directory: it has no {SPEC_FILE}")
+    try:
+        raw = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{spec_path}: not readable JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{spec_path}: expected a JSON object")
+    known = {f.name for f in fields(ModelSpec)}
+    missing = [k for k in ("name", "labels", "base") if k not in raw]
+    if missing:
+        raise ModelError(f"{spec_path}: missing {', '.join(missing)}")
+    if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ModelError(f"{spec_path}: format_version {raw['format_version']} is newer than this "
+                         f"scorer reads ({FORMAT_VERSION}); upgrade scorer")
+    spec = ModelSpec(**{k: v for k, v in raw.items() if k in known})
+    spec.validate(str(spec_path))
+    model_dir = ModelDir(path, spec)
+    if verify:
+        verify_files(model_dir)
+    return model_dir
+
+
+def verify_files(model_dir: ModelDir) -> None:
+    spec = model_dir.spec
+    needed = [spec.weights_file] + ([spec.tokenizer_file] if spec.tokenizer_file else [])
+    for name in needed:
+        file = model_dir.path / name
+        if not file.is_file():
+            raise ModelError(f"{model_dir.path}: missing {name}")
+        expected = spec.checksums.get(name)
+        if expected is None:
+            raise ModelError(f"{model_dir.path}: no checksum recorded for {name}")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise ModelError(f"{file}: sha256 {actual[:12]}... does not match the recorded "
+                             f"{expected[:12]}... (corrupt or modified)")
+
+
+def write_spec(path: Path, spec: ModelSpec) -> None:
+    """Record the checksums of the directory's files and write the spec last."""
+    spec.checksums = {
+        name: sha256_file(path / name)
+        for name in [spec.weights_file] + ([spec.tokenizer_file] if spec.tokenizer_file else [])
+    }
+    spec.validate(str(path / SPEC_FILE))
+    (path / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")
