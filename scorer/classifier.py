@@ -105,8 +105,9 @@ def save_weights(model, path, scope: str = "trainable") -> list[str]:
     return sorted(tensors)
 
 
-def load_weights(model, path) -> None:
-    """Assign every tensor in a safetensors file to the variable of the same path, strictly."""
+def load_weights(model, path, require_all: bool = False) -> None:
+    """Assign every tensor in a safetensors file to the variable of the same path, strictly:
+    the head (and LoRA, if enabled) must be there, and every variable when require_all."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -120,7 +121,8 @@ def load_weights(model, path) -> None:
         raise ModelError(f"{path}: weights for variables this model does not have: {unknown[:3]}")
     head = [p for p in variables if p.startswith(HEAD_NAME + "/")]
     lora = [p for p in variables if "lora_kernel" in p]
-    missing = sorted(set(head + lora) - set(tensors))
+    needed = set(variables) if require_all else set(head + lora)
+    missing = sorted(needed - set(tensors))
     if missing:
         raise ModelError(f"{path}: no weights for {missing[:3]}")
     for name, value in tensors.items():
@@ -141,7 +143,9 @@ def build_from_spec(spec: ModelSpec, dtype=None):
 
 def load_keras_model(model_dir: ModelDir, dtype=None):
     model = build_from_spec(model_dir.spec, dtype)
-    load_weights(model, model_dir.path / model_dir.spec.weights_file)
+    # A config-only base has no pretrained weights: every variable must come from the file.
+    load_weights(model, model_dir.path / model_dir.spec.weights_file,
+                 require_all=model_dir.spec.base["kind"] == "config")
     return model
 
 

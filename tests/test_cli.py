@@ -1,0 +1,170 @@
+"""The CLI, driven with click's CliRunner on the tiny model: outputs, schema, exit codes."""
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from scorer.cli import main
+from tests.conftest import SAMPLE
+
+OUTPUT_COLUMNS = ["label", "label_id", "score", "probabilities", "error"]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def read_output(out):
+    parts = sorted(out.rglob("part-*.parquet"))
+    return pa.concat_tables(pq.read_table(p) for p in parts) if parts else None
+
+
+def test_parquet_in_parquet_out(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model)
+    assert r.exit_code == 0, r.output
+    assert f"scored 300 rows into {out}/" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "manifest.json", "part-00000.parquet"]
+    t = read_output(out)
+    assert t.column_names == ["id", "text", "gold_label", "row_id"] + OUTPUT_COLUMNS
+    src = pq.read_table(SAMPLE / "sst2_dev_sample.parquet")
+    assert t.column("id").to_pylist() == src.column("id").to_pylist()  # input order kept
+    assert t.column("row_id").to_pylist()[:2] == [f"{SAMPLE}/sst2_dev_sample.parquet:0",
+                                                  f"{SAMPLE}/sst2_dev_sample.parquet:1"]
+    assert t.schema.field("label_id").type == pa.int32()
+    assert t.schema.field("score").type == pa.float32()
+    assert t.schema.field("probabilities").type == pa.list_(pa.float32())
+    assert set(t.column("label").to_pylist()) <= {"negative", "positive"}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["rows_in"] == m["rows_out"] == m["rows_scored"] == 300 and m["rows_with_error"] == 0
+    assert m["model"]["name"] == "tiny" and m["parts"] == [{"file": "part-00000.parquet", "rows": 300}]
+    assert set(m["timing"]) >= {"read_seconds", "encode_seconds", "infer_seconds",
+                                "compile_seconds", "write_seconds"}
+    assert 0 <= m["padding_fraction"] < 1
+
+
+def test_several_inputs_of_different_formats(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", SAMPLE / "sst2_dev_sample.jsonl", SAMPLE / "sst2_dev_sample.txt", "-o", out,
+               "--model", tiny_model, "--keep-columns", "text", "--rows-per-file", "250")
+    assert r.exit_code == 0, r.output
+    t = read_output(out)
+    assert t.num_rows == 572
+    assert [p.name for p in sorted(out.glob("part-*"))] == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    lines = (SAMPLE / "sst2_dev_sample.txt").read_text().splitlines()
+    assert t.column("text").to_pylist()[300:] == lines
+    assert t.column("row_id").to_pylist()[300].endswith("sst2_dev_sample.txt:0")
+
+
+def test_stdin_text_and_errors_are_recorded_not_dropped(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", "-", "--format", "text", "-o", out, "--model", tiny_model,
+               input="a fine film\n\nanother one\n")
+    assert r.exit_code == 0, r.output
+    rows = read_output(out).to_pylist()
+    assert [r["text"] for r in rows] == ["a fine film", "", "another one"]
+    assert [r["error"] for r in rows] == [None, "empty text", None]
+    assert rows[1]["label"] is None and rows[1]["probabilities"] is None
+    assert [r["row_id"] for r in rows] == ["-:0", "-:1", "-:2"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["rows_with_error"] == 1 and m["error_reasons"] == {"empty text": 1}
+
+
+def test_id_column_drop_text_and_prefix(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model,
+               "--id-column", "id", "--drop-text", "--output-prefix", "pred_")
+    assert r.exit_code == 0, r.output
+    assert read_output(out).column_names == ["id", "gold_label"] + ["pred_" + c for c in OUTPUT_COLUMNS]
+
+
+def test_partition_by_predicted_label(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model,
+               "--partition-by", "label")
+    assert r.exit_code == 0, r.output
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert dirs and set(dirs) <= {"label=negative", "label=positive"}
+    assert ds.dataset(out, format="parquet", partitioning="hive",
+                      exclude_invalid_files=True).to_table().num_rows == 300
+
+
+def test_rerun_gives_identical_files(tiny_model, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model,
+                      "--rows-per-file", "128").exit_code == 0
+    names = sorted(p.name for p in a.glob("part-*"))
+    assert names == sorted(p.name for p in b.glob("part-*")) and len(names) == 3
+    for n in names:
+        assert pq.read_table(a / n).equals(pq.read_table(b / n))
+
+
+def test_label_column_clash_stops_before_scoring(tiny_model, tmp_path):
+    src = tmp_path / "labelled.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1]}), src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.me").write_text("x")
+    r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite")
+    assert r.exit_code == 5
+    assert "input column 'label' has the name of an output column" in r.stderr
+    assert "--output-prefix" in r.stderr
+    assert (out / "keep.me").exists()  # nothing was touched
+    r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite", "--output-prefix", "pred_")
+    assert r.exit_code == 0
+    assert read_output(out).column_names[:2] == ["text", "label"]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["run", "missing.parquet", "-o", "{out}"], 3, "missing.parquet: no such file or directory"),
+    (["run", "{sample}", "-o", "{out}", "--text-column", "body"], 3, "no column 'body'"),
+    (["run", "{corrupt}", "-o", "{out}"], 3, "not readable as Parquet"),
+    (["run", "{sample}", "-o", "{out}", "--model", "{tmp}/nomodel"], 4, "model directory not found"),
+    (["run", "{sample}", "-o", "{full}"], 5, "not empty; pass --overwrite"),
+    (["run", "-", "-o", "{out}"], 3, "needs --format"),
+    (["info", "--model", "{tmp}/nomodel"], 4, "model directory not found"),
+])
+def test_errors_are_one_line_with_distinct_exit_codes(tiny_model, tmp_path, args, code, message):
+    (tmp_path / "corrupt.parquet").write_bytes(b"garbage")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    subst = {"out": tmp_path / "out", "sample": SAMPLE / "sst2_dev_sample.parquet",
+             "corrupt": tmp_path / "corrupt.parquet", "full": tmp_path / "full", "tmp": tmp_path}
+    args = [a.format(**subst) for a in args]
+    if "--model" not in args and args[0] == "run":
+        args += ["--model", str(tiny_model)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == code, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_json_log_summary(tiny_model, tmp_path):
+    r = invoke("run", SAMPLE / "sst2_dev_sample.txt", "-o", tmp_path / "o", "--model", tiny_model,
+               "--log-format", "json")
+    summary = json.loads(r.stderr.strip().splitlines()[-1])
+    assert summary["rows_out"] == 272 and summary["parts"] == 1
+
+
+def test_info_shows_labels_base_and_checksums(tiny_model):
+    r = invoke("info", "--model", tiny_model)
+    assert r.exit_code == 0
+    assert "labels:       0=negative, 1=positive" in r.output
+    assert "base encoder: config BertBackbone" in r.output
+    assert "weights.safetensors:" in r.output
+    spec = json.loads(invoke("info", "--model", tiny_model, "--json").output)
+    assert spec["labels"] == ["negative", "positive"] and spec["max_length"] == 64
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["info"]])
+def test_every_help_has_an_example(command):
+    r = invoke(*command, "--help")
+    assert r.exit_code == 0 and "Example" in r.output and "scorer " in r.output
