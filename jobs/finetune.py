@@ -161,9 +161,9 @@ def warmup_linear_decay(peak: float, total_steps: int, warmup_steps: int):
     return WarmupLinearDecay()
 
 
-def evaluate(predictor: classifier.Predictor, encoder, data: LabeledData, multi_label: bool,
-             threshold: float = 0.5) -> dict:
-    probs = predict(predictor, encoder, data.texts)
+def evaluate(probabilities, data: LabeledData, multi_label: bool, threshold: float = 0.5) -> dict:
+    """Metrics of a probabilities(texts) -> [n, labels] function on labelled data."""
+    probs = probabilities(data.texts)
     if multi_label:
         predicted = probs >= threshold
         return {"rows": len(data.texts),
@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
     log(f"training {sum(int(np.prod(v.shape)) for v in variables):,} parameters on "
         f"{len(train_data.texts):,} rows, {steps_per_epoch} steps/epoch, {cfg.epochs} epochs")
 
-    @tf.function(jit_compile=True, reduce_retracing=False)
+    @tf.function(jit_compile=True, reduce_retracing=False, autograph=False)
     def train_step(token_ids, padding_mask, y, weight):
         with tf.GradientTape() as tape:
             logits = model({"token_ids": token_ids, "padding_mask": padding_mask}, training=True)
@@ -236,6 +236,10 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
         return loss
 
     predictor = classifier.Predictor(model, spec.problem_type, policy)
+
+    def probabilities(texts):
+        return predict(predictor, encoder, texts)
+
     metric = "subset_accuracy" if cfg.multi_label else "accuracy"
     rng = np.random.default_rng(cfg.seed)
     history, best, best_weights, bad_epochs = [], -1.0, None, 0
@@ -250,7 +254,7 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
             if step % 200 == 0:
                 log(f"epoch {epoch} step {step}/{len(batches)} loss {np.mean(losses[-200:]):.4f} "
                     f"({time.time() - t0:.0f}s)")
-        val = evaluate(predictor, encoder, val_data, cfg.multi_label)
+        val = evaluate(probabilities, val_data, cfg.multi_label)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
                         "seconds": round(time.time() - t0, 1), "validation": val})
         log(f"epoch {epoch}: train loss {np.mean(losses):.4f}, validation {val}")
@@ -265,9 +269,9 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
     for v, w in zip(variables, best_weights):
         v.assign(w)
 
-    metrics = {"validation": evaluate(predictor, encoder, val_data, cfg.multi_label)}
+    metrics = {"validation": evaluate(probabilities, val_data, cfg.multi_label)}
     if test_data is not None:
-        metrics["test"] = evaluate(predictor, encoder, test_data, cfg.multi_label)
+        metrics["test"] = evaluate(probabilities, test_data, cfg.multi_label)
     out.mkdir(parents=True, exist_ok=True)
     classifier.save_weights(model, out / spec.weights_file, scope="trainable")
     spec.metrics = metrics

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scorer import backbone as backbones
+from scorer import runtime
 from scorer.errors import ModelError
 from scorer.modeldir import ModelDir, ModelSpec
 
@@ -44,9 +45,7 @@ def choose_device(gpus: list | None = None, precision: str = "auto") -> DevicePo
     only slows things down, so auto never picks it there.
     """
     if gpus is None:
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
+        gpus = runtime.start()
     device = "/GPU:0" if gpus else "/CPU:0"
     if precision == "auto":
         precision = "mixed_float16" if gpus else "float32"
@@ -134,6 +133,7 @@ def load_weights(model, path, require_all: bool = False) -> None:
 
 def build_from_spec(spec: ModelSpec, dtype=None):
     """The Keras model a spec describes, base weights loaded, LoRA enabled; head untrained."""
+    runtime.start()
     # Only the backbone takes a (mixed) dtype policy; the head is float32 by construction.
     backbone = backbones.build_backbone(spec.base, dtype=dtype)
     if spec.lora_rank:
@@ -166,7 +166,8 @@ class Predictor:
         self.sigmoid = problem_type == "multi_label"
         self.compile_seconds = 0.0
         self.shapes_seen: set[tuple[int, int]] = set()
-        self._fn = tf.function(self._forward, jit_compile=jit_compile, reduce_retracing=False)
+        self._fn = tf.function(self._forward, jit_compile=jit_compile, reduce_retracing=False,
+                               autograph=False)
 
     def _forward(self, token_ids, padding_mask):
         import tensorflow as tf

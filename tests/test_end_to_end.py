@@ -1,0 +1,63 @@
+"""End to end with the real default model (MiniLM + the committed LoRA adapter and head)."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from scorer.cli import main
+from tests.conftest import REPO, SAMPLE
+
+POSITIVE = ["a gorgeous , witty , seductive movie .", "one of the best films of the year , "
+            "funny and deeply moving .", "i loved every minute of it ."]
+NEGATIVE = ["a dull , tedious mess .", "the worst movie i have seen in years , boring and stupid .",
+            "i hated it and wanted my money back ."]
+
+
+def test_obvious_sentences_get_the_right_labels(default_scorer):
+    preds = default_scorer.score(POSITIVE + NEGATIVE)
+    assert [p.label for p in preds] == ["positive"] * 3 + ["negative"] * 3
+    assert all(p.score > 0.8 for p in preds)
+
+
+def test_every_sample_format_through_the_cli(tmp_path):
+    out = tmp_path / "scored"
+    files = [SAMPLE / "sst2_dev_sample.parquet", SAMPLE / "sst2_dev_sample.jsonl",
+             SAMPLE / "sst2_dev_sample.txt"]
+    r = CliRunner().invoke(main, ["run", *map(str, files), "-o", str(out), "--rows-per-file", "400"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS", "manifest.json", "part-00000.parquet", "part-00001.parquet"]
+    t = pa.concat_tables(pq.read_table(out / f"part-0000{i}.parquet") for i in range(2))
+    assert t.num_rows == 872
+    ids = t.column("row_id").to_pylist()
+    assert ids[0].endswith("sst2_dev_sample.parquet:0") and ids[300].endswith("sst2_dev_sample.jsonl:0")
+    assert ids[600].endswith("sst2_dev_sample.txt:0") and ids[-1].endswith("sst2_dev_sample.txt:271")
+    assert t.column("id").to_pylist()[:600] == [f"sst2-dev-{i}" for i in range(600)]
+    assert t.column("id").null_count == 272  # the text file has no id column
+    assert t.column("error").null_count == 872
+    gold = t.column("gold_label").to_pylist()[:600]
+    accuracy = sum(g == p for g, p in zip(gold, t.column("label").to_pylist())) / 600
+    assert accuracy > 0.85
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["rows_in"] == m["rows_out"] == m["rows_scored"] == 872
+    assert m["model"]["name"] == "sentiment" and [i["format"] for i in m["inputs"]] == [
+        "parquet", "jsonl", "text"]
+    meta = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"scorer.model"])
+    assert meta == m["model"]
+
+
+def test_stdin_jsonl_in_a_real_process(tmp_path):
+    """The installed console script, as cron or Airflow would call it."""
+    out = tmp_path / "o"
+    lines = "\n".join(json.dumps({"body": t}) for t in POSITIVE + NEGATIVE) + "\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scorer.cli", "run", "-", "--format", "jsonl", "--text-column", "body",
+         "-o", str(out)], input=lines.encode(), capture_output=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert f"scored 6 rows into {out}/" in proc.stderr.decode()
+    labels = pq.read_table(out / "part-00000.parquet").column("label").to_pylist()
+    assert labels == ["positive"] * 3 + ["negative"] * 3
