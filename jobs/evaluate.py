@@ -1,6 +1,6 @@
-"""Measure a model directory's accuracy on labelled data, through the scoring path.
+"""Measure a model's metrics on labelled data, through the scoring path.
 
-    python -m jobs.evaluate --data ../shared/datasets/sst2/dev.jsonl --label-names negative,positive
+    python -m jobs.evaluate --data ../shared/datasets/sst2/dev.jsonl
 """
 
 from __future__ import annotations
@@ -11,39 +11,39 @@ import time
 
 import click
 
-from jobs.finetune import load_split
+from jobs import data as data_mod
+from jobs.finetune import evaluate
 from scorer import Scorer
 from scorer.errors import ScorerError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "-m", default=None, help="Model directory (default: the packaged model).")
+@click.option("--model", "-m", default=None, help="Model directory or registry reference "
+              "(default: the packaged model).")
 @click.option("--data", "paths", multiple=True, required=True, help="Labelled data to score.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--label-names", help="Comma-separated names for integer labels 0, 1, ... "
-              "(default: the model's labels).")
-def main(model, paths, text_column, label_column, label_names):
-    """Print accuracy and macro-F1 of a model on labelled data as one JSON line.
+def main(model, paths, text_column, label_column):
+    """Print a model's metrics on labelled data as one JSON line (integer labels are label ids).
 
     Example:
 
-        python -m jobs.evaluate --data ../shared/datasets/sst2/dev.jsonl
+        python -m jobs.evaluate --data ../shared/datasets/sst2/dev.jsonl --model models/sentiment@champion
     """
-    from jobs.finetune import evaluate
-
     try:
         scorer = Scorer.load(model)
-        names = label_names.split(",") if label_names else scorer.spec.labels
-        data = load_split(list(paths), text_column, label_column, names,
-                          scorer.multi_label)
+        names = scorer.spec.labels
+        raw = data_mod.read_raw(list(paths), text_column, label_column)
+        report: dict = {}
+        data = data_mod.prepare(raw, names, scorer.multi_label, "evaluation", report)
         start = time.time()
-        metrics = evaluate(lambda texts: scorer.probabilities(texts)[0], data, scorer.multi_label,
-                           scorer.spec.threshold)
+        metrics = evaluate(lambda texts: scorer.probabilities(texts)[0], data, names,
+                           scorer.multi_label, scorer.spec.threshold)
     except ScorerError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    metrics.update(model=scorer.model_dir.id, data=list(paths), seconds=round(time.time() - start, 1))
+    metrics.update(model=scorer.model_dir.id, data=list(paths), data_report=report["evaluation"],
+                   seconds=round(time.time() - start, 1))
     click.echo(json.dumps(metrics))
 
 

@@ -1,12 +1,13 @@
-"""Fine-tune a classifier head (+ LoRA adapter, or the whole encoder) into a scorer model directory.
+"""The fine-tuning job: check data, train (LoRA adapter + head, or --full), evaluate, and either
+write a model directory (--out) or register a version and promote it if it is better (--registry).
 
-    python -m jobs.finetune --train ../shared/datasets/sst2/train.jsonl \\
-        --test ../shared/datasets/sst2/dev.jsonl --label-names negative,positive \\
-        --name sentiment --out scorer/models/default
+    python -m jobs.finetune --train labeled/ --validation dev.parquet --base default \\
+        --registry models/ --name sentiment
 
 Recipe: AdamW, linear warm-up over 10% of the steps then linear decay, batch 32, dropout 0.1,
-early stopping on validation accuracy. Batches are cut from length buckets with the same
-encoder the scorer uses, so training and scoring tokenize identically.
+early stopping on the validation metric. Batches come from the scorer's own encoder and length
+buckets, so training and scoring tokenize identically. A killed run resumes from its last
+checkpoint when started again with the same arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,105 +25,71 @@ import click
 import numpy as np
 
 import scorer
+from jobs import data as data_mod
+from jobs import metrics as metrics_mod
+from jobs.data import DataError, LabeledData
 from scorer import backbone as backbones
-from scorer import classifier, encode, modeldir
+from scorer import classifier, encode, modeldir, registry
 from scorer.errors import ScorerError
-from scorer.source import expand_inputs, read_chunks
+
+DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
 
 
 @dataclass
 class TrainConfig:
-    base: str = "all-minilm-l6-v2"  # a packaged encoder id, or a Hugging Face checkpoint dir
-    lora_rank: int = 8  # 0: full fine-tune
-    epochs: int = 2
+    lora_rank: int = 8  # 0: full fine-tune of the whole encoder
+    epochs: int = 3
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = DEFAULT_LR["lora"]
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_length: int = 128
     pooling: str = "mean"
     dropout: float = 0.1
     patience: int = 1  # epochs without improvement before stopping
-    validation_fraction: float = 0.03  # held out of --train when no --validation is given
+    metric: str = "macro_f1"  # early stopping and promotion metric
+    validation_fraction: float = 0.1  # held out of --train when no --validation is given
+    checkpoint_every: int = 500  # steps, besides every epoch end
     seed: int = 0
     multi_label: bool = False
 
 
-@dataclass
-class LabeledData:
-    texts: list[str]
-    targets: np.ndarray  # [n] int label ids, or [n, labels] 0/1 for multi-label
-    fingerprint: dict  # rows + sha256 of the (text, label) pairs
+# ----------------------------------------------------------------------------- base encoders
+
+def resolve_base(base: str) -> tuple[dict, Path | None]:
+    """--base -> (the spec's base, a model directory of ours to start from, or None)."""
+    base = str(base)
+    if base == "default":
+        return {"kind": "packaged", "id": "all-minilm-l6-v2"}, None
+    if base in backbones.PACKAGED:
+        return {"kind": "packaged", "id": base}, None
+    path = Path(base)
+    if "@" in path.name or (path.is_dir() and (path / modeldir.SPEC_FILE).exists()) or \
+            registry.is_registry(path):
+        ours = modeldir.read(base)
+        return ours.spec.base, ours.path
+    if (path / "config.json").is_file():
+        return {"kind": "hf_dir", "path": str(path.resolve())}, None
+    raise ScorerError(f"--base {base}: not 'default', a packaged encoder id, a scorer model "
+                      "directory, or a Hugging Face checkpoint directory (config.json)")
 
 
-# ----------------------------------------------------------------------------- data
-
-def read_labeled(paths: list[str], text_column: str, label_column: str) -> tuple[list, list]:
-    texts, labels = [], []
-    for chunk in read_chunks(expand_inputs(paths), text_column):
-        if label_column not in chunk.columns.column_names:
-            raise ScorerError(f"{chunk.source}: no label column {label_column!r}")
-        texts += chunk.texts
-        labels += chunk.columns.column(label_column).to_pylist()
-    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t and t.strip() and y is not None]
-    dropped = len(texts) - len(keep)
-    if dropped:
-        click.echo(f"skipping {dropped} rows with an empty text or no label", err=True)
-    return [texts[i] for i in keep], [labels[i] for i in keep]
-
-
-def label_names_for(raw_labels: list, names: list[str] | None, multi_label: bool) -> list[str]:
-    values = {v for y in raw_labels for v in (y if multi_label else [y])}
-    if names:
-        return names
-    if all(isinstance(v, int) for v in values):
-        return [str(v) for v in range(max(values) + 1)]
-    return sorted(str(v) for v in values)
+def start_from(model, spec: modeldir.ModelSpec, start: modeldir.ModelDir) -> None:
+    """Initialise from a model of ours: its encoder weights (and adapter when the modes match);
+    its head only when the label set is the same."""
+    if bool(start.spec.lora_rank) != bool(spec.lora_rank) and start.spec.base["kind"] != "config":
+        raise ScorerError(f"--base {start.path} was trained with "
+                          f"{'LoRA' if start.spec.lora_rank else 'a full fine-tune'}: continue in the "
+                          "same mode, or start from its base encoder")
+    tensors = classifier.read_weights(start.path / start.spec.weights_file)
+    wanted = {v.path for v in model.weights}
+    if start.spec.labels != spec.labels:
+        wanted -= {p for p in wanted if p.startswith(classifier.HEAD_NAME + "/")}
+    classifier.assign_weights(model, {k: v for k, v in tensors.items() if k in wanted},
+                              str(start.path))
 
 
-def to_targets(raw_labels: list, names: list[str], multi_label: bool) -> np.ndarray:
-    index = {n: i for i, n in enumerate(names)}
-
-    def one(v):
-        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(names):
-            return v
-        if str(v) in index:
-            return index[str(v)]
-        raise ScorerError(f"label {v!r} is not one of {names}")
-
-    if multi_label:
-        out = np.zeros((len(raw_labels), len(names)), np.float32)
-        for i, ys in enumerate(raw_labels):
-            out[i, [one(v) for v in ys]] = 1.0
-        return out
-    return np.array([one(v) for v in raw_labels], dtype=np.int32)
-
-
-def fingerprint(texts: list[str], targets: np.ndarray) -> dict:
-    h = hashlib.sha256()
-    for t, y in zip(texts, targets.tolist()):
-        h.update(json.dumps([t, y]).encode())
-    return {"rows": len(texts), "sha256": h.hexdigest()}
-
-
-def split(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
-    """A seeded split, stratified by label (by first label for multi-label)."""
-    rng = np.random.default_rng(seed)
-    strata = data.targets if data.targets.ndim == 1 else data.targets.argmax(1)
-    held = []
-    for value in np.unique(strata):
-        rows = np.flatnonzero(strata == value)
-        held += list(rng.permutation(rows)[: max(1, round(len(rows) * fraction))])
-    held_set = set(held)
-    keep = [i for i in range(len(data.texts)) if i not in held_set]
-    held = sorted(held)
-
-    def take(rows):
-        texts = [data.texts[i] for i in rows]
-        return LabeledData(texts, data.targets[rows], fingerprint(texts, data.targets[rows]))
-
-    return take(keep), take(held)
-
+# ----------------------------------------------------------------------------- batches
 
 def training_batches(encoder: encode.BatchEncoder, ids, lengths, targets, batch_size, rng):
     """Shuffled batches of batch_size rows, each padded to its bucket length.
@@ -144,7 +112,25 @@ def training_batches(encoder: encode.BatchEncoder, ids, lengths, targets, batch_
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-# ----------------------------------------------------------------------------- training
+def predict(predictor, encoder, texts: list[str]) -> np.ndarray:
+    chunk = encoder.encode(texts)
+    probs = None
+    for batch in chunk.batches:
+        out = predictor(batch.token_ids, batch.padding_mask)[: len(batch.rows)]
+        if probs is None:
+            probs = np.zeros((len(texts), out.shape[1]), np.float32)
+        probs[batch.rows] = out
+    return probs
+
+
+def evaluate(probabilities, data: LabeledData, names: list[str], multi_label: bool,
+             threshold: float = 0.5) -> dict:
+    """Metrics of a probabilities(texts) -> [n, labels] function on labelled data."""
+    probs = probabilities(data.texts)
+    if multi_label:
+        return metrics_mod.multilabel_metrics(data.targets, probs, names, threshold)
+    return metrics_mod.classification_metrics(data.targets, probs, names)
+
 
 def warmup_linear_decay(peak: float, total_steps: int, warmup_steps: int):
     import keras
@@ -161,57 +147,75 @@ def warmup_linear_decay(peak: float, total_steps: int, warmup_steps: int):
     return WarmupLinearDecay()
 
 
-def evaluate(probabilities, data: LabeledData, multi_label: bool, threshold: float = 0.5) -> dict:
-    """Metrics of a probabilities(texts) -> [n, labels] function on labelled data."""
-    probs = probabilities(data.texts)
-    if multi_label:
-        predicted = probs >= threshold
-        return {"rows": len(data.texts),
-                "subset_accuracy": float((predicted == data.targets.astype(bool)).all(1).mean())}
-    predicted = probs.argmax(1)
-    return {"rows": len(data.texts), "accuracy": float((predicted == data.targets).mean()),
-            "macro_f1": macro_f1(data.targets, predicted, probs.shape[1])}
+# ----------------------------------------------------------------------------- training
+
+class Checkpoint:
+    """Trainable weights, optimizer state and loop position, under the run's work directory."""
+
+    def __init__(self, work_dir: Path):
+        self.dir = work_dir / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").is_file()
+
+    def save(self, model, optimizer, state: dict, best_weights: dict | None) -> None:
+        from safetensors.numpy import save_file
+
+        tmp = self.dir.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        classifier.save_weights(model, tmp / "weights.safetensors", scope="trainable")
+        save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)},
+                  str(tmp / "optimizer.safetensors"))
+        if best_weights is not None:
+            save_file(best_weights, str(tmp / "best.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state))
+        old = self.dir.with_name("checkpoint.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            self.dir.rename(old)
+        tmp.rename(self.dir)  # the checkpoint switches in one rename
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model, optimizer) -> tuple[dict, dict | None]:
+        from safetensors.numpy import load_file
+
+        classifier.load_weights(model, self.dir / "weights.safetensors")
+        saved = load_file(str(self.dir / "optimizer.safetensors"))
+        for i, v in enumerate(optimizer.variables):
+            v.assign(saved[f"{i}"])
+        best = self.dir / "best.safetensors"
+        return json.loads((self.dir / "state.json").read_text()), (
+            load_file(str(best)) if best.is_file() else None)
 
 
-def predict(predictor, encoder, texts: list[str]) -> np.ndarray:
-    chunk = encoder.encode(texts)
-    probs = None
-    for batch in chunk.batches:
-        out = predictor(batch.token_ids, batch.padding_mask)[: len(batch.rows)]
-        if probs is None:
-            probs = np.zeros((len(texts), out.shape[1]), np.float32)
-        probs[batch.rows] = out
-    return probs
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
-    scores = []
-    for c in range(num_labels):
-        tp = np.sum((y_pred == c) & (y_true == c))
-        fp = np.sum((y_pred == c) & (y_true != c))
-        fn = np.sum((y_pred != c) & (y_true == c))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
-
-
-def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data: LabeledData,
-          out: Path, model_name: str, test_data: LabeledData | None = None, log=print) -> dict:
+def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None,
+          train_data: LabeledData, val_data: LabeledData, work_dir: Path, model_name: str,
+          log=print) -> tuple[Path, dict]:
+    """Train into work_dir/model (a complete model directory); returns it and the history."""
+    policy = classifier.choose_device()  # starts TensorFlow quietly, before keras is imported
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
-    policy = classifier.choose_device()
-    base = ({"kind": "packaged", "id": cfg.base} if cfg.base in backbones.PACKAGED
-            else {"kind": "hf_dir", "path": str(Path(cfg.base).resolve())})
     spec = modeldir.ModelSpec(
         name=model_name, labels=names, base=base, max_length=cfg.max_length, pooling=cfg.pooling,
         dropout=cfg.dropout, lora_rank=cfg.lora_rank or None,
         problem_type="multi_label" if cfg.multi_label else "single_label")
     model = classifier.build_from_spec(spec, dtype=policy.dtype)
-    tokenizer = encode.load_tokenizer(backbones.tokenizer_path(base), cfg.max_length)
+    tokenizer_file = backbones.tokenizer_path(base) if base["kind"] != "config" else None
+    if init_from is not None:
+        start = modeldir.read(init_from)
+        start_from(model, spec, start)
+        if start.spec.tokenizer_file:
+            tokenizer_file = start.path / start.spec.tokenizer_file
+    if tokenizer_file is None:
+        raise ScorerError(f"no tokenizer for base {base}")
+    tokenizer = encode.load_tokenizer(tokenizer_file, cfg.max_length)
     encoder = encode.BatchEncoder(tokenizer, cfg.max_length)
     ids, lengths, _ = encoder.tokenize(train_data.texts)
-    steps_per_epoch = sum(-(-int(np.sum(encoder.bucket_of(lengths) == b)) // cfg.batch_size)
+    buckets = encoder.bucket_of(lengths)
+    steps_per_epoch = sum(-(-int(np.sum(buckets == b)) // cfg.batch_size)
                           for b in range(len(encoder.buckets)))
     total = steps_per_epoch * cfg.epochs
     optimizer = keras.optimizers.AdamW(
@@ -222,8 +226,10 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
     loss_fn = (keras.losses.BinaryCrossentropy(from_logits=True) if cfg.multi_label
                else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     variables = model.trainable_variables
-    log(f"training {sum(int(np.prod(v.shape)) for v in variables):,} parameters on "
-        f"{len(train_data.texts):,} rows, {steps_per_epoch} steps/epoch, {cfg.epochs} epochs")
+    optimizer.build(variables)
+    log(f"training {sum(int(np.prod(v.shape)) for v in variables):,} parameters "
+        f"({'LoRA rank %d + head' % cfg.lora_rank if cfg.lora_rank else 'full fine-tune'}) on "
+        f"{len(train_data.texts):,} rows, {steps_per_epoch} steps/epoch, up to {cfg.epochs} epochs")
 
     @tf.function(jit_compile=True, reduce_retracing=False, autograph=False)
     def train_step(token_ids, padding_mask, y, weight):
@@ -240,108 +246,219 @@ def train(cfg: TrainConfig, names: list[str], train_data: LabeledData, val_data:
     def probabilities(texts):
         return predict(predictor, encoder, texts)
 
-    metric = "subset_accuracy" if cfg.multi_label else "accuracy"
-    rng = np.random.default_rng(cfg.seed)
-    history, best, best_weights, bad_epochs = [], -1.0, None, 0
-    started = time.time()
-    for epoch in range(1, cfg.epochs + 1):
-        losses = []
-        t0 = time.time()
+    metric = "subset_accuracy" if cfg.multi_label and cfg.metric == "accuracy" else cfg.metric
+    checkpoint = Checkpoint(work_dir)
+    state = {"epoch": 1, "step": 0, "history": [], "step_losses": [], "best": None,
+             "best_epoch": None, "bad_epochs": 0, "seconds": 0.0}
+    best_weights = None
+    if checkpoint.exists():
+        state, best_weights = checkpoint.load(model, optimizer)
+        log(f"resuming from the checkpoint at epoch {state['epoch']}, step {state['step']}")
+    started = time.time() - state["seconds"]
+
+    def save():
+        state["seconds"] = round(time.time() - started, 1)
+        checkpoint.save(model, optimizer, state, best_weights)
+
+    while state["epoch"] <= cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([cfg.seed, epoch])  # the same batches when resumed
         batches = training_batches(encoder, ids, lengths, train_data.targets, cfg.batch_size, rng)
-        for step, (batch, y, weight) in enumerate(batches, start=1):
+        t0, losses = time.time(), []
+        every = max(1, min(100, len(batches) // 10))  # loss curve points and log lines
+        for step in range(state["step"], len(batches)):
+            batch, y, weight = batches[step]
             with tf.device(policy.device):
                 losses.append(float(train_step(batch.token_ids, batch.padding_mask, y, weight)))
-            if step % 200 == 0:
-                log(f"epoch {epoch} step {step}/{len(batches)} loss {np.mean(losses[-200:]):.4f} "
-                    f"({time.time() - t0:.0f}s)")
-        val = evaluate(probabilities, val_data, cfg.multi_label)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
-                        "seconds": round(time.time() - t0, 1), "validation": val})
-        log(f"epoch {epoch}: train loss {np.mean(losses):.4f}, validation {val}")
-        if val[metric] > best:
-            best, bad_epochs = val[metric], 0
-            best_weights = [v.numpy() for v in variables]
+            state["step"] = step + 1
+            if state["step"] % every == 0:
+                global_step = (epoch - 1) * len(batches) + state["step"]
+                state["step_losses"].append([global_step, float(np.mean(losses[-every:]))])
+                log(f"epoch {epoch} step {state['step']}/{len(batches)} "
+                    f"loss {np.mean(losses[-every:]):.4f} ({time.time() - t0:.0f}s)")
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                save()
+        val = evaluate(probabilities, val_data, names, cfg.multi_label)
+        score = val[metric]
+        state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                                 "validation": {k: val[k] for k in val if k not in ("per_class", "confusion_matrix")}})
+        log(f"epoch {epoch}: validation {metric} {score:.4f}, accuracy {val.get('accuracy', 0):.4f}")
+        if state["best"] is None or score > state["best"]:
+            state.update(best=score, best_epoch=epoch, bad_epochs=0)
+            best_weights = {v.path: np.asarray(v.numpy()) for v in variables}
         else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                log(f"early stop: no validation improvement for {bad_epochs} epoch(s)")
-                break
-    for v, w in zip(variables, best_weights):
-        v.assign(w)
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                log(f"early stop: no validation improvement for {state['bad_epochs']} epoch(s)")
+        state["epoch"], state["step"] = epoch + 1, 0
+        save()
 
-    metrics = {"validation": evaluate(probabilities, val_data, cfg.multi_label)}
+    by_path = {v.path: v for v in variables}
+    for name, value in best_weights.items():
+        by_path[name].assign(value)
+    out = work_dir / "model"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    classifier.save_weights(model, out / spec.weights_file, scope=classifier.weights_scope(spec))
+    if base["kind"] == "config" or tokenizer_file != backbones.tokenizer_path(base):
+        shutil.copy(tokenizer_file, out / "tokenizer.json")
+        spec.tokenizer_file = "tokenizer.json"
+    spec.training = {"history": state["history"], "best_epoch": state["best_epoch"],
+                     "seconds": round(time.time() - started, 1)}
+    final = evaluate(probabilities, val_data, names, cfg.multi_label)
+    return out, {"spec": spec, "validation": final, "state": state, "probabilities": probabilities}
+
+
+# ----------------------------------------------------------------------------- the job
+
+def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
+    """Everything after argument parsing: returns the JSON summary."""
+    base, init_from = resolve_base(args["base"])
+    report: dict = {}
+    raw_train = data_mod.read_raw(args["train"], args["text_column"], args["label_column"])
+    names = args["label_names"] or data_mod.label_set(raw_train, cfg.multi_label)
+    train_data = data_mod.prepare(raw_train, names, cfg.multi_label, "train", report)
+    if args["validation"]:
+        raw_val = data_mod.read_raw(args["validation"], args["text_column"], args["label_column"])
+        val_data = data_mod.prepare(raw_val, names, cfg.multi_label, "validation", report)
+    else:
+        train_data, val_data = data_mod.split(train_data, cfg.validation_fraction, cfg.seed)
+        report["validation"] = {"split_from_train": cfg.validation_fraction, "seed": cfg.seed,
+                                "rows_used": len(val_data.texts)}
+    data_mod.check(train_data, val_data, names, cfg.multi_label, report)
+    test_data = None
+    if args["test"]:
+        raw_test = data_mod.read_raw(args["test"], args["text_column"], args["label_column"])
+        test_data = data_mod.prepare(raw_test, names, cfg.multi_label, "test", report)
+    log("data: " + json.dumps(report))
+
+    run_key = hashlib.sha256(json.dumps([asdict(cfg), base, names, train_data.fingerprint,
+                                         val_data.fingerprint, args["name"]]).encode()).hexdigest()[:16]
+    if args["registry"]:
+        reg = Path(args["registry"]) / args["name"]
+    work_dir = Path(args["work_dir"]) if args["work_dir"] else (
+        (reg / "_runs" if args["registry"] else Path(args["out"]).parent / ".finetune-runs") / run_key)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    model_dir, result = train(cfg, names, base, init_from, train_data, val_data, work_dir,
+                              args["name"], log)
+    spec: modeldir.ModelSpec = result["spec"]
+    metrics = {"validation": result["validation"]}
     if test_data is not None:
-        metrics["test"] = evaluate(probabilities, test_data, cfg.multi_label)
-    out.mkdir(parents=True, exist_ok=True)
-    classifier.save_weights(model, out / spec.weights_file, scope="trainable")
-    spec.metrics = metrics
-    spec.training = {
+        metrics["test"] = evaluate(result["probabilities"], test_data, names, cfg.multi_label)
+    spec.metrics = {split: {k: v for k, v in m.items() if k not in ("per_class", "confusion_matrix")}
+                    for split, m in metrics.items()}
+    spec.training.update({
         "command": "python -m jobs.finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "config": asdict(cfg), "train_data": train_data.fingerprint,
-        "validation_data": val_data.fingerprint,
+        "config": asdict(cfg), "base": args["base"], "data_report": report,
+        "train_data": train_data.fingerprint, "validation_data": val_data.fingerprint,
         "test_data": test_data.fingerprint if test_data else None,
-        "history": history, "seconds": round(time.time() - started, 1),
         "scorer_version": scorer.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    modeldir.write_spec(out, spec)
-    return metrics
+    })
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from jobs import report as report_mod
+
+    report_mod.write_png(model_dir / "report.png", result["state"], metrics, names,
+                         title=f"{args['name']} ({'LoRA' if cfg.lora_rank else 'full'})")
+    modeldir.write_spec(model_dir, spec)
+
+    summary = {"name": args["name"], "metrics": spec.metrics, "best_epoch": spec.training["best_epoch"],
+               "train_seconds": spec.training["seconds"]}
+    if args["out"]:
+        out = Path(args["out"])
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(model_dir, out)
+        summary["model"] = str(out)
+    else:
+        from jobs.gate import decide
+
+        version = registry.register(reg, model_dir)
+        summary.update(version=version, model=f"{reg}@{version}")
+        summary.update(decide(reg, version, val_data, names, cfg, args["min_improvement"],
+                              args["min_metric"], result["validation"], log))
+    shutil.rmtree(work_dir, ignore_errors=True)  # finished: the checkpoint is no longer needed
+    if not args["work_dir"] and not any(work_dir.parent.iterdir()):
+        work_dir.parent.rmdir()
+    return summary
 
 
-def load_split(paths, text_column, label_column, names, multi_label):
-    texts, raw = read_labeled(paths, text_column, label_column)
-    targets = to_targets(raw, names, multi_label)
-    return LabeledData(texts, targets, fingerprint(texts, targets))
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--train", "train_paths", multiple=True, required=True, help="Labelled training data.")
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--train", "train_paths", multiple=True, required=True,
+              help="Labelled training data (Parquet / JSONL / CSV; repeatable).")
 @click.option("--validation", "validation_paths", multiple=True,
-              help="Validation data for early stopping (default: a seeded split of --train).")
+              help="Validation data (default: a stratified, seeded split of --train).")
 @click.option("--test", "test_paths", multiple=True, help="Held-out data scored once at the end.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--label-names", help="Comma-separated names for integer labels 0, 1, ...")
-@click.option("--base", default=TrainConfig.base, show_default=True,
-              help="Packaged encoder id or a local Hugging Face checkpoint directory.")
-@click.option("--name", "model_name", required=True, help="Model name recorded in the directory.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model directory to write.")
-@click.option("--lora-rank", type=int, default=TrainConfig.lora_rank, show_default=True,
-              help="LoRA rank; 0 fine-tunes the whole encoder.")
-@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
-@click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
-@click.option("--max-length", type=int, default=TrainConfig.max_length, show_default=True)
-@click.option("--multi-label", is_flag=True, help="Sigmoid outputs, binary cross-entropy.")
-@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--label-names", help="Comma-separated label names for integer labels 0, 1, ...")
+@click.option("--base", default="default", show_default=True,
+              help="default (packaged MiniLM), a scorer model directory or registry reference, "
+                   "or a local Hugging Face BERT/DistilBERT checkpoint directory.")
+@click.option("--name", "model_name", required=True, help="Model name.")
+@click.option("--registry", type=click.Path(path_type=Path),
+              help="Registry root: registers NAME's next version and promotes it if better.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write a model directory here instead.")
+@click.option("--work-dir", type=click.Path(path_type=Path),
+              help="Checkpoints (default: under the registry or next to --out).")
+@click.option("--full", is_flag=True, help="Fine-tune the whole encoder instead of a LoRA adapter.")
+@click.option("--lora-rank", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--multi-label", is_flag=True, help="Sigmoid outputs, binary cross-entropy; the "
+              "label column holds lists.")
+@click.option("--epochs", type=click.IntRange(1), default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=TrainConfig.batch_size, show_default=True)
+@click.option("--learning-rate", type=float, help="Peak learning rate (default 1e-3 LoRA, 3e-5 full).")
+@click.option("--max-length", type=click.IntRange(8), default=TrainConfig.max_length, show_default=True)
+@click.option("--metric", type=click.Choice(["macro_f1", "accuracy"]), default="macro_f1",
+              show_default=True, help="Early stopping and promotion metric.")
+@click.option("--min-improvement", type=float, default=0.0, show_default=True,
+              help="Promote only if the metric beats the champion's by at least this much.")
+@click.option("--min-metric", multiple=True, metavar="NAME=VALUE",
+              help="An absolute floor for promotion, e.g. accuracy=0.85 (repeatable).")
+@click.option("--checkpoint-every", type=click.IntRange(0), default=TrainConfig.checkpoint_every,
+              show_default=True, help="Steps between checkpoints (also at every epoch end).")
+@click.option("--seed", type=int, default=0, show_default=True)
 def main(train_paths, validation_paths, test_paths, text_column, label_column, label_names, base,
-         model_name, out, lora_rank, epochs, learning_rate, max_length, multi_label, seed):
-    """Train a classifier into a scorer model directory.
+         model_name, registry, out, work_dir, full, lora_rank, multi_label, epochs, batch_size,
+         learning_rate, max_length, metric, min_improvement, min_metric, checkpoint_every, seed):
+    """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
-    Example (how the default sentiment model was made):
+    Examples:
+
+        python -m jobs.finetune --train labeled/ --validation dev.parquet --base default
+        --registry models/ --name sentiment
 
         python -m jobs.finetune --train ../shared/datasets/sst2/train.jsonl
         --test ../shared/datasets/sst2/dev.jsonl --label-names negative,positive
         --name sentiment --out scorer/models/default
+
+    Prints a one-line JSON summary on stdout ("promoted": true/false); logs go to stderr.
     """
-    cfg = TrainConfig(base=base, lora_rank=lora_rank, epochs=epochs, learning_rate=learning_rate,
-                      max_length=max_length, seed=seed, multi_label=multi_label)
+    if bool(registry) == bool(out):
+        raise click.UsageError("give exactly one of --registry or --out")
+    floors = {}
+    for item in min_metric:
+        name, _, value = item.partition("=")
+        try:
+            floors[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--min-metric")
+    cfg = TrainConfig(lora_rank=0 if full else lora_rank, epochs=epochs, batch_size=batch_size,
+                      learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
+                      max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
+                      seed=seed, multi_label=multi_label)
+    args = dict(train=list(train_paths), validation=list(validation_paths), test=list(test_paths),
+                text_column=text_column, label_column=label_column,
+                label_names=label_names.split(",") if label_names else None, base=base,
+                name=model_name, registry=registry, out=out, work_dir=work_dir,
+                min_improvement=min_improvement, min_metric=floors)
     try:
-        texts, raw = read_labeled(list(train_paths), text_column, label_column)
-        names = label_names_for(raw, label_names.split(",") if label_names else None, multi_label)
-        targets = to_targets(raw, names, multi_label)
-        data = LabeledData(texts, targets, fingerprint(texts, targets))
-        if validation_paths:
-            val = load_split(list(validation_paths), text_column, label_column, names, multi_label)
-        else:
-            data, val = split(data, cfg.validation_fraction, seed)
-        test = (load_split(list(test_paths), text_column, label_column, names, multi_label)
-                if test_paths else None)
-        metrics = train(cfg, names, data, val, out, model_name, test,
-                        log=lambda m: click.echo(m, err=True))
+        summary = run_job(cfg, args, log=lambda m: click.echo(m, err=True))
     except ScorerError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    click.echo(json.dumps(metrics))
+    click.echo(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ def build_classifier(backbone, num_labels: int, pooling: str = "mean", dropout: 
         pooled = out["pooled_output"]
     else:
         raise ModelError(f"unknown pooling {pooling!r}")
+    if pooling != "pooled":
+        for layer in backbone.layers:  # BERT's pooler is unused: do not train or decay it
+            if layer.name == "pooled_dense":
+                layer.trainable = False
     x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)  # [batch, hidden]
     logits = keras.layers.Dense(num_labels, dtype="float32", name=HEAD_NAME)(x)  # [batch, labels]
     return keras.Model(inputs, logits, name="scorer_classifier")
@@ -104,31 +108,46 @@ def save_weights(model, path, scope: str = "trainable") -> list[str]:
     return sorted(tensors)
 
 
-def load_weights(model, path, require_all: bool = False) -> None:
-    """Assign every tensor in a safetensors file to the variable of the same path, strictly:
-    the head (and LoRA, if enabled) must be there, and every variable when require_all."""
+def read_weights(path) -> dict:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"{path}: unreadable weights ({e})") from None
+
+
+def load_weights(model, path, require_all: bool = False) -> None:
+    """Assign every tensor in a safetensors file to the variable of the same path, strictly:
+    the head (and LoRA, if enabled) must be there, and every variable when require_all."""
+    tensors = read_weights(path)
     variables = _by_path(model)
-    unknown = sorted(set(tensors) - set(variables))
-    if unknown:
-        raise ModelError(f"{path}: weights for variables this model does not have: {unknown[:3]}")
     head = [p for p in variables if p.startswith(HEAD_NAME + "/")]
     lora = [p for p in variables if "lora_kernel" in p]
     needed = set(variables) if require_all else set(head + lora)
     missing = sorted(needed - set(tensors))
     if missing:
         raise ModelError(f"{path}: no weights for {missing[:3]}")
+    assign_weights(model, tensors, str(path))
+
+
+def assign_weights(model, tensors: dict, where: str) -> None:
+    variables = _by_path(model)
+    unknown = sorted(set(tensors) - set(variables))
+    if unknown:
+        raise ModelError(f"{where}: weights for variables this model does not have: {unknown[:3]}")
     for name, value in tensors.items():
         var = variables[name]
         if tuple(var.shape) != value.shape:
-            raise ModelError(f"{path}: {name} has shape {value.shape}, the model wants {tuple(var.shape)}")
+            raise ModelError(f"{where}: {name} has shape {value.shape}, the model wants {tuple(var.shape)}")
         var.assign(value)
+
+
+def weights_scope(spec: ModelSpec) -> str:
+    """What a model directory must store: everything when no pretrained base supplies the
+    encoder, else what training changed (LoRA + head, or all after a full fine-tune)."""
+    return "all" if spec.base["kind"] == "config" else "trainable"
 
 
 def build_from_spec(spec: ModelSpec, dtype=None):

@@ -15,9 +15,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from scorer import registry
 from scorer.errors import ModelError
 
-SPEC_FILE = "scorer_model.json"
+SPEC_FILE = registry.SPEC_FILE
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
 PROBLEM_TYPES = ("single_label", "multi_label")
@@ -89,10 +90,11 @@ def sha256_file(path: Path) -> str:
 
 
 def resolve(ref: str | Path | None) -> Path:
-    """A model reference (None or 'default' for the packaged default, or a directory) -> its path."""
+    """A model reference -> its directory: None or 'default' (the packaged default model), a
+    model directory, or a registry reference (REGISTRY, REGISTRY@alias, REGISTRY@N)."""
     if ref is None or str(ref) == "default":
         return DEFAULT_MODEL_DIR
-    path = Path(ref)
+    path = registry.resolve(str(ref))
     if not path.is_dir():
         raise ModelError(f"model directory not found: {ref}")
     return path

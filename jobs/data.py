@@ -1,0 +1,149 @@
+"""Labelled data for the job: read, check, report, split.
+
+Problems that make training meaningless stop the job (DataError); the rest are counted in a
+report that is printed and kept with the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scorer.errors import ScorerError
+from scorer.source import expand_inputs, read_chunks
+
+
+class DataError(ScorerError):
+    exit_code = 6
+
+
+@dataclass
+class LabeledData:
+    texts: list[str]
+    targets: np.ndarray  # [n] int label ids, or [n, labels] 0/1 for multi-label
+    fingerprint: dict = field(default_factory=dict)  # rows + sha256 of the (text, label) pairs
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.texts, self.targets)
+
+    def take(self, rows) -> "LabeledData":
+        rows = list(rows)
+        return LabeledData([self.texts[i] for i in rows], self.targets[rows])
+
+
+@dataclass
+class RawLabeled:
+    texts: list  # str | None
+    labels: list  # raw label values (lists for multi-label)
+    source: str
+
+
+def read_raw(paths: list[str], text_column: str, label_column: str) -> RawLabeled:
+    texts, labels = [], []
+    for chunk in read_chunks(expand_inputs(paths), text_column):
+        if label_column not in chunk.columns.column_names:
+            raise DataError(f"{chunk.source}: no label column {label_column!r} "
+                            f"(columns: {', '.join(chunk.columns.column_names)})")
+        texts += chunk.texts
+        labels += chunk.columns.column(label_column).to_pylist()
+    return RawLabeled(texts, labels, ", ".join(paths))
+
+
+def label_set(raw: RawLabeled, multi_label: bool) -> list[str]:
+    """Label names in id order: 0..max for integer labels, sorted names otherwise."""
+    values = {v for y in raw.labels if y is not None for v in (y if multi_label else [y])}
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return [str(v) for v in range(max(values) + 1)]
+    return sorted(str(v) for v in values)
+
+
+def prepare(raw: RawLabeled, names: list[str], multi_label: bool, role: str,
+            report: dict) -> LabeledData:
+    """Drop rows with no usable text or label (counted), map labels to ids (unknown: fatal)."""
+    index = {n: i for i, n in enumerate(names)}
+
+    def label_id(v):
+        if isinstance(v, int) and not isinstance(v, bool) and str(v) not in index and 0 <= v < len(names):
+            return v  # an integer label with --label-names given
+        return index.get(str(v))
+
+    texts, targets, empty, unlabelled, unknown = [], [], 0, 0, Counter()
+    for text, y in zip(raw.texts, raw.labels):
+        if text is None or not str(text).strip():
+            empty += 1
+            continue
+        if y is None or (multi_label and not isinstance(y, list)):
+            unlabelled += 1
+            continue
+        ids = [label_id(v) for v in (y if multi_label else [y])]
+        if None in ids:
+            unknown.update(str(v) for v, i in zip(y if multi_label else [y], ids) if i is None)
+            continue
+        texts.append(text)
+        if multi_label:
+            row = np.zeros(len(names), np.float32)
+            row[ids] = 1.0
+            targets.append(row)
+        else:
+            targets.append(ids[0])
+    section = report.setdefault(role, {})
+    section.update(rows_read=len(raw.texts), rows_used=len(texts), empty_or_null_text=empty,
+                   missing_label=unlabelled)
+    if unknown:
+        raise DataError(f"{role} data ({raw.source}) has labels outside {names}: "
+                        f"{dict(unknown.most_common(5))}")
+    if not texts:
+        raise DataError(f"{role} data ({raw.source}) has no usable rows")
+    data = LabeledData(texts, np.array(targets, dtype=np.float32 if multi_label else np.int32))
+    counts = (data.targets.sum(0).astype(int) if multi_label
+              else np.bincount(data.targets, minlength=len(names)))
+    section["class_counts"] = {n: int(c) for n, c in zip(names, counts)}
+    present = counts[counts > 0]
+    section["imbalance_ratio"] = round(float(present.max() / present.min()), 2)
+    text_counts = Counter(texts)
+    section["duplicate_texts"] = sum(c - 1 for c in text_counts.values() if c > 1)
+    return data
+
+
+def check(train: LabeledData, validation: LabeledData, names: list[str], multi_label: bool,
+          report: dict) -> None:
+    """Fatal problems stop the job; overlap between the splits is reported."""
+    def present(d):
+        return (set(np.flatnonzero(d.targets.sum(0))) if multi_label else set(np.unique(d.targets)))
+
+    in_train = present(train)
+    if len(in_train) < 2 and not multi_label:
+        raise DataError(f"training data has only one class ({names[next(iter(in_train))]}): "
+                        "nothing to learn")
+    unseen = present(validation) - in_train
+    if unseen:
+        raise DataError(f"validation labels never seen in training: {[names[i] for i in sorted(unseen)]}")
+    overlap = set(train.texts) & set(validation.texts)
+    report["train_validation_overlap"] = len(overlap)
+
+
+def fingerprint(texts: list[str], targets: np.ndarray) -> dict:
+    h = hashlib.sha256()
+    for t, y in zip(texts, targets.tolist()):
+        h.update(json.dumps([t, y]).encode())
+        h.update(b"\n")
+    return {"rows": len(texts), "sha256": h.hexdigest()}
+
+
+def split(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
+    """A seeded split, stratified by label (by first label for multi-label)."""
+    rng = np.random.default_rng(seed)
+    strata = data.targets if data.targets.ndim == 1 else data.targets.argmax(1)
+    held = []
+    for value in np.unique(strata):
+        rows = np.flatnonzero(strata == value)
+        if len(rows) > 1:
+            held += rng.permutation(rows)[: max(1, round(len(rows) * fraction))].tolist()
+    held_set = set(held)
+    return (data.take(i for i in range(len(data.texts)) if i not in held_set),
+            data.take(sorted(held)))

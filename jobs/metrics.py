@@ -1,0 +1,96 @@
+"""Evaluation metrics from probabilities, in NumPy (no scikit-learn in the install)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
+    """[true, predicted] counts."""
+    m = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float | None:
+    """Binary ROC AUC (Mann-Whitney U, ties counted half); None with one class present."""
+    pos, neg = score[y_true == 1], score[y_true == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    # average ranks over ties
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """accuracy, macro-F1, per-class precision/recall/F1/support, ROC AUC (binary), ECE,
+    confusion matrix, for single-label probabilities [n, labels]."""
+    y_pred = probs.argmax(1)
+    m = confusion(y_true, y_pred, len(labels))
+    tp = np.diag(m).astype(float)
+    predicted, actual = m.sum(0), m.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    present = actual > 0
+    out = {
+        "rows": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()),
+        "macro_f1": float(f1[present].mean()),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(actual[i])}
+                      for i, name in enumerate(labels)},
+        "ece": expected_calibration_error(y_true, probs),
+        "confusion_matrix": m.tolist(),
+    }
+    if len(labels) == 2:
+        out["roc_auc"] = roc_auc(y_true, probs[:, 1])
+    return out
+
+
+def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
+                       threshold: float = 0.5) -> dict:
+    """Subset accuracy, micro/macro F1 and per-label precision/recall for 0/1 targets [n, labels]."""
+    y = y_true.astype(bool)
+    pred = probs >= threshold
+    tp = (pred & y).sum(0).astype(float)
+    fp = (pred & ~y).sum(0)
+    fn = (~pred & y).sum(0)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    micro = 2 * tp.sum() / max(1.0, 2 * tp.sum() + fp.sum() + fn.sum())
+    return {
+        "rows": int(len(y)),
+        "subset_accuracy": float((pred == y).all(1).mean()),
+        "accuracy": float((pred == y).mean()),  # per label decision
+        "micro_f1": float(micro),
+        "macro_f1": float(f1.mean()),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(y[:, i].sum())}
+                      for i, name in enumerate(labels)},
+    }

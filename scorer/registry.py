@@ -1,0 +1,117 @@
+"""A model registry on any filesystem path: numbered immutable versions plus movable aliases.
+
+    models/sentiment/
+      1/  2/  3/            model directories, each written to a temp dir and renamed into place
+      _aliases/champion     {"version": 2, ...}: small JSON files, replaced atomically
+
+A model reference is a directory, `REGISTRY@alias` or `REGISTRY@N`; a bare registry directory
+means its champion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from scorer.errors import ModelError
+
+ALIASES = "_aliases"
+CHAMPION = "champion"
+SPEC_FILE = "scorer_model.json"  # the same name modeldir uses (modeldir imports this module)
+
+
+def is_registry(path: Path) -> bool:
+    return (path / ALIASES).is_dir() or bool(versions(path))
+
+
+def versions(path: Path) -> list[int]:
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir()
+                  if p.name.isdigit() and (p / SPEC_FILE).is_file())
+
+
+def read_alias(registry: Path, alias: str) -> int | None:
+    file = registry / ALIASES / alias
+    if not file.is_file():
+        return None
+    try:
+        return int(json.loads(file.read_text())["version"])
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise ModelError(f"{file}: not a valid alias file") from None
+
+
+def aliases(registry: Path) -> dict[str, int]:
+    folder = registry / ALIASES
+    if not folder.is_dir():
+        return {}
+    return {f.name: read_alias(registry, f.name) for f in sorted(folder.iterdir())
+            if not f.name.startswith(".")}
+
+
+def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int | None:
+    """Point alias at version (atomically); returns the version it pointed at before."""
+    if not alias or "/" in alias or alias.startswith((".", "_")) or alias.isdigit():
+        raise ModelError(f"invalid alias name {alias!r}")
+    if version not in versions(registry):
+        raise ModelError(f"{registry}: no version {version}")
+    previous = read_alias(registry, alias)
+    folder = registry / ALIASES
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"version": version, "previous": previous, "reason": reason,
+              "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{alias}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / alias)
+    return previous
+
+
+def register(registry: Path, model_dir: Path) -> int:
+    """Copy a finished model directory in as the next version; returns its number."""
+    registry.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=registry, prefix=".incoming-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a version is for every reader
+    try:
+        for item in model_dir.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        while True:  # another job may take a number at the same time: rename is the lock
+            version = (versions(registry) or [0])[-1] + 1
+            try:
+                os.rename(tmp, registry / str(version))
+                return version
+            except OSError:
+                if not (registry / str(version)).exists():
+                    raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def resolve(ref: str) -> Path:
+    """`path`, `path@alias` or `path@N` -> a model directory (a registry alone: its champion)."""
+    path_part, _, selector = ref.rpartition("@") if "@" in Path(ref).name else (ref, "", "")
+    registry = Path(path_part)
+    if selector:
+        if not registry.is_dir():
+            raise ModelError(f"model registry not found: {path_part}")
+        version = int(selector) if selector.isdigit() else read_alias(registry, selector)
+        if version is None:
+            known = ", ".join(aliases(registry)) or "none"
+            raise ModelError(f"{path_part}: no alias {selector!r} (aliases: {known})")
+        target = registry / str(version)
+        if not (target / SPEC_FILE).is_file():
+            raise ModelError(f"{path_part}: no version {version}")
+        return target
+    if registry.is_dir() and not (registry / SPEC_FILE).exists() and is_registry(registry):
+        version = read_alias(registry, CHAMPION)
+        if version is None:
+            raise ModelError(f"{registry}: a registry with no champion; name a version with @N")
+        return registry / str(version)
+    return registry

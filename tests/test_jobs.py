@@ -1,0 +1,176 @@
+"""The fine-tuning job end to end on a tiny random BERT: train, register, gate, resume, refuse."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jobs import finetune, metrics
+from jobs import registry as registry_cli
+from scorer import registry
+from scorer.cli import main as scorer_main
+from tests.conftest import REPO
+
+WORDS = "the a film movie story plot actor scene was is very quite and but with of".split()
+
+
+def keyword_rows(n, seed, labels=("negative", "positive")):
+    """Texts whose label is given away by one keyword: a tiny model learns it in seconds."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        y = i % len(labels)
+        words = rng.sample(WORDS, 6)
+        words.insert(rng.randrange(7), ["bad", "good", "okay"][y])
+        rows.append({"text": " ".join(words), "label": labels[y]})
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return {"train": write_jsonl(tmp_path / "train.jsonl", keyword_rows(400, 0)),
+            "val": write_jsonl(tmp_path / "val.jsonl", keyword_rows(100, 1)),
+            "reg": tmp_path / "models"}
+
+
+def job(toy, base, *extra):
+    args = ["--train", toy["train"], "--validation", toy["val"], "--base", base,
+            "--registry", toy["reg"], "--name", "toy", "--epochs", "2", *extra]
+    r = CliRunner().invoke(finetune.main, [str(a) for a in args], catch_exceptions=False)
+    return r, (json.loads(r.stdout.strip().splitlines()[-1]) if r.exit_code == 0 else None)
+
+
+def test_register_gate_promote_and_score_by_alias(toy, tiny_model, tmp_path):
+    r, bad = job(toy, tiny_model, "--learning-rate", "1e-9")
+    assert r.exit_code == 0, r.output
+    assert bad["version"] == 1 and bad["promoted"] and bad["reason"].startswith("first version")
+    r, good = job(toy, tiny_model, "--learning-rate", "1e-2")
+    assert good["version"] == 2 and good["promoted"], good
+    assert good["new"] > good["champion"] and good["champion_before"] == 1 and good["champion_after"] == 2
+    r, worse = job(toy, tiny_model, "--learning-rate", "1e-9", "--seed", "3")
+    assert r.exit_code == 0 and worse["version"] == 3
+    assert not worse["promoted"] and worse["champion_after"] == 2
+    assert "not promoted v3" in r.stderr
+    r, floored = job(toy, tiny_model, "--learning-rate", "1e-2", "--min-metric", "accuracy=1.01")
+    assert not floored["promoted"] and floored["reason"].startswith("below the floor")
+    assert registry.read_alias(toy["reg"] / "toy", "champion") == 2
+
+    version_dir = toy["reg"] / "toy" / "2"
+    assert {p.name for p in version_dir.iterdir()} == {
+        "scorer_model.json", "weights.safetensors", "tokenizer.json", "metrics.json", "report.png"}
+    full = json.loads((version_dir / "metrics.json").read_text())["validation"]
+    assert {"accuracy", "macro_f1", "per_class", "roc_auc", "ece", "confusion_matrix"} <= set(full)
+    spec = json.loads((version_dir / "scorer_model.json").read_text())
+    assert spec["training"]["train_data"]["rows"] == 400 and spec["training"]["config"]["seed"] == 0
+    assert (version_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+    out = tmp_path / "scored"
+    r = CliRunner().invoke(scorer_main, ["run", str(toy["val"]), "-o", str(out), "--model",
+                                         f"{toy['reg'] / 'toy'}@champion", "--output-prefix", "pred_"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["path"] == str(version_dir)
+    r = CliRunner().invoke(scorer_main, ["info", "--model", f"{toy['reg'] / 'toy'}@1"])
+    assert r.exit_code == 0 and "model:        toy" in r.output
+
+    r = CliRunner().invoke(registry_cli.main, ["list", str(toy["reg"] / "toy")])
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 5
+    assert "champion" in r.output.splitlines()[2]  # version 2
+    r = CliRunner().invoke(registry_cli.main, ["promote", str(toy["reg"] / "toy"), "1"])
+    assert json.loads(r.output) == {"alias": "champion", "version": 1, "previous": 2}
+    r = CliRunner().invoke(scorer_main, ["info", "--model", f"{toy['reg'] / 'toy'}@nope"])
+    assert r.exit_code == 4 and "no alias 'nope'" in r.stderr
+
+
+def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_path):
+    out = tmp_path / "m"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(toy["train"]), "--base", str(tiny_model), "--name", "toy", "--out", str(out),
+        "--epochs", "1", "--full", "--learning-rate", "1e-3"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "scorer_model.json").read_text())
+    assert spec["lora_rank"] is None and spec["training"]["validation_data"]["rows"] == 40
+    assert spec["training"]["data_report"]["validation"]["split_from_train"] == 0.1
+
+
+def test_killed_job_resumes_from_its_checkpoint(toy, tiny_model):
+    cmd = [sys.executable, "-m", "jobs.finetune", "--train", str(toy["train"]), "--validation",
+           str(toy["val"]), "--base", str(tiny_model), "--registry", str(toy["reg"]), "--name", "toy",
+           "--epochs", "3", "--checkpoint-every", "4", "--batch-size", "8"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    state = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((toy["reg"] / "toy" / "_runs").glob("*/checkpoint/state.json"))
+        if found:
+            state = json.loads(found[0].read_text())
+            if state["epoch"] >= 2:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state is not None and proc.returncode == -signal.SIGKILL, "no checkpoint before the kill"
+    assert not registry.versions(toy["reg"] / "toy")
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from the checkpoint at epoch" in done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["version"] == 1 and summary["promoted"]
+    assert not (toy["reg"] / "toy" / "_runs").exists()  # cleaned up after success
+
+
+@pytest.mark.parametrize("train_rows, val_rows, extra, message", [
+    ([], None, [], "no usable rows"),
+    ([{"text": "a", "label": "x"}] * 10, [{"text": "b", "label": "x"}], [], "only one class"),
+    (keyword_rows(40, 0), [{"text": "b", "label": "other"}], [], "outside"),
+    (keyword_rows(40, 0, ("n", "p", "o")), keyword_rows(9, 1, ("n", "o", "p")) + [{"text": "z", "label": "q"}],
+     [], "outside"),
+    (keyword_rows(40, 0), None, ["--label-names", "a,b"], "outside ['a', 'b']"),
+    ([{"text": "a", "y": 1}], None, [], "no label column 'label'"),
+])
+def test_bad_data_stops_the_job_with_a_clear_message(tmp_path, tiny_model, train_rows, val_rows,
+                                                     extra, message):
+    args = ["--train", str(write_jsonl(tmp_path / "t.jsonl", train_rows)), "--base", str(tiny_model),
+            "--registry", str(tmp_path / "reg"), "--name", "x", *extra]
+    if val_rows is not None:
+        args += ["--validation", str(write_jsonl(tmp_path / "v.jsonl", val_rows))]
+    r = CliRunner().invoke(finetune.main, args)
+    assert r.exit_code == 6 or (message == "no usable rows" and r.exit_code in (3, 6)), r.output
+    assert message in r.stderr and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not registry.versions(tmp_path / "reg" / "x")
+
+
+def test_unseen_validation_label_is_fatal(tmp_path, tiny_model):
+    names = ("n", "p", "o")
+    train = [r for r in keyword_rows(60, 0, names) if r["label"] != "o"]
+    args = ["--train", str(write_jsonl(tmp_path / "t.jsonl", train)),
+            "--validation", str(write_jsonl(tmp_path / "v.jsonl", keyword_rows(9, 1, names))),
+            "--label-names", "n,p,o", "--base", str(tiny_model), "--registry", str(tmp_path / "r"),
+            "--name", "x"]
+    r = CliRunner().invoke(finetune.main, args)
+    assert r.exit_code == 6 and "validation labels never seen in training: ['o']" in r.stderr
+
+
+def test_metrics_against_hand_computed_values():
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+    m = metrics.classification_metrics(y, probs, ["n", "p"])
+    assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert m["per_class"]["p"] == {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m["roc_auc"] == 1.0  # every positive scores above every negative
+    assert metrics.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
+    # ECE: confidences 0.9, 0.6 (wrong), 0.65, 0.8 each fall in a bin of their own
+    assert m["ece"] == pytest.approx(0.25 * (0.1 + 0.6 + 0.35 + 0.2))
