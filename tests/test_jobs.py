@@ -174,3 +174,21 @@ def test_metrics_against_hand_computed_values():
     assert metrics.roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.2, 0.9])) == 0.875
     # ECE: confidences 0.9, 0.6 (wrong), 0.65, 0.8 each fall in a bin of their own
     assert m["ece"] == pytest.approx(0.25 * (0.1 + 0.6 + 0.35 + 0.2))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_hugging_face_checkpoint_as_base(toy, tmp_path, model_type):
+    from tests.conftest import make_hf_checkpoint
+
+    ckpt = make_hf_checkpoint(tmp_path / model_type, model_type)
+    out = tmp_path / "m"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(toy["train"]), "--validation", str(toy["val"]), "--base", str(ckpt),
+        "--name", "hf", "--out", str(out), "--epochs", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "scorer_model.json").read_text())
+    assert spec["base"] == {"kind": "hf_dir", "path": str(ckpt.resolve())}
+    r = CliRunner().invoke(scorer_main, ["run", str(toy["val"]), "-o", str(tmp_path / "s"),
+                                         "--model", str(out), "--output-prefix", "p_"])
+    assert r.exit_code == 0, r.output
+    assert "scored 100 rows" in r.stderr
