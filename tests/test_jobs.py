@@ -192,3 +192,24 @@ def test_hugging_face_checkpoint_as_base(toy, tmp_path, model_type):
                                          "--model", str(out), "--output-prefix", "p_"])
     assert r.exit_code == 0, r.output
     assert "scored 100 rows" in r.stderr
+
+
+def test_multi_label_job(tmp_path, tiny_model):
+    rng = random.Random(0)
+    rows = []
+    for i in range(300):
+        tags = [t for t in ("good", "long", "funny") if rng.random() < 0.5]
+        words = rng.sample(WORDS, 5) + tags
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": tags})
+    out = tmp_path / "ml"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(write_jsonl(tmp_path / "t.jsonl", rows)), "--base", str(tiny_model),
+        "--name", "tags", "--out", str(out), "--multi-label", "--epochs", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "scorer_model.json").read_text())
+    assert spec["problem_type"] == "multi_label" and spec["labels"] == ["funny", "good", "long"]
+    assert {"subset_accuracy", "micro_f1", "macro_f1"} <= set(spec["metrics"]["validation"])
+    s = CliRunner().invoke(scorer_main, ["run", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "s"),
+                                         "--model", str(out), "--output-prefix", "p_"])
+    assert s.exit_code == 0, s.output
