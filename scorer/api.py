@@ -41,6 +41,13 @@ class ScoreStats:
     error_reasons: dict = field(default_factory=dict)
 
 
+@dataclass
+class Prepared:
+    errors: list  # [n] str | None: why a row is not scored
+    valid: np.ndarray  # [n_valid] positions of the rows that are scored
+    encoded: encode.EncodedChunk | None  # batches over the valid rows (None if there are none)
+
+
 def output_names(multi_label: bool, prefix: str = "") -> list[str]:
     names = ["label", "label_id", "score", "probabilities"] + (["labels"] if multi_label else [])
     return [prefix + n for n in names + ["error"]]
@@ -76,47 +83,49 @@ class Scorer:
     def multi_label(self) -> bool:
         return self.spec.problem_type == "multi_label"
 
-    def probabilities(self, texts: list) -> tuple[np.ndarray, list]:
-        """Probabilities [n, labels] (NaN rows where a text cannot be scored) and a reason per row."""
-        errors = [_text_error(t) for t in texts]
-        valid = [i for i, e in enumerate(errors) if e is None]
-        probs = np.full((len(texts), len(self.spec.labels)), np.nan, dtype=np.float32)
-        if valid:
-            t0 = time.perf_counter()
-            chunk = self.encoder.encode([texts[i] for i in valid])
-            t1 = time.perf_counter()
-            scored = np.empty((len(valid), probs.shape[1]), dtype=np.float32)
+    # The three stages an engine runs, possibly on different threads: prepare (tokenize and
+    # plan batches), infer (the model), columns (Arrow output). Each updates only its own stats.
+
+    def prepare(self, texts: list, read_errors: list | None = None) -> Prepared:
+        """Check and tokenize a chunk of texts; rows that cannot be scored get a reason."""
+        t0 = time.perf_counter()
+        errors = [r or _text_error(t) for t, r in zip(texts, read_errors or [None] * len(texts))]
+        valid = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+        encoded = self.encoder.encode([texts[i] for i in valid]) if len(valid) else None
+        self.stats.encode_seconds += time.perf_counter() - t0
+        return Prepared(errors, valid, encoded)
+
+    def infer(self, prepared: Prepared) -> np.ndarray:
+        """Probabilities [n, labels] in input order; NaN rows where a text was not scored."""
+        t0 = time.perf_counter()
+        probs = np.full((len(prepared.errors), len(self.spec.labels)), np.nan, dtype=np.float32)
+        chunk = prepared.encoded
+        if chunk is not None:
             for batch in chunk.batches:
-                scored[batch.rows] = self.predictor(batch.token_ids, batch.padding_mask)[: len(batch.rows)]
-            probs[valid] = scored
+                out = self.predictor(batch.token_ids, batch.padding_mask)  # [rows, labels]
+                probs[prepared.valid[batch.rows]] = out[: len(batch.rows)]
             s = self.stats
-            s.encode_seconds += t1 - t0
-            s.infer_seconds += time.perf_counter() - t1
             s.truncated += int(chunk.truncated.sum())
             s.real_tokens += chunk.real_tokens
             s.padded_tokens += chunk.padded_tokens
-        return probs, errors
+        self.stats.infer_seconds += time.perf_counter() - t0
+        return probs
 
-    def score_columns(self, texts: list, read_errors: list | None = None, prefix: str = "") -> pa.Table:
-        """The output columns for a chunk of texts, in input order (see output_names)."""
-        if read_errors is not None:
-            texts = [None if e else t for t, e in zip(texts, read_errors)]
-        probs, errors = self.probabilities(texts)
-        if read_errors is not None:
-            errors = [r or e for r, e in zip(read_errors, errors)]
+    def columns(self, prepared: Prepared, probs: np.ndarray, prefix: str = "") -> pa.Table:
+        """The output columns (see output_names) for a prepared and inferred chunk."""
+        errors = prepared.errors
         ok = np.array([e is None for e in errors], dtype=bool)
         label_id = np.where(ok, np.nan_to_num(probs).argmax(axis=1), 0).astype(np.int32)
-        score = probs[np.arange(len(texts)), label_id]
+        score = probs[np.arange(len(errors)), label_id]
         names = np.array(self.spec.labels, dtype=object)
         flat = pa.array(np.nan_to_num(probs).ravel(), pa.float32())
         columns = {
             "label": pa.array(names[label_id], pa.string(), mask=~ok),
             "label_id": pa.array(label_id, pa.int32(), mask=~ok),
             "score": pa.array(score, pa.float32(), mask=~ok),
-            "probabilities": pa.FixedSizeListArray.from_arrays(flat, probs.shape[1])
-                               .cast(pa.list_(pa.float32())),
+            "probabilities": _null_where(pa.FixedSizeListArray.from_arrays(flat, probs.shape[1])
+                                         .cast(pa.list_(pa.float32())), ~ok),
         }
-        columns["probabilities"] = _null_where(columns["probabilities"], ~ok)
         if self.multi_label:
             above = probs >= self.spec.threshold
             columns["labels"] = pa.array(
@@ -124,6 +133,16 @@ class Scorer:
         columns["error"] = pa.array(errors, pa.string())
         self._count(errors)
         return pa.table({prefix + k: v for k, v in columns.items()})
+
+    def probabilities(self, texts: list) -> tuple[np.ndarray, list]:
+        """Probabilities [n, labels] (NaN rows where a text cannot be scored) and a reason per row."""
+        prepared = self.prepare(texts)
+        return self.infer(prepared), prepared.errors
+
+    def score_columns(self, texts: list, read_errors: list | None = None, prefix: str = "") -> pa.Table:
+        """All three stages on one chunk, on this thread."""
+        prepared = self.prepare(texts, read_errors)
+        return self.columns(prepared, self.infer(prepared), prefix)
 
     def _count(self, errors: list) -> None:
         s = self.stats

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from typing import Callable
 import pyarrow as pa
 
 import scorer
-from scorer import encode, sink, source
+from scorer import encode, sink, source, stages
 from scorer.api import Scorer, output_names
 from scorer.errors import InputError, OutputError
 
@@ -34,6 +35,7 @@ class RunOptions:
     max_length: int | None = None
     batch_tokens: int = encode.DEFAULT_BATCH_TOKENS
     precision: str = "auto"
+    queue_depth: int = 2  # chunks waiting between two stages (memory: ~3 chunks per stage)
 
 
 @dataclass
@@ -59,38 +61,46 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
                                           batch_tokens=opts.batch_tokens, precision=opts.precision)
     load_seconds = time.perf_counter() - t0
     stats = source.SourceStats()
-    chunks = source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats)
     timer = {"read": 0.0, "write": 0.0}
-
-    def next_chunk():
-        t = time.perf_counter()
-        chunk = next(chunks, None)
-        timer["read"] += time.perf_counter() - t
-        return chunk
+    # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
+    reader = stages.prefetch(stages.timed(
+        source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats), timer, "read"),
+        depth=opts.queue_depth, name="read")
 
     # The first chunk is read before the output directory is touched, so a wrong column or a
     # column clash fails without emptying an --overwrite target.
-    chunk = next_chunk()
-    if chunk is not None:
-        _check_columns(_kept_columns(chunk, opts).column_names, model_scorer, opts)
+    first = next(reader, None)
+    if first is not None:
+        _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
     sink.prepare_output(out, opts.overwrite)
     writer = sink.PartWriter(out, opts.rows_per_file, model_scorer.model_dir.id, opts.partition_by)
     rows_out = 0
+
+    def write(item):
+        nonlocal rows_out
+        chunk, prepared, probs = item
+        t = time.perf_counter()
+        table = _join(_kept_columns(chunk, opts), model_scorer.columns(prepared, probs, opts.output_prefix))
+        writer.write(table)
+        timer["write"] += time.perf_counter() - t
+        rows_out += table.num_rows
+        if progress:
+            progress(rows_out, time.time() - started)
+
+    chunks = itertools.chain([first] if first is not None else [], reader)
+    prepared_chunks = stages.prefetch(
+        ((c, model_scorer.prepare(c.texts, c.read_errors)) for c in chunks),
+        depth=opts.queue_depth, name="encode")
+    consumer = stages.Consumer(write, depth=opts.queue_depth, name="write")
     try:
-        while chunk is not None:
-            scored = model_scorer.score_columns(chunk.texts, chunk.read_errors, opts.output_prefix)
-            table = _join(_kept_columns(chunk, opts), scored)
-            t = time.perf_counter()
-            writer.write(table)
-            timer["write"] += time.perf_counter() - t
-            rows_out += table.num_rows
-            if progress:
-                progress(rows_out, time.time() - started)
-            chunk = next_chunk()
+        for chunk, prepared in prepared_chunks:
+            consumer.submit((chunk, prepared, model_scorer.infer(prepared)))
+        consumer.close()
         t = time.perf_counter()
         writer.close()
         timer["write"] += time.perf_counter() - t
     except BaseException:
+        consumer.cancel()  # the writer thread must be idle before its files are dropped
         writer.abort()
         raise
 
