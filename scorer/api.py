@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer import backbone as backbones
-from scorer import classifier, encode, modeldir
+from scorer import classifier, encode, modeldir, runtime
 
 
 @dataclass
@@ -65,9 +65,11 @@ class Scorer:
     @classmethod
     def load(cls, model=None, *, max_length: int | None = None,
              batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
-             jit_compile: bool = True) -> "Scorer":
-        """Load a model directory (None: the packaged default), checking every checksum first."""
+             jit_compile: bool = True, threads: int | None = None) -> "Scorer":
+        """Load a model directory (None: the packaged default), checking every checksum first.
+        threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores)."""
         md = modeldir.read(model)
+        runtime.start(threads)
         spec = md.spec
         policy = classifier.choose_device(precision=precision)
         keras_model = classifier.load_keras_model(md, dtype=policy.dtype)

@@ -60,12 +60,14 @@ def main():
               show_default=True, help="Padded tokens per model call.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
               default="auto", show_default=True, help="auto: mixed_float16 on a GPU, float32 on CPU.")
+@click.option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the tokenizer "
+              "(default: the cores this process may use, container CPU quota included).")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
-        partition_by, rows_per_file, chunk_rows, max_length, batch_tokens, precision, overwrite,
-        log_format):
+        partition_by, rows_per_file, chunk_rows, max_length, batch_tokens, precision, threads,
+        overwrite, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -83,7 +85,7 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
         output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
         chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
-        batch_tokens=batch_tokens, precision=precision)
+        batch_tokens=batch_tokens, precision=precision, threads=threads)
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
         result = run_pipeline(list(inputs), output, model, options,

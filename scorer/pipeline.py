@@ -15,7 +15,7 @@ from typing import Callable
 import pyarrow as pa
 
 import scorer
-from scorer import encode, sink, source, stages
+from scorer import encode, runtime, sink, source, stages
 from scorer.api import Scorer, output_names
 from scorer.errors import InputError, OutputError
 
@@ -35,6 +35,7 @@ class RunOptions:
     max_length: int | None = None
     batch_tokens: int = encode.DEFAULT_BATCH_TOKENS
     precision: str = "auto"
+    threads: int | None = None  # TensorFlow and tokenizer threads (default: usable cores)
     queue_depth: int = 2  # chunks waiting between two stages (memory: ~3 chunks per stage)
 
 
@@ -58,7 +59,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     expanded = source.expand_inputs(inputs, opts.format)
     t0 = time.perf_counter()
     model_scorer = scorer_ or Scorer.load(model, max_length=opts.max_length,
-                                          batch_tokens=opts.batch_tokens, precision=opts.precision)
+                                          batch_tokens=opts.batch_tokens, precision=opts.precision,
+                                          threads=opts.threads)
     load_seconds = time.perf_counter() - t0
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
@@ -132,6 +134,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
         "device": model_scorer.predictor.policy.device,
         "precision": model_scorer.predictor.policy.dtype,
+        "threads": runtime.threads_in_use,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -7,17 +7,46 @@ pipeline's stderr should carry scorer's own messages. Set SCORER_TF_STARTUP_LOG=
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from pathlib import Path
 
 _gpus: list | None = None
+threads_in_use: int | None = None
 
 
-def start() -> list:
-    """Import TensorFlow and keras-hub and list the GPUs, native start-up output silenced."""
-    global _gpus
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs this cgroup may use (cgroup v2 cpu.max, or v1 cfs quota/period); None if unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may really use: its CPU affinity, capped by a container's CPU quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def start(threads: int | None = None) -> list:
+    """Import TensorFlow and keras-hub, size their thread pools, and list the GPUs, with native
+    start-up output silenced. threads (default: available_cpus()) bounds TensorFlow's and the
+    tokenizer's pools so that a container's CPU quota is not oversubscribed."""
+    global _gpus, threads_in_use
     if _gpus is not None:
         return _gpus
+    threads_in_use = threads or int(os.environ.get("SCORER_THREADS", 0)) or available_cpus()
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads_in_use))  # the tokenizer's pool
     quiet = os.environ.get("SCORER_TF_STARTUP_LOG") != "1"
     if quiet:
         sys.stderr.flush()
@@ -28,6 +57,8 @@ def start() -> list:
         import keras_hub  # noqa: F401  (imports keras, which reads KERAS_BACKEND)
 
         tf.get_logger().setLevel("ERROR")  # per-shape retracing warnings are by design here
+        tf.config.threading.set_intra_op_parallelism_threads(threads_in_use)
+        tf.config.threading.set_inter_op_parallelism_threads(threads_in_use)
         _gpus = tf.config.list_physical_devices("GPU")
     finally:
         if quiet:

@@ -1,0 +1,41 @@
+"""Thread sizing: CPU affinity capped by a container's cgroup CPU quota."""
+
+import os
+
+from scorer import runtime
+
+
+def write(root, rel, text):
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota(tmp_path):
+    write(tmp_path, "cpu.max", "150000 100000\n")
+    assert runtime.cgroup_cpu_quota(tmp_path) == 1.5
+    write(tmp_path, "cpu.max", "max 100000\n")
+    assert runtime.cgroup_cpu_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    write(tmp_path, "cpu/cpu.cfs_quota_us", "50000\n")
+    write(tmp_path, "cpu/cpu.cfs_period_us", "100000\n")
+    assert runtime.cgroup_cpu_quota(tmp_path) == 0.5
+    assert runtime.available_cpus(tmp_path) == 1
+    write(tmp_path, "cpu/cpu.cfs_quota_us", "-1\n")
+    assert runtime.available_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def test_no_cgroup_files_means_affinity(tmp_path):
+    assert runtime.cgroup_cpu_quota(tmp_path) is None
+    assert runtime.available_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def test_tensorflow_pools_follow_the_chosen_thread_count():
+    import tensorflow as tf
+
+    runtime.start()
+    assert runtime.threads_in_use >= 1
+    assert tf.config.threading.get_intra_op_parallelism_threads() == runtime.threads_in_use
+    assert os.environ["RAYON_NUM_THREADS"]
