@@ -135,6 +135,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         "device": model_scorer.predictor.policy.device,
         "precision": model_scorer.predictor.policy.dtype,
         "threads": runtime.threads_in_use,
+        "xla_cache": runtime.xla_cache_dir(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -38,6 +38,23 @@ def available_cpus(root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
+def xla_cache_dir() -> str | None:
+    """Where compiled XLA programs persist across runs, so an hourly cron job does not compile
+    every hour: $SCORER_XLA_CACHE (empty: off), else $XDG_CACHE_HOME/scorer/xla or
+    ~/.cache/scorer/xla. None when it cannot be created."""
+    path = os.environ.get("SCORER_XLA_CACHE")
+    if path == "":
+        return None
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "scorer", "xla")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
 def start(threads: int | None = None) -> list:
     """Import TensorFlow and keras-hub, size their thread pools, and list the GPUs, with native
     start-up output silenced. threads (default: available_cpus()) bounds TensorFlow's and the
@@ -47,6 +64,10 @@ def start(threads: int | None = None) -> list:
         return _gpus
     threads_in_use = threads or int(os.environ.get("SCORER_THREADS", 0)) or available_cpus()
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads_in_use))  # the tokenizer's pool
+    cache = xla_cache_dir()
+    if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):
+        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
+                                      f" --tf_xla_persistent_cache_directory={cache}").strip()
     quiet = os.environ.get("SCORER_TF_STARTUP_LOG") != "1"
     if quiet:
         sys.stderr.flush()

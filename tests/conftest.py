@@ -3,10 +3,15 @@ compile), and the real packaged default model for the few end-to-end tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Compiled XLA programs persist in a cache; tests get a fresh one, shared by their subprocesses.
+os.environ["SCORER_XLA_CACHE"] = tempfile.mkdtemp(prefix="scorer-test-xla-")
 
 import scorer  # noqa: F401  (sets HF_HUB_OFFLINE and KERAS_BACKEND before TensorFlow loads)
 from scorer import backbone as backbones
