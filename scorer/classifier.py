@@ -156,7 +156,7 @@ def build_from_spec(spec: ModelSpec, dtype=None):
     # Only the backbone takes a (mixed) dtype policy; the head is float32 by construction.
     backbone = backbones.build_backbone(spec.base, dtype=dtype)
     if spec.lora_rank:
-        backbone.enable_lora(spec.lora_rank)
+        backbone.enable_lora(spec.lora_rank, target_layer_names=spec.lora_targets)
     return build_classifier(backbone, len(spec.labels), spec.pooling, spec.dropout)
 
 

@@ -41,6 +41,7 @@ class ModelSpec:
     pooling: str = "mean"
     dropout: float = 0.1
     lora_rank: int | None = None
+    lora_targets: list[str] | None = None  # backbone layer names; None: keras-hub's (query, value)
     weights_file: str = "weights.safetensors"
     tokenizer_file: str | None = None  # None: the base encoder's tokenizer
     checksums: dict = field(default_factory=dict)  # file name -> sha256

@@ -95,24 +95,40 @@ def test_keras_hub_minilm_matches_numpy_reference(minilm, gelu, max_abs, mean_ab
             assert diff.mean() < mean_abs, diff.mean()
 
 
+# keras-hub layer (under transformer_layer_N/) -> Hugging Face tensor name (under encoder.layer.N.)
+KERAS_TO_HF = {
+    "self_attention_layer/query": "attention.self.query",
+    "self_attention_layer/key": "attention.self.key",
+    "self_attention_layer/value": "attention.self.value",
+    "self_attention_layer/attention_output": "attention.output.dense",
+    "feedforward_intermediate_dense": "intermediate.dense",
+    "feedforward_output_dense": "output.dense",
+}
+
+
 def test_default_model_probabilities_match_numpy_reference(default_scorer, minilm):
-    """The whole default model vs NumPy: LoRA merged into the HF query/value weights by hand,
-    masked mean pooling, dense head, softmax."""
+    """The whole default model vs NumPy: every LoRA adapter merged into the Hugging Face weights
+    by hand (W + a @ b), masked mean pooling, dense head, softmax."""
     weights, _, encoder = minilm
     spec = default_scorer.spec
     trained = load_file(str(default_scorer.model_dir.path / spec.weights_file))
     lora_layers = [l for l in default_scorer.predictor.model._flatten_layers()
                    if getattr(l, "lora_enabled", False)]
-    assert len(lora_layers) == 12 and all(l.lora_alpha == l.lora_rank for l in lora_layers)
-    merged = dict(weights)  # scale alpha/rank is 1, as asserted above
+    assert lora_layers and all(l.lora_alpha == l.lora_rank for l in lora_layers)  # scale 1
+    merged = dict(weights)
+    adapters = 0
     for layer in range(6):
-        for kind in ("query", "value"):
-            keras_name = f"transformer_layer_{layer}/self_attention_layer/{kind}"
-            hf = f"encoder.layer.{layer}.attention.self.{kind}"
-            a, b = trained[keras_name + "/lora_kernel_a"], trained[keras_name + "/lora_kernel_b"]
+        for keras_name, hf_name in KERAS_TO_HF.items():
+            k = f"transformer_layer_{layer}/{keras_name}"
+            hf = f"encoder.layer.{layer}.{hf_name}"
+            if k + "/lora_kernel_a" not in trained:
+                continue
+            a, b = trained[k + "/lora_kernel_a"], trained[k + "/lora_kernel_b"]
             delta = (a @ b).reshape(weights[hf + ".weight"].shape[1], -1)  # [in, out]
             merged[hf + ".weight"] = weights[hf + ".weight"] + delta.T  # HF stores [out, in]
-            merged[hf + ".bias"] = trained[keras_name + "/bias"].reshape(-1)
+            merged[hf + ".bias"] = trained[k + "/bias"].reshape(-1)
+            adapters += 1
+    assert adapters == len(lora_layers)
     kernel, bias = trained["classifier_head/kernel"], trained["classifier_head/bias"]
     ids, _, _ = encoder.tokenize(TEXTS)
     expected = []

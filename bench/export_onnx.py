@@ -1,0 +1,28 @@
+"""Export OUT_DIR/hf to OUT_DIR/model.onnx and, with onnxruntime's transformer optimizer,
+OUT_DIR/model_optimized.onnx (run with .venv-bench/bin/python)."""
+
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+
+def main(out: Path) -> None:
+    # eager attention: the SDPA path branches on traced shapes and would bake them into the graph
+    model = AutoModelForSequenceClassification.from_pretrained(out / "hf", attn_implementation="eager").eval()
+    ids = torch.ones((2, 16), dtype=torch.long)
+    torch.onnx.export(
+        model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out / "model.onnx"),
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids")}
+        | {"logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(str(out / "model.onnx"), model_type="bert", num_heads=12,
+                                         hidden_size=384)
+    optimized.save_model_to_file(str(out / "model_optimized.onnx"))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
