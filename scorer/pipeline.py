@@ -16,7 +16,7 @@ import pyarrow as pa
 
 import scorer
 from scorer import encode, runtime, sink, source, stages
-from scorer.api import Scorer, output_names
+from scorer.api import Scorer, ScoreStats, output_names
 from scorer.errors import InputError, OutputError
 
 
@@ -62,6 +62,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
                                           batch_tokens=opts.batch_tokens, precision=opts.precision,
                                           threads=opts.threads)
     load_seconds = time.perf_counter() - t0
+    model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
+    compiled_before = model_scorer.predictor.compile_seconds
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
     # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
@@ -102,6 +104,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         writer.close()
         timer["write"] += time.perf_counter() - t
     except BaseException:
+        prepared_chunks.close()  # stops the encode and read threads
         consumer.cancel()  # the writer thread must be idle before its files are dropped
         writer.abort()
         raise
@@ -125,7 +128,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
             "total_seconds": round(total, 3), "load_seconds": round(load_seconds, 3),
             "read_seconds": round(timer["read"], 3), "encode_seconds": round(s.encode_seconds, 3),
             "infer_seconds": round(s.infer_seconds, 3),
-            "compile_seconds": round(model_scorer.predictor.compile_seconds, 3),
+            "compile_seconds": round(model_scorer.predictor.compile_seconds - compiled_before, 3),
             "write_seconds": round(timer["write"], 3),
         },
         "rows_per_second": round(rows_out / total, 1) if total else None,

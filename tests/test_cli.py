@@ -168,3 +168,12 @@ def test_info_shows_labels_base_and_checksums(tiny_model):
 def test_every_help_has_an_example(command):
     r = invoke(*command, "--help")
     assert r.exit_code == 0 and "Example" in r.output and "scorer " in r.output
+
+
+def test_one_scorer_serves_several_runs_with_separate_counts(tiny_scorer, tmp_path):
+    from scorer import run
+
+    a = run([str(SAMPLE / "sst2_dev_sample.txt")], tmp_path / "a", scorer_=tiny_scorer)
+    b = run([str(SAMPLE / "sst2_dev_sample.parquet")], tmp_path / "b", scorer_=tiny_scorer)
+    assert a.manifest["rows_scored"] == 272 and b.manifest["rows_scored"] == 300
+    assert b.manifest["rows_with_error"] == 0 and b.manifest["rows_in"] == 300
