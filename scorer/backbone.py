@@ -82,6 +82,9 @@ def tokenizer_path(base: dict) -> Path:
 
 def build_backbone(base: dict, dtype=None):
     """A keras-hub backbone for a base; its pretrained weights loaded unless kind is config."""
+    from scorer import runtime
+
+    runtime.start()
     import keras_hub
 
     ckpt = checkpoint_dir(base)

@@ -135,7 +135,8 @@ def info(model, as_json):
         f"problem type: {spec.problem_type}" + (f" (threshold {spec.threshold})"
                                                 if spec.problem_type == "multi_label" else ""),
         f"base encoder: {spec.base['kind']} {base}",
-        f"adapter:      " + (f"LoRA rank {spec.lora_rank}" if spec.lora_rank else "none"),
+        "adapter:      " + (f"LoRA rank {spec.lora_rank} on {', '.join(spec.lora_targets or ['query', 'value'])}"
+                             if spec.lora_rank else "none (all weights in the directory)"),
         f"pooling:      {spec.pooling}",
         f"max length:   {spec.max_length} tokens",
         f"checksum:     {md.id['checksum']} ({modeldir.SPEC_FILE})",

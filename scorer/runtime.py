@@ -78,8 +78,11 @@ def start(threads: int | None = None) -> list:
         import keras_hub  # noqa: F401  (imports keras, which reads KERAS_BACKEND)
 
         tf.get_logger().setLevel("ERROR")  # per-shape retracing warnings are by design here
-        tf.config.threading.set_intra_op_parallelism_threads(threads_in_use)
-        tf.config.threading.set_inter_op_parallelism_threads(threads_in_use)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads_in_use)
+            tf.config.threading.set_inter_op_parallelism_threads(threads_in_use)
+        except RuntimeError:  # the embedding program already ran TensorFlow: keep its pools
+            threads_in_use = tf.config.threading.get_intra_op_parallelism_threads() or threads_in_use
         _gpus = tf.config.list_physical_devices("GPU")
     finally:
         if quiet:

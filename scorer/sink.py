@@ -47,7 +47,8 @@ class PartWriter:
     """Writes scored tables as part files of at most rows_per_file rows each.
 
     Rows are streamed into an open Parquet writer (one row group per table written), so memory
-    holds one chunk at a time whatever rows_per_file is. With partition_by, each distinct value
+    holds one chunk at a time whatever rows_per_file is. When the columns change (inputs of
+    different formats or schemas), the open part is committed and a new one started. With partition_by, each distinct value
     gets its own hive-style subdirectory (col=value/) and its own open part.
     """
 
@@ -75,6 +76,9 @@ class PartWriter:
             self._write_to(_partition_dir(self.partition_by, value), subset)
 
     def _write_to(self, part_dir: str, table: pa.Table) -> None:
+        if part_dir in self._open and not self._open[part_dir][0].schema.remove_metadata().equals(
+                table.schema.remove_metadata()):
+            self._commit(part_dir)  # inputs with other columns: a part file holds one schema
         start = 0
         while start < table.num_rows:
             writer, tmp, final, rows = self._open.get(part_dir) or self._start(part_dir, table.schema)

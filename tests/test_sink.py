@@ -94,3 +94,12 @@ def test_finish_writes_manifest_then_success(tmp_path):
     sink.finish(tmp_path, {"rows_out": 3})
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"rows_out": 3}
     assert (tmp_path / "_SUCCESS").exists()
+
+
+def test_a_schema_change_starts_a_new_part(tmp_path):
+    w = sink.PartWriter(tmp_path, rows_per_file=100, model_id=MODEL_ID)
+    w.write(table(3))
+    w.write(pa.table({"x": [7]}))
+    w.close()
+    assert [p["rows"] for p in w.parts] == [3, 1]
+    assert pq.read_table(tmp_path / "part-00001.parquet").column_names == ["x"]
