@@ -19,7 +19,6 @@ from scorer import classifier, modeldir
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
-DATASETS = REPO.parent / "shared" / "datasets"
 
 TINY_BERT = {"vocabulary_size": 30522, "num_layers": 2, "num_heads": 2, "hidden_dim": 32,
              "intermediate_dim": 64, "max_sequence_length": 128, "num_segments": 2}

