@@ -173,8 +173,8 @@ def load_keras_model(model_dir: ModelDir, dtype=None):
 class Predictor:
     """Probabilities for padded batches, through one XLA-compiled tf.function.
 
-    Every distinct (rows, length) shape is traced and compiled once, on first use; the encoder
-    only produces a small fixed set of shapes. `compile_seconds` is the time those first calls took.
+    Every distinct (rows, length) shape is compiled once, on first use; the encoder only produces
+    a small fixed set of shapes. `compile_seconds` is the time those first calls took.
     """
 
     def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True):
@@ -185,8 +185,11 @@ class Predictor:
         self.sigmoid = problem_type == "multi_label"
         self.compile_seconds = 0.0
         self.shapes_seen: set[tuple[int, int]] = set()
-        self._fn = tf.function(self._forward, jit_compile=jit_compile, reduce_retracing=False,
-                               autograph=False)
+        # One trace with a [None, None] signature; XLA still compiles each concrete shape once
+        # (and keeps it in its persistent cache), but the Keras graph is traced only once.
+        spec = tf.TensorSpec([None, None], tf.int32)
+        self._fn = tf.function(self._forward, jit_compile=jit_compile, autograph=False,
+                               input_signature=[spec, spec])
 
     def _forward(self, token_ids, padding_mask):
         import tensorflow as tf
