@@ -30,6 +30,7 @@ from jobs import metrics as metrics_mod
 from jobs.data import DataError, LabeledData
 from scorer import backbone as backbones
 from scorer import classifier, encode, modeldir, registry
+from scorer.api import run_batches
 from scorer.errors import ScorerError
 
 DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
@@ -118,17 +119,6 @@ def training_batches(encoder: encode.BatchEncoder, ids, lengths, targets, batch_
             weight[: len(take)] = 1.0
             batches.append((batch, y, weight))
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def predict(predictor, encoder, texts: list[str]) -> np.ndarray:
-    chunk = encoder.encode(texts)
-    probs = None
-    for batch in chunk.batches:
-        out = predictor(batch.token_ids, batch.padding_mask)[: len(batch.rows)]
-        if probs is None:
-            probs = np.zeros((len(texts), out.shape[1]), np.float32)
-        probs[batch.rows] = out
-    return probs
 
 
 def evaluate(probabilities, data: LabeledData, names: list[str], multi_label: bool,
@@ -253,7 +243,7 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     predictor = classifier.Predictor(model, spec.problem_type, policy)
 
     def probabilities(texts):
-        return predict(predictor, encoder, texts)
+        return run_batches(predictor, encoder.encode(texts), len(names))
 
     metric = "subset_accuracy" if cfg.multi_label and cfg.metric == "accuracy" else cfg.metric
     checkpoint = Checkpoint(work_dir)

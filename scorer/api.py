@@ -103,9 +103,7 @@ class Scorer:
         probs = np.full((len(prepared.errors), len(self.spec.labels)), np.nan, dtype=np.float32)
         chunk = prepared.encoded
         if chunk is not None:
-            for batch in chunk.batches:
-                out = self.predictor(batch.token_ids, batch.padding_mask)  # [rows, labels]
-                probs[prepared.valid[batch.rows]] = out[: len(batch.rows)]
+            probs[prepared.valid] = run_batches(self.predictor, chunk, probs.shape[1])
             s = self.stats
             s.truncated += int(chunk.truncated.sum())
             s.real_tokens += chunk.real_tokens
@@ -164,6 +162,16 @@ class Scorer:
             out.append(Prediction(row["label"], row["label_id"], row["score"], probs,
                                   row.get("labels"), row["error"]))
         return out
+
+
+def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
+                num_labels: int) -> np.ndarray:
+    """Probabilities [rows of the chunk, labels] in the chunk's row order."""
+    probs = np.empty((len(chunk.lengths), num_labels), dtype=np.float32)
+    for batch in chunk.batches:
+        out = predictor(batch.token_ids, batch.padding_mask)  # [padded rows, labels]
+        probs[batch.rows] = out[: len(batch.rows)]
+    return probs
 
 
 def _text_error(text) -> str | None:
