@@ -2,8 +2,8 @@
 
     python bench/contestants.py NAME TEXTS.parquet MODEL_DIR RESULT.json
 
-NAME is tutorial (Keras, the TF venv), hf_pipeline, onnx or onnx_optimized (the bench venv, which
-has torch, transformers and onnxruntime; the product's venv does not). Each loads the same
+NAME is scorer or tutorial (the product's venv), hf_pipeline, onnx or onnx_optimized (the bench
+venv, which has torch, transformers and onnxruntime; the product's venv does not). Each loads the same
 weights (MODEL_DIR/hf: MiniLM + a fixed 2-class head on BERT's pooled output), times load and
 warm-up apart from the steady-state pass, and writes the argmax of every row.
 """
@@ -18,9 +18,32 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH = 32
+
+
+def scorer_pipeline(texts, data: str, model_dir: Path):
+    """The whole tool, Parquet -> Parquet with I/O, through scorer.run with one loaded Scorer:
+    the warm-up pass compiles every shape the data needs; the timed pass is steady state."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from scorer import Scorer, run
+
+    t0 = time.perf_counter()
+    s = Scorer.load(model_dir / "scorer")
+    load = time.perf_counter() - t0
+    out = Path(tempfile.mkdtemp(prefix="scorer-bench-out-"))
+
+    def go(_texts):
+        result = run([data], out, scorer_=s, overwrite=True)
+        m = result.manifest
+        labels = pa.concat_tables(pq.read_table(out / p["file"]) for p in m["parts"]).column("label_id")
+        return np.array(labels.to_pylist()), m["real_tokens"], m["padded_tokens"]
+
+    return load, go
 
 
 def tutorial(texts, model_dir: Path, long: bool):
@@ -119,14 +142,16 @@ def main(name: str, data: str, model_dir: str, result_path: str) -> None:
     texts = pq.read_table(data).column("text").to_pylist()
     long = "long" in Path(data).stem
     model_dir = Path(model_dir)
-    if name == "tutorial":
+    if name == "scorer":
+        load, run = scorer_pipeline(texts, data, model_dir)
+    elif name == "tutorial":
         load, run = tutorial(texts, model_dir, long)
     elif name == "hf_pipeline":
         load, run = hf_pipeline(texts, model_dir, long)
     else:
         load, run = onnx_runtime(texts, model_dir, long, optimized=name == "onnx_optimized")
     t0 = time.perf_counter()
-    run(texts[: 2 * BATCH])  # warm-up
+    run(texts if name == "scorer" else texts[: 2 * BATCH])  # warm-up
     warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
     predictions, real, padded = run(texts)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,26 +108,29 @@ def flops(lengths) -> float:
 
 # ----------------------------------------------------------------------------- runs
 
-def run_scorer(data: Path, model: Path) -> dict:
-    out = WORK / "out"
-    proc, rss = sh([TF_PY, "-m", "scorer.cli", "run", data, "-o", out, "--model", model / "scorer",
-                    "--overwrite", "--log-format", "json"])
-    m = json.loads((out / "manifest.json").read_text())
-    t = m["timing"]
-    import pyarrow.parquet as pq
+def cold_start(model: Path) -> dict:
+    """`scorer run` of 1,000 SST-2 train phrases, process start to exit, with an empty XLA cache
+    and then with the cache the first run left."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    labels = pa.concat_tables(pq.read_table(out / p["file"]) for p in m["parts"]).column("label_id")
-    return {"contestant": "scorer", "rows": m["rows_out"], "load_seconds": t["load_seconds"],
-            "warmup_seconds": t["compile_seconds"], "wall_seconds": t["total_seconds"],
-            "steady_seconds": t["total_seconds"] - t["load_seconds"] - t["compile_seconds"],
-            "real_tokens": m["real_tokens"], "padded_tokens": m["padded_tokens"], "peak_rss_mb": rss,
-            "argmax": labels.to_pylist()}
+    data = WORK / "data" / "cold_1000.parquet"
+    texts = [json.loads(l)["text"] for _, l in zip(range(1000), open(DATA / "sst2" / "train.jsonl"))]
+    pq.write_table(pa.table({"text": texts}), data)
+    cache = WORK / "xla-cache-cold"
+    shutil.rmtree(cache, ignore_errors=True)
+    walls = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        sh([TF_PY, "-m", "scorer.cli", "run", data, "-o", WORK / "cold-out", "--model", model / "scorer",
+            "--overwrite"], env=dict(os.environ, SCORER_XLA_CACHE=str(cache)))
+        walls.append(time.perf_counter() - t0)
+    return {"empty_cache_seconds": walls[0], "warm_cache_seconds": walls[1]}
 
 
 def run_other(name: str, data: Path, model: Path) -> dict:
     result = WORK / f"{name}.json"
-    python = TF_PY if name == "tutorial" else BENCH_PY
+    python = TF_PY if name in ("scorer", "tutorial") else BENCH_PY
     _, rss = sh([python, REPO / "bench" / "contestants.py", name, data, model, result])
     r = json.loads(result.read_text())
     r["peak_rss_mb"] = rss
@@ -162,7 +166,7 @@ def main() -> None:
         for name in args.contestants.split(","):
             runs = []
             for repeat in range(args.repeats):
-                r = run_scorer(paths[dataset], model) if name == "scorer" else run_other(name, paths[dataset], model)
+                r = run_other(name, paths[dataset], model)
                 runs.append(r)
                 print(f"{dataset:6} {name:15} run {repeat + 1}: {r['rows'] / r['steady_seconds']:7.1f} texts/s",
                       file=sys.stderr, flush=True)
@@ -181,8 +185,10 @@ def main() -> None:
         for name, r in results[dataset].items():
             r["agreement_with_scorer"] = (sum(a == b for a, b in zip(r["argmax"], base)) / len(base)
                                           if base else None)
+    cold = cold_start(model)
+    print(f"cold start, 1,000 rows: {cold}", file=sys.stderr)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores",
-              "gemm_peak_gflops": peak, "repeats": args.repeats,
+              "gemm_peak_gflops": peak, "repeats": args.repeats, "cold_start_1000_rows": cold,
               "results": {d: {n: {k: v for k, v in r.items() if k != "argmax"} for n, r in rs.items()}
                           for d, rs in results.items()}}
     (REPO / "bench" / "results").mkdir(exist_ok=True)

@@ -240,7 +240,7 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    predictor = classifier.Predictor(model, spec.problem_type, policy)
+    predictor = classifier.Predictor(model, spec.problem_type, policy, pooling=spec.pooling)
 
     def probabilities(texts):
         return run_batches(predictor, encoder.encode(texts), len(names))

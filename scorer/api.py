@@ -65,7 +65,8 @@ class Scorer:
     @classmethod
     def load(cls, model=None, *, max_length: int | None = None,
              batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
-             jit_compile: bool = True, threads: int | None = None) -> "Scorer":
+             jit_compile: bool = True, threads: int | None = None,
+             packing: bool = True) -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
         threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores)."""
         md = modeldir.read(model)
@@ -76,10 +77,12 @@ class Scorer:
         tokenizer_file = (md.path / spec.tokenizer_file if spec.tokenizer_file
                           else backbones.tokenizer_path(spec.base))
         length = min(max_length or spec.max_length, spec.max_length)
+        pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None
         encoder = encode.BatchEncoder(encode.load_tokenizer(tokenizer_file, length), length,
-                                      batch_tokens)
-        return cls(md, classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile),
-                   encoder)
+                                      batch_tokens, pack_length=pack)
+        predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
+                                         pooling=spec.pooling)
+        return cls(md, predictor, encoder)
 
     @property
     def multi_label(self) -> bool:
@@ -169,8 +172,7 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
     """Probabilities [rows of the chunk, labels] in the chunk's row order."""
     probs = np.empty((len(chunk.lengths), num_labels), dtype=np.float32)
     for batch in chunk.batches:
-        out = predictor(batch.token_ids, batch.padding_mask)  # [padded rows, labels]
-        probs[batch.rows] = out[: len(batch.rows)]
+        probs[batch.rows] = predictor(batch)
     return probs
 
 

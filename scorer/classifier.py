@@ -170,43 +170,97 @@ def load_keras_model(model_dir: ModelDir, dtype=None):
 
 # ----------------------------------------------------------------------------- compiled inference
 
-class Predictor:
-    """Probabilities for padded batches, through one XLA-compiled tf.function.
+def packing_supported(model) -> bool:
+    """Packed batches need BERT's embeddings and an attention mask: keras-hub BertBackbone."""
+    return _bert_backbone(model) is not None
 
-    Every distinct (rows, length) shape is compiled once, on first use; the encoder only produces
-    a small fixed set of shapes. `compile_seconds` is the time those first calls took.
+
+def _bert_backbone(model):
+    import keras_hub
+
+    for layer in model.layers:
+        if isinstance(layer, keras_hub.models.BertBackbone):
+            return layer
+    return None
+
+
+class Predictor:
+    """Probabilities for batches, through XLA-compiled tf.functions.
+
+    Every distinct batch shape is compiled once, on first use; the encoder only produces a small
+    fixed set of shapes. `compile_seconds` is the time those first calls took. Unpacked batches
+    run the Keras model; packed ones (several texts a row) run the same layers with positions
+    restarting in each slot, attention kept within a slot, and pooling per slot.
     """
 
-    def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True):
+    def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True,
+                 pooling: str = "mean"):
         import tensorflow as tf
 
         self.model = model
         self.policy = policy
+        self.pooling = pooling
         self.sigmoid = problem_type == "multi_label"
         self.compile_seconds = 0.0
         self.shapes_seen: set[tuple[int, int]] = set()
-        # One trace with a [None, None] signature; XLA still compiles each concrete shape once
+        self._backbone = _bert_backbone(model)
+        self._head = model.get_layer(HEAD_NAME)
+        # Traced once with [None, ...] signatures; XLA still compiles each concrete shape once
         # (and keeps it in its persistent cache), but the Keras graph is traced only once.
-        spec = tf.TensorSpec([None, None], tf.int32)
+        ids = tf.TensorSpec([None, None], tf.int32)
         self._fn = tf.function(self._forward, jit_compile=jit_compile, autograph=False,
-                               input_signature=[spec, spec])
+                               input_signature=[ids, ids])
+        self._packed_fn = tf.function(
+            self._forward_packed, jit_compile=jit_compile, autograph=False,
+            input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
 
-    def _forward(self, token_ids, padding_mask):
+    def _probabilities(self, logits):
         import tensorflow as tf
 
-        logits = self.model({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
         logits = tf.cast(logits, tf.float32)
         return tf.sigmoid(logits) if self.sigmoid else tf.nn.softmax(logits, axis=-1)
 
-    def __call__(self, token_ids: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:
+    def _forward(self, token_ids, padding_mask):
+        logits = self.model({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
+        return self._probabilities(logits)  # [batch, labels]
+
+    def _forward_packed(self, token_ids, slot_ids, position_ids, slot_onehot):
         import tensorflow as tf
 
-        shape = tuple(token_ids.shape)
+        bb = self._backbone
+        x = bb.token_embedding(token_ids)  # [batch, length, hidden]
+        x = x + bb.position_embedding(x, positions=position_ids)
+        x = x + bb.segment_embedding(tf.zeros_like(token_ids))
+        x = bb.embeddings_layer_norm(x)
+        same_slot = tf.equal(slot_ids[:, :, None], slot_ids[:, None, :])  # [batch, length, length]
+        for layer in bb.transformer_layers:
+            x = layer(x, attention_mask=same_slot, training=False)
+        onehot = tf.cast(slot_onehot, x.dtype)  # [batch, slots, length]
+        if self.pooling == "mean":
+            counts = tf.maximum(tf.reduce_sum(onehot, axis=-1, keepdims=True), 1.0)
+            pooled = tf.einsum("bsl,blh->bsh", onehot, x) / counts  # [batch, slots, hidden]
+        else:  # cls / pooled: the first token of each slot
+            first = onehot * tf.cast(tf.equal(position_ids, 0), x.dtype)[:, None, :]
+            pooled = tf.einsum("bsl,blh->bsh", first, x)
+            if self.pooling == "pooled":
+                pooled = bb.pooled_dense(pooled)
+        return self._probabilities(self._head(pooled))  # [batch, slots, labels]
+
+    def __call__(self, batch) -> np.ndarray:
+        """Probabilities [len(batch.rows), labels] of the batch's texts, in batch.rows order."""
+        import tensorflow as tf
+
+        shape = tuple(batch.token_ids.shape)
         first = shape not in self.shapes_seen
         start = time.perf_counter()
         with tf.device(self.policy.device):
-            probs = self._fn(tf.constant(token_ids, tf.int32), tf.constant(padding_mask, tf.int32))
-        probs = probs.numpy()  # [batch, labels] float32
+            if batch.slot_ids is None:
+                probs = self._fn(batch.token_ids, batch.padding_mask).numpy()  # [batch, labels]
+                probs = probs[: len(batch.rows)]
+            else:
+                probs = self._packed_fn(batch.token_ids, batch.slot_ids, batch.position_ids,
+                                        batch.slot_onehot).numpy()  # [batch, slots, labels]
+                probs = probs.reshape(-1, probs.shape[-1])[batch.slots]
         if first:
             self.shapes_seen.add(shape)
             self.compile_seconds += time.perf_counter() - start

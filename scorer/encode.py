@@ -1,13 +1,17 @@
-"""Encode stage: texts -> token ids, cut into length-bucketed batches of bounded shape.
+"""Encode stage: texts -> token ids, cut into batches of a small fixed set of shapes.
 
-The fast tokenizer encodes a whole chunk in one call (Rust, threaded). Rows are then sorted by
-token length and cut into batches by a token budget; each batch is padded only up to the next
-bucket length, and its row count is rounded up to a quarter of the bucket's full batch, so the
-set of (rows, length) shapes the model ever sees is small and fixed whatever the input.
+The fast tokenizer encodes a whole chunk in one call (Rust, threaded). Then, with packing (BERT
+models), texts of up to `pack_length` tokens are packed several to a row of pack_length tokens
+(best fit, longest first): each keeps its own positions and a slot id, and the model attends
+only within a slot, so almost no compute goes to padding. Longer texts, and every text without
+packing, are sorted by length and padded to the next bucket length. Batches are cut by a token
+budget, and a last short batch is rounded up to a quarter of a full one, so the set of shapes the
+model ever sees is small and fixed whatever the input.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ import numpy as np
 # Bucket lengths to pad to (capped at the model's max length, which is always a bucket).
 DEFAULT_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 DEFAULT_BATCH_TOKENS = 4096
+DEFAULT_PACK_LENGTH = 128  # packed row length: texts up to this many tokens share rows
 # A text longer than this many characters per allowed token is cut before tokenizing, so that a
 # 10 MB line costs no more than a long one; no WordPiece token is this long, so the result is
 # the same as truncating after tokenizing.
@@ -25,11 +30,19 @@ _CHARS_PER_TOKEN_BOUND = 64
 
 @dataclass
 class Batch:
-    """One model call: `rows` index into the chunk; rows past `len(rows)` are padding rows."""
+    """One model call over the chunk's texts `rows` (positions in the chunk).
+
+    Unpacked: text i is row i; rows past len(rows) are padding. Packed: text i sits in slot
+    slots[i] (= row * slots_per_row + slot); slot_ids, position_ids and slot_onehot say where.
+    """
 
     rows: np.ndarray  # [n_real] int64, positions in the chunk
     token_ids: np.ndarray  # [batch, length] int32, padded with the tokenizer's pad id
     padding_mask: np.ndarray  # [batch, length] int32, 1 = real token
+    slot_ids: np.ndarray | None = None  # [batch, length] int32: slot of each token, -1 = padding
+    position_ids: np.ndarray | None = None  # [batch, length] int32: restart at 0 in each slot
+    slot_onehot: np.ndarray | None = None  # [batch, slots_per_row, length] float32
+    slots: np.ndarray | None = None  # [n_real] int64: flat slot of each text
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -79,18 +92,23 @@ class BatchEncoder:
     """Tokenizes chunks of texts and plans their batches."""
 
     def __init__(self, tokenizer, max_length: int, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 buckets=DEFAULT_BUCKETS):
+                 buckets=DEFAULT_BUCKETS, pack_length: int | None = None):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_tokens = batch_tokens
         self.buckets = bucket_lengths(max_length, buckets)
+        # Packed rows are pack_length tokens long; a text (>= 3 tokens: [CLS] x [SEP]) takes one
+        # of pack_length // 3 slots. Texts longer than pack_length are bucketed.
+        self.pack_length = min(pack_length, max_length) if pack_length else None
         pad_id = tokenizer.token_to_id("[PAD]")  # BERT; RoBERTa-style vocabularies say <pad>
         self.pad_id = pad_id if pad_id is not None else (tokenizer.token_to_id("<pad>") or 0)
 
     def shapes(self) -> list[tuple[int, int]]:
         """Every batch shape this encoder can produce (the bound on compiled programs)."""
+        lengths = [b for b in self.buckets if not self.pack_length or b > self.pack_length]
+        lengths += [self.pack_length] if self.pack_length else []
         out = []
-        for length in self.buckets:
+        for length in lengths:
             full = batch_rows(length, self.batch_tokens)
             out += [(full * q // 4, length) for q in (1, 2, 3, 4)]
         return sorted(set(out))
@@ -127,7 +145,15 @@ class BatchEncoder:
         return Batch(rows, token_ids, padding_mask)
 
     def _plan(self, ids: list[list[int]], lengths: np.ndarray) -> list[Batch]:
-        order = np.argsort(lengths, kind="stable")
+        everything = np.arange(len(lengths))
+        if not self.pack_length:
+            return self._bucketed(ids, lengths, everything, packed_format=False)
+        short = lengths <= self.pack_length
+        return (self._packed(ids, lengths, everything[short])
+                + self._bucketed(ids, lengths, everything[~short], packed_format=True))
+
+    def _bucketed(self, ids, lengths, which: np.ndarray, packed_format: bool) -> list[Batch]:
+        order = which[np.argsort(lengths[which], kind="stable")]
         bucket_of = self.bucket_of(lengths[order])
         batches = []
         for b, length in enumerate(self.buckets):
@@ -136,5 +162,55 @@ class BatchEncoder:
             for start in range(0, len(rows), full):
                 take = rows[start:start + full]
                 padded_rows = -(-len(take) * 4 // full) * full // 4  # round up to a quarter batch
-                batches.append(self.pad(ids, lengths, take, length, padded_rows))
+                batch = self.pad(ids, lengths, take, length, padded_rows)
+                if packed_format:  # one text a row, in slot 0: the packed model path runs it
+                    real = batch.padding_mask.astype(bool)
+                    batch.slot_ids = np.where(real, 0, -1).astype(np.int32)
+                    batch.position_ids = np.broadcast_to(np.arange(length, dtype=np.int32),
+                                                         real.shape).copy()
+                    batch.slot_onehot = real[:, None, :].astype(np.float32)  # [batch, 1, length]
+                    batch.slots = np.arange(len(take), dtype=np.int64)
+                batches.append(batch)
+        return batches
+
+    def _packed(self, ids, lengths, which: np.ndarray) -> list[Batch]:
+        length = self.pack_length
+        per_row = length // 3
+        rows: list[list[int]] = []  # texts in each packed row
+        free: list[tuple[int, int]] = []  # (room left, row), sorted: best fit by bisection
+        for r in which[np.argsort(-lengths[which], kind="stable")]:
+            need = int(lengths[r])
+            i = bisect.bisect_left(free, (need, -1))
+            if i < len(free):
+                room, row = free.pop(i)
+                rows[row].append(r)
+            else:
+                room, row = length, len(rows)
+                rows.append([r])
+            if room - need >= 3:
+                bisect.insort(free, (room - need, row))
+        full = batch_rows(length, self.batch_tokens)
+        batches = []
+        for start in range(0, len(rows), full):
+            group = rows[start:start + full]
+            padded_rows = -(-len(group) * 4 // full) * full // 4
+            token_ids = np.full((padded_rows, length), self.pad_id, dtype=np.int32)
+            slot_ids = np.full((padded_rows, length), -1, dtype=np.int32)
+            position_ids = np.zeros((padded_rows, length), dtype=np.int32)
+            onehot = np.zeros((padded_rows, per_row, length), dtype=np.float32)
+            texts, slots = [], []
+            for b, members in enumerate(group):
+                offset = 0
+                for slot, r in enumerate(members):
+                    n = int(lengths[r])
+                    token_ids[b, offset:offset + n] = ids[r]
+                    slot_ids[b, offset:offset + n] = slot
+                    position_ids[b, offset:offset + n] = np.arange(n)
+                    onehot[b, slot, offset:offset + n] = 1.0
+                    texts.append(r)
+                    slots.append(b * per_row + slot)
+                    offset += n
+            batches.append(Batch(np.array(texts, dtype=np.int64), token_ids,
+                                 (slot_ids >= 0).astype(np.int32), slot_ids, position_ids, onehot,
+                                 np.array(slots, dtype=np.int64)))
         return batches

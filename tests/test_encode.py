@@ -75,3 +75,28 @@ def test_padding_accounting(encoder):
     assert chunk.real_tokens == sum(int(b.padding_mask.sum()) for b in chunk.batches)
     assert chunk.padded_tokens == sum(b.token_ids.size for b in chunk.batches)
     assert chunk.padded_tokens >= chunk.real_tokens
+
+
+def test_packing_puts_several_texts_in_a_row_and_loses_none():
+    tok = encode.load_tokenizer(backbones.packaged_path("all-minilm-l6-v2") / "tokenizer.json", 128)
+    enc = encode.BatchEncoder(tok, max_length=128, batch_tokens=1024, pack_length=64)
+    texts = texts_of_many_lengths(n=400)
+    ids, lengths, _ = enc.tokenize(texts)
+    chunk = enc.encode(texts)
+    placed = np.concatenate([b.rows for b in chunk.batches])
+    assert sorted(placed.tolist()) == list(range(len(texts)))
+    for b in chunk.batches:
+        assert b.shape in enc.shapes()
+        per_row = b.slot_onehot.shape[1]
+        for text, slot in zip(b.rows, b.slots):
+            row, s = divmod(int(slot), per_row)
+            where = np.flatnonzero(b.slot_ids[row] == s)
+            assert b.token_ids[row, where].tolist() == ids[text]  # contiguous, whole, in order
+            assert b.position_ids[row, where].tolist() == list(range(lengths[text]))
+            assert b.slot_onehot[row, s].sum() == lengths[text]
+        if b.shape[1] == 64:
+            assert (lengths[b.rows] <= 64).all()
+        else:
+            assert (lengths[b.rows] > 64).all() and per_row == 1
+    unpacked = encode.BatchEncoder(tok, max_length=128, batch_tokens=1024).encode(texts)
+    assert chunk.padded_tokens < unpacked.padded_tokens

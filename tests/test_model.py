@@ -147,3 +147,22 @@ def test_model_that_needs_all_weights_refuses_a_partial_file(tmp_path):
                              "tokenizer.json": modeldir.sha256_file(d / "tokenizer.json")})
     with pytest.raises(ModelError, match="no weights for"):
         Scorer.load(d)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooled"])
+def test_packed_rows_give_the_same_probabilities_as_one_text_a_row(tmp_path, pooling):
+    """Packing several texts into a row (own positions, attention within the text, pooling per
+    text) must not change any text's result."""
+    d = make_tiny_model(tmp_path / "m")
+    _edit_spec(d, pooling=pooling)
+    texts = ["a", "short one", "the film was a quiet , funny and moving story " * 3,
+             "x " * 150, "another short text", "ok", "mid sized sentence about a movie plot"] * 7
+    packed = Scorer.load(d, packing=True)
+    plain = Scorer.load(d, packing=False)
+    assert packed.encoder.pack_length == 64 and plain.encoder.pack_length is None
+    p_packed, _ = packed.probabilities(texts)
+    p_plain, _ = plain.probabilities(texts)
+    np.testing.assert_allclose(p_packed, p_plain, atol=2e-5)
+    chunk = packed.encoder.encode(texts)
+    assert any(b.slots is not None and len(b.rows) > b.token_ids.shape[0] for b in chunk.batches)
+    assert chunk.padded_tokens < plain.encoder.encode(texts).padded_tokens
