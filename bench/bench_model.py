@@ -26,6 +26,7 @@ def main(out: Path) -> None:
     bias = np.zeros(2, np.float32)
     spec = modeldir.ModelSpec(name="bench-minilm-fixed-head", labels=["negative", "positive"],
                               base={"kind": "packaged", "id": "all-minilm-l6-v2"}, pooling="pooled",
+                              max_length=512,  # as the other contestants truncate long texts
                               training={"note": "fixed seeded head for benchmarks; not trained"})
     (out / "scorer").mkdir(parents=True, exist_ok=True)
     from safetensors.numpy import load_file, save_file

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 # Bucket lengths to pad to (capped at the model's max length, which is always a bucket).
-DEFAULT_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+DEFAULT_BUCKETS = (16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 DEFAULT_BATCH_TOKENS = 4096
 DEFAULT_PACK_LENGTH = 128  # packed row length: texts up to this many tokens share rows
 # A text longer than this many characters per allowed token is cut before tokenizing, so that a
