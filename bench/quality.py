@@ -32,7 +32,7 @@ RUNS = {
     "sst2-lora": ["--train", DATA / "sst2/train.jsonl", "--test", DATA / "sst2/dev.jsonl",
                   "--label-names", names("sst2"), "--epochs", "3"],
     "sst2-full": ["--train", DATA / "sst2/train.jsonl", "--test", DATA / "sst2/dev.jsonl",
-                  "--label-names", names("sst2"), "--full", "--epochs", "2"],
+                  "--label-names", names("sst2"), "--full", "--epochs", "3", "--learning-rate", "5e-5"],
     # trec: 6 coarse question classes, train -> test
     "trec-full": ["--train", DATA / "trec/train.jsonl", "--test", DATA / "trec/test.jsonl",
                   "--label-names", names("trec"), "--full", "--epochs", "4"],
