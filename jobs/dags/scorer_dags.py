@@ -19,14 +19,14 @@ HOME = "{{ var.value.get('scorer_home', '/opt/scorer') }}"
 REGISTRY = "{{ var.value.get('scorer_registry', '/data/models') }}"
 DEFAULTS = {"retries": 2, "retry_delay": timedelta(minutes=10)}
 
-with DAG(
-    dag_id="scorer_weekly_finetune",
-    schedule="@weekly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    default_args=DEFAULTS,
-    tags=["scorer"],
-) as finetune_dag:
+
+
+def scorer_dag(dag_id: str, schedule: str) -> DAG:
+    return DAG(dag_id=dag_id, schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False,
+               default_args=DEFAULTS, tags=["scorer"])
+
+
+with scorer_dag("scorer_weekly_finetune", "@weekly") as finetune_dag:
     # A retried task resumes from its checkpoint: same arguments, same work directory.
     finetune = BashOperator(
         task_id="finetune",
@@ -48,14 +48,7 @@ with DAG(
     branch = promoted_or_not(finetune.output)
     branch >> [EmptyOperator(task_id="promoted"), EmptyOperator(task_id="kept_champion")]
 
-with DAG(
-    dag_id="scorer_daily_score",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    default_args=DEFAULTS,
-    tags=["scorer"],
-) as score_dag:
+with scorer_dag("scorer_daily_score", "@daily") as score_dag:
     # --overwrite makes a retry or a backfill replace that day's partition, never mix with it.
     BashOperator(
         task_id="score",
