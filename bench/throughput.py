@@ -195,8 +195,8 @@ def main() -> None:
                           for d, rs in results.items()}}
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| data | contestant | texts/s | real tokens/s | padding | % of GEMM peak | peak RSS MB "
-          f"| load s | warm-up s | agreement |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("| data | contestant | texts/s | real tokens/s | padding | % of GEMM peak | peak RSS MB "
+          "| load s | warm-up s | agreement |\n|---|---|---|---|---|---|---|---|---|---|")
     for dataset, rs in report["results"].items():
         for name, r in rs.items():
             print(f"| {dataset} | {name} | {r['texts_per_second']:.1f} | {r['real_tokens_per_second']:.0f} "

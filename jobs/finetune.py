@@ -27,7 +27,7 @@ import numpy as np
 import scorer
 from jobs import data as data_mod
 from jobs import metrics as metrics_mod
-from jobs.data import DataError, LabeledData
+from jobs.data import LabeledData
 from scorer import backbone as backbones
 from scorer import classifier, encode, modeldir, registry
 from scorer.api import run_batches
@@ -280,7 +280,8 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
         val = evaluate(probabilities, val_data, names, cfg.multi_label)
         score = val[metric]
         state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                                 "validation": {k: val[k] for k in val if k not in ("per_class", "confusion_matrix")}})
+                                 "validation": {k: v for k, v in val.items()
+                                                if k not in ("per_class", "confusion_matrix")}})
         log(f"epoch {epoch}: validation {metric} {score:.4f}, accuracy {val.get('accuracy', 0):.4f}")
         if state["best"] is None or score > state["best"]:
             state.update(best=score, best_epoch=epoch, bad_epochs=0)
@@ -421,7 +422,8 @@ def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
               show_default=True, help="Steps between checkpoints (also at every epoch end).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(train_paths, validation_paths, test_paths, text_column, label_column, label_names, base,
-         model_name, registry, out, work_dir, full, lora_rank, lora_targets, multi_label, epochs, batch_size,
+         model_name, registry, out, work_dir, full, lora_rank, lora_targets, multi_label, epochs,
+         batch_size,
          learning_rate, max_length, metric, min_improvement, min_metric, checkpoint_every, seed):
     """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
@@ -445,7 +447,8 @@ def main(train_paths, validation_paths, test_paths, text_column, label_column, l
             floors[name] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--min-metric")
-    cfg = TrainConfig(lora_rank=0 if full else lora_rank, lora_targets=lora_targets, epochs=epochs, batch_size=batch_size,
+    cfg = TrainConfig(lora_rank=0 if full else lora_rank, lora_targets=lora_targets, epochs=epochs,
+                      batch_size=batch_size,
                       learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
                       max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
                       seed=seed, multi_label=multi_label)

@@ -48,8 +48,9 @@ class PartWriter:
 
     Rows are streamed into an open Parquet writer (one row group per table written), so memory
     holds one chunk at a time whatever rows_per_file is. When the columns change (inputs of
-    different formats or schemas), the open part is committed and a new one started. With partition_by, each distinct value
-    gets its own hive-style subdirectory (col=value/) and its own open part.
+    different formats or schemas), the open part is committed and a new one started. With
+    partition_by, each distinct value gets its own hive-style subdirectory (col=value/) and its
+    own open part.
     """
 
     def __init__(self, out: Path, rows_per_file: int, model_id: dict,

@@ -1,7 +1,6 @@
 """The CLI, driven with click's CliRunner on the tiny model: outputs, schema, exit codes."""
 
 import json
-import shutil
 
 import pyarrow as pa
 import pyarrow.dataset as ds

@@ -1,7 +1,6 @@
 """The fine-tuning job end to end on a tiny random BERT: train, register, gate, resume, refuse."""
 
 import json
-import os
 import random
 import signal
 import subprocess
