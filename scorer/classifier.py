@@ -152,7 +152,6 @@ def weights_scope(spec: ModelSpec) -> str:
 
 def build_from_spec(spec: ModelSpec, dtype=None):
     """The Keras model a spec describes, base weights loaded, LoRA enabled; head untrained."""
-    runtime.start()
     # Only the backbone takes a (mixed) dtype policy; the head is float32 by construction.
     backbone = backbones.build_backbone(spec.base, dtype=dtype)
     if spec.lora_rank:

@@ -147,12 +147,13 @@ class BatchEncoder:
     def _plan(self, ids: list[list[int]], lengths: np.ndarray) -> list[Batch]:
         everything = np.arange(len(lengths))
         if not self.pack_length:
-            return self._bucketed(ids, lengths, everything, packed_format=False)
+            return self._bucketed(ids, lengths, everything)
         short = lengths <= self.pack_length
         return (self._packed(ids, lengths, everything[short])
-                + self._bucketed(ids, lengths, everything[~short], packed_format=True))
+                + self._bucketed(ids, lengths, everything[~short]))
 
-    def _bucketed(self, ids, lengths, which: np.ndarray, packed_format: bool) -> list[Batch]:
+    def _bucketed(self, ids, lengths, which: np.ndarray) -> list[Batch]:
+        """One text a row, sorted by length, each batch padded to its bucket length."""
         order = which[np.argsort(lengths[which], kind="stable")]
         bucket_of = self.bucket_of(lengths[order])
         batches = []
@@ -162,15 +163,7 @@ class BatchEncoder:
             for start in range(0, len(rows), full):
                 take = rows[start:start + full]
                 padded_rows = -(-len(take) * 4 // full) * full // 4  # round up to a quarter batch
-                batch = self.pad(ids, lengths, take, length, padded_rows)
-                if packed_format:  # one text a row, in slot 0: the packed model path runs it
-                    real = batch.padding_mask.astype(bool)
-                    batch.slot_ids = np.where(real, 0, -1).astype(np.int32)
-                    batch.position_ids = np.broadcast_to(np.arange(length, dtype=np.int32),
-                                                         real.shape).copy()
-                    batch.slot_onehot = real[:, None, :].astype(np.float32)  # [batch, 1, length]
-                    batch.slots = np.arange(len(take), dtype=np.int64)
-                batches.append(batch)
+                batches.append(self.pad(ids, lengths, take, length, padded_rows))
         return batches
 
     def _packed(self, ids, lengths, which: np.ndarray) -> list[Batch]:
