@@ -315,27 +315,25 @@ def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
     """Everything after argument parsing: returns the JSON summary."""
     base, init_from = resolve_base(args["base"])
     report: dict = {}
-    raw_train = data_mod.read_raw(args["train"], args["text_column"], args["label_column"])
-    names = args["label_names"] or data_mod.label_set(raw_train, cfg.multi_label)
-    train_data = data_mod.prepare(raw_train, names, cfg.multi_label, "train", report)
+    def read(role: str, names: list[str] | None = None):
+        raw = data_mod.read_raw(args[role], args["text_column"], args["label_column"])
+        names = names or args["label_names"] or data_mod.label_set(raw, cfg.multi_label)
+        return data_mod.prepare(raw, names, cfg.multi_label, role, report), names
+
+    train_data, names = read("train")
     if args["validation"]:
-        raw_val = data_mod.read_raw(args["validation"], args["text_column"], args["label_column"])
-        val_data = data_mod.prepare(raw_val, names, cfg.multi_label, "validation", report)
+        val_data, _ = read("validation", names)
     else:
         train_data, val_data = data_mod.split(train_data, cfg.validation_fraction, cfg.seed)
         report["validation"] = {"split_from_train": cfg.validation_fraction, "seed": cfg.seed,
                                 "rows_used": len(val_data.texts)}
     data_mod.check(train_data, val_data, names, cfg.multi_label, report)
-    test_data = None
-    if args["test"]:
-        raw_test = data_mod.read_raw(args["test"], args["text_column"], args["label_column"])
-        test_data = data_mod.prepare(raw_test, names, cfg.multi_label, "test", report)
+    test_data = read("test", names)[0] if args["test"] else None
     log("data: " + json.dumps(report))
 
     run_key = hashlib.sha256(json.dumps([asdict(cfg), base, names, train_data.fingerprint,
                                          val_data.fingerprint, args["name"]]).encode()).hexdigest()[:16]
-    if args["registry"]:
-        reg = Path(args["registry"]) / args["name"]
+    reg = Path(args["registry"]) / args["name"] if args["registry"] else None
     work_dir = Path(args["work_dir"]) if args["work_dir"] else (
         (reg / "_runs" if args["registry"] else Path(args["out"]).parent / ".finetune-runs") / run_key)
     work_dir.mkdir(parents=True, exist_ok=True)
