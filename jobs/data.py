@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scorer.errors import ScorerError
+from scorer.errors import DataError
 from scorer.source import expand_inputs, read_chunks
-
-
-class DataError(ScorerError):
-    exit_code = 6
 
 
 @dataclass

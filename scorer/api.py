@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -29,16 +29,12 @@ class Prediction:
 
 @dataclass
 class ScoreStats:
-    """Counters a run reports: where time went and how much compute padding took."""
+    """Where time went and how much compute padding took (row counts are the pipeline's)."""
 
-    rows: int = 0
-    errors: int = 0
-    truncated: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
     encode_seconds: float = 0.0
     infer_seconds: float = 0.0
-    error_reasons: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +42,13 @@ class Prepared:
     errors: list  # [n] str | None: why a row is not scored
     valid: np.ndarray  # [n_valid] positions of the rows that are scored
     encoded: encode.EncodedChunk | None  # batches over the valid rows (None if there are none)
+
+    def truncated(self) -> np.ndarray:
+        """[n] bool: which rows were cut to the max length."""
+        out = np.zeros(len(self.errors), dtype=bool)
+        if self.encoded is not None:
+            out[self.valid] = self.encoded.truncated
+        return out
 
 
 def output_names(multi_label: bool, prefix: str = "") -> list[str]:
@@ -108,7 +111,6 @@ class Scorer:
         if chunk is not None:
             probs[prepared.valid] = run_batches(self.predictor, chunk, probs.shape[1])
             s = self.stats
-            s.truncated += int(chunk.truncated.sum())
             s.real_tokens += chunk.real_tokens
             s.padded_tokens += chunk.padded_tokens
         self.stats.infer_seconds += time.perf_counter() - t0
@@ -134,7 +136,6 @@ class Scorer:
             columns["labels"] = pa.array(
                 [list(names[row]) if k else None for row, k in zip(above, ok)], pa.list_(pa.string()))
         columns["error"] = pa.array(errors, pa.string())
-        self._count(errors)
         return pa.table({prefix + k: v for k, v in columns.items()})
 
     def probabilities(self, texts: list) -> tuple[np.ndarray, list]:
@@ -146,15 +147,6 @@ class Scorer:
         """All three stages on one chunk, on this thread."""
         prepared = self.prepare(texts, read_errors)
         return self.columns(prepared, self.infer(prepared), prefix)
-
-    def _count(self, errors: list) -> None:
-        s = self.stats
-        s.rows += len(errors)
-        for e in errors:
-            if e is not None:
-                s.errors += 1
-                reason = e.split(":")[0]
-                s.error_reasons[reason] = s.error_reasons.get(reason, 0) + 1
 
     def score(self, texts: list[str]) -> list[Prediction]:
         table = self.score_columns(list(texts)).to_pylist()
@@ -174,6 +166,11 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
     for batch in chunk.batches:
         probs[batch.rows] = predictor(batch)
     return probs
+
+
+def error_kind(reason: str) -> str:
+    """The kind of a row error, for counting: its text up to the first colon."""
+    return reason.split(":")[0]
 
 
 def _text_error(text) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import click
 
 import scorer
 from scorer import encode, modeldir, source
-from scorer.errors import ScorerError
+from scorer.errors import Interrupted, ScorerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -23,6 +25,21 @@ def model_option(f):
 def fail(error: ScorerError):
     click.echo(f"error: {error}", err=True)
     sys.exit(error.exit_code)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM (Airflow, Kubernetes, systemd) and SIGINT stop the run the way an error does: open
+    part files are dropped, committed ones kept, exit 128 + signal; the same command resumes."""
+    def handler(signum, frame):
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @click.group(context_settings=CONTEXT)
@@ -62,12 +79,20 @@ def main():
               default="auto", show_default=True, help="auto: mixed_float16 on a GPU, float32 on CPU.")
 @click.option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the tokenizer "
               "(default: the cores this process may use, container CPU quota included).")
-@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory.")
+@click.option("--dead-letter", metavar="DIR", help="Write rows that cannot be scored (with file, "
+              "position and reason) here instead of into the output with an error.")
+@click.option("--max-errors", metavar="N|F", help="Fail (exit 6) when bad rows exceed N rows, or a "
+              "fraction F (0.01 or 1%) of all rows.")
+@click.option("--fail-on-empty", is_flag=True, help="Treat input with no rows as an error (exit 6).")
+@click.option("--max-line-bytes", type=click.IntRange(1), default=source.DEFAULT_MAX_LINE_BYTES,
+              show_default=True, help="Longer JSON Lines / text lines are bad rows, never read whole.")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory "
+              "(by default an unfinished run of the same command there is resumed).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
         partition_by, rows_per_file, chunk_rows, max_length, batch_tokens, precision, threads,
-        overwrite, log_format):
+        dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -77,6 +102,9 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         scorer run reviews.jsonl 'events/*.parquet' -o scored/ --text-column body --model models/sentiment
 
         cat lines.txt | scorer run - --format text -o scored/
+
+    A killed run is resumed by running the same command again; see the README's "Failure
+    behaviour" for exit codes, dead letters and locking.
     """
     from scorer.pipeline import RunOptions, run as run_pipeline, terminal_progress
 
@@ -85,16 +113,20 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
         output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
         chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
-        batch_tokens=batch_tokens, precision=precision, threads=threads)
+        batch_tokens=batch_tokens, precision=precision, threads=threads, dead_letter=dead_letter,
+        max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes)
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
-        result = run_pipeline(list(inputs), output, model, options,
-                              progress=terminal_progress if show_progress else None)
+        with stop_on_signals():
+            result = run_pipeline(list(inputs), output, model, options,
+                                  progress=terminal_progress if show_progress else None)
     except ScorerError as e:
         if show_progress:
             click.echo("", err=True)
         fail(e)
     m = result.manifest
+    for warning in m["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     if log_format == "json":
         summary = {k: m[k] for k in ("rows_in", "rows_out", "rows_with_error", "rows_per_second",
                                      "padding_fraction")}
@@ -104,6 +136,10 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         if show_progress:
             click.echo("", err=True)
         errors = f", {m['rows_with_error']:,} with an error" if m["rows_with_error"] else ""
+        if m["rows_dead_lettered"]:
+            errors = f", {m['rows_dead_lettered']:,} bad rows into {m['dead_letter']['path']}/"
+        if m["resumed"]:
+            errors += f", resumed after {m['rows_resumed_from_checkpoint']:,} committed rows"
         parts = f"{len(m['parts'])} part file" + ("" if len(m["parts"]) == 1 else "s")
         click.echo(f"scored {m['rows_out']:,} rows{errors} into {result.output}/ ({parts}, "
                    f"{m['timing']['total_seconds']:.1f}s, {m['rows_per_second']:,.0f} rows/s)", err=True)

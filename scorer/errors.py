@@ -1,4 +1,5 @@
-"""Errors a user can act on. Each kind maps to a distinct process exit code."""
+"""Errors a user can act on. Each kind maps to a distinct process exit code (README: Failure
+behaviour). Click's usage errors exit 2; an unexpected crash exits 1."""
 
 
 class ScorerError(Exception):
@@ -20,6 +21,29 @@ class ModelError(ScorerError):
 
 
 class OutputError(ScorerError):
-    """The output directory cannot be used: not empty, not writable, or a column clash."""
+    """The output directory cannot be used: not empty, not writable, a column clash, or it holds
+    an unfinished run of other inputs."""
 
     exit_code = 5
+
+
+class DataError(ScorerError):
+    """The rows were readable but the run's data rules failed: more bad rows than --max-errors,
+    or no rows at all with --fail-on-empty."""
+
+    exit_code = 6
+
+
+class OutputBusy(ScorerError):
+    """Another live run holds the output directory's lock."""
+
+    exit_code = 8
+
+
+class Interrupted(ScorerError):
+    """SIGTERM or SIGINT: the run stopped cleanly and can be resumed; exit 128 + signal."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(f"stopped by {name}; committed part files are kept: run the same command "
+                         "again to resume")
+        self.exit_code = 128 + signum

@@ -1,10 +1,14 @@
 """The pipeline: source -> encode -> model -> sink, for one run into one output directory.
 
     run(["in.parquet"], "scored/")     # what `scorer run in.parquet -o scored/` does
+
+Every `rows_per_file` input rows the open part files are committed and the run checkpointed
+(scorer.commit): a killed run, started again, goes on from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import sys
 import time
@@ -13,11 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import scorer
-from scorer import encode, runtime, sink, source, stages
-from scorer.api import Scorer, ScoreStats, output_names
-from scorer.errors import InputError, OutputError
+from scorer import commit, encode, faults, runtime, sink, source, stages
+from scorer.api import Scorer, ScoreStats, error_kind, output_names
+from scorer.errors import DataError, InputError, OutputError
 
 
 @dataclass
@@ -29,7 +34,7 @@ class RunOptions:
     drop_text: bool = False
     output_prefix: str = ""
     partition_by: str | None = None
-    rows_per_file: int = 100_000
+    rows_per_file: int = 100_000  # also the checkpoint interval, in input rows
     chunk_rows: int = source.DEFAULT_CHUNK_ROWS
     overwrite: bool = False
     max_length: int | None = None
@@ -37,6 +42,18 @@ class RunOptions:
     precision: str = "auto"
     threads: int | None = None  # TensorFlow and tokenizer threads (default: usable cores)
     queue_depth: int = 2  # chunks waiting between two stages (memory: ~3 chunks per stage)
+    dead_letter: str | None = None  # directory for rows that cannot be scored (else: kept, error set)
+    max_errors: str | None = None  # fail when bad rows exceed this: a count ("100") or fraction ("0.01", "1%")
+    fail_on_empty: bool = False
+    max_line_bytes: int = source.DEFAULT_MAX_LINE_BYTES
+
+
+# What a resumed run must share with the run it continues (besides inputs and model).
+_RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
+                   "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
+                   "dead_letter", "max_line_bytes")
+DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()),
+                                ("error", pa.string()), ("text", pa.string())])
 
 
 @dataclass
@@ -52,8 +69,10 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
 
     Options are RunOptions fields, given as an object or as keyword arguments. Everything that
     can be checked before scoring is: inputs exist, the model loads, the output can be written.
+    An unfinished run of the same inputs, model and options in `output` is resumed.
     """
     opts = options or RunOptions(**kwargs)
+    error_limit = parse_max_errors(opts.max_errors)
     started = time.time()
     out = Path(output)
     expanded = source.expand_inputs(inputs, opts.format)
@@ -64,52 +83,63 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     load_seconds = time.perf_counter() - t0
     model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
     compiled_before = model_scorer.predictor.compile_seconds
+    identity = {"inputs": [source.fingerprint(i) for i in expanded],
+                "model": model_scorer.model_dir.id["checksum"],
+                "options": {k: getattr(opts, k) for k in _RESUME_OPTIONS}}
+    outdir = commit.OutputDir.open(out, identity, opts.overwrite,
+                                   Path(opts.dead_letter) if opts.dead_letter else None)
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
-    # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
-    reader = stages.prefetch(stages.timed(
-        source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats), timer, "read"),
-        depth=opts.queue_depth, name="read")
-
-    # The first chunk is read before the output directory is touched, so a wrong column or a
-    # column clash fails without emptying an --overwrite target.
-    first = next(reader, None)
-    if first is not None:
-        _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
-    sink.prepare_output(out, opts.overwrite)
-    writer = sink.PartWriter(out, opts.rows_per_file, model_scorer.model_dir.id, opts.partition_by)
-    rows_out = 0
-
-    def write(item):
-        nonlocal rows_out
-        chunk, prepared, probs = item
-        t = time.perf_counter()
-        table = _join(_kept_columns(chunk, opts), model_scorer.columns(prepared, probs, opts.output_prefix))
-        writer.write(table)
-        timer["write"] += time.perf_counter() - t
-        rows_out += table.num_rows
-        if progress:
-            progress(rows_out, time.time() - started)
-
-    chunks = itertools.chain([first] if first is not None else [], reader)
-    prepared_chunks = stages.prefetch(
-        ((c, model_scorer.prepare(c.texts, c.read_errors)) for c in chunks),
-        depth=opts.queue_depth, name="encode")
-    consumer = stages.Consumer(write, depth=opts.queue_depth, name="write")
+    reader = prepared_chunks = consumer = sinks = None
     try:
+        # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
+        reader = stages.prefetch(stages.timed(
+            source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats,
+                               skip=outdir.progress.rows, max_line_bytes=opts.max_line_bytes),
+            timer, "read"), depth=opts.queue_depth, name="read")
+        # The first chunk is read before the output directory is changed, so a wrong column or
+        # a column clash fails without emptying an --overwrite target.
+        first = next(reader, None)
+        if first is not None:
+            _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
+        outdir.prepare()
+        sinks = _Sinks(outdir, opts, model_scorer, error_limit)
+
+        def write(item):
+            t = time.perf_counter()
+            sinks.write(*item)
+            timer["write"] += time.perf_counter() - t
+            if progress:
+                progress(sinks.rows - sinks.start_rows, time.time() - started)
+
+        chunks = itertools.chain([first] if first is not None else [], reader)
+        prepared_chunks = stages.prefetch(
+            ((c, _prepared(model_scorer, c)) for c in chunks), depth=opts.queue_depth, name="encode")
+        consumer = stages.Consumer(write, depth=opts.queue_depth, name="write")
         for chunk, prepared in prepared_chunks:
-            consumer.submit((chunk, prepared, model_scorer.infer(prepared)))
+            probs = model_scorer.infer(prepared)
+            faults.point("infer")
+            consumer.submit((chunk, prepared, probs))
         consumer.close()
         t = time.perf_counter()
-        writer.close()
+        sinks.checkpoint()
         timer["write"] += time.perf_counter() - t
+        if stats.rows != sinks.rows:  # the invariant every run keeps: no row is ever lost
+            raise OutputError(f"internal error: read {stats.rows} rows but accounted for {sinks.rows}")
+        warnings = _final_checks(stats, sinks.counters, opts, error_limit)
     except BaseException:
-        prepared_chunks.close()  # stops the encode and read threads
-        consumer.cancel()  # the writer thread must be idle before its files are dropped
-        writer.abort()
+        for stage in (prepared_chunks, reader):
+            if stage is not None:
+                stage.close()  # stops the encode and read threads
+        if consumer is not None:
+            consumer.cancel()  # the writer thread must be idle before its files are dropped
+        if sinks is not None:
+            sinks.abort()
+        outdir.abandon()
         raise
 
     s = model_scorer.stats
+    c = sinks.counters
     total = time.time() - started
     manifest = {
         "scorer_version": scorer.__version__,
@@ -117,13 +147,19 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         "inputs": [{"path": i.path, "format": i.format} for i in expanded],
         "options": {k: v for k, v in asdict(opts).items() if k != "overwrite"},
         "rows_in": stats.rows,
-        "rows_out": rows_out,
-        "rows_scored": s.rows - s.errors,
-        "rows_with_error": s.errors,
-        "error_reasons": s.error_reasons,
-        "rows_truncated": s.truncated,
+        "rows_out": c["rows_out"],
+        "rows_scored": c["rows_out"] + c["rows_dead_lettered"] - c["rows_with_error"],
+        "rows_with_error": c["rows_with_error"],
+        "rows_dead_lettered": c["rows_dead_lettered"],
+        "error_reasons": c["error_reasons"],
+        "rows_truncated": c["rows_truncated"],
         "blank_lines_skipped": stats.blank_lines,
-        "parts": writer.parts,
+        "resumed": outdir.resumed,
+        "rows_resumed_from_checkpoint": stats.rows_skipped,
+        "warnings": warnings,
+        "parts": sinks.writer.parts,
+        "dead_letter": ({"path": opts.dead_letter, "parts": sinks.dead.parts}
+                        if sinks.dead else None),
         "timing": {
             "total_seconds": round(total, 3), "load_seconds": round(load_seconds, 3),
             "read_seconds": round(timer["read"], 3), "encode_seconds": round(s.encode_seconds, 3),
@@ -131,7 +167,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
             "compile_seconds": round(model_scorer.predictor.compile_seconds - compiled_before, 3),
             "write_seconds": round(timer["write"], 3),
         },
-        "rows_per_second": round(rows_out / total, 1) if total else None,
+        "rows_per_second": round((stats.rows - stats.rows_skipped) / total, 1) if total else None,
         "real_tokens": s.real_tokens,
         "padded_tokens": s.padded_tokens,
         "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
@@ -142,10 +178,130 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if rows_out != stats.rows:  # the invariant every run must keep: no row is ever lost
-        raise OutputError(f"internal error: read {stats.rows} rows but wrote {rows_out}")
-    sink.finish(out, manifest)
+    outdir.finish(manifest)
     return RunResult(out, manifest)
+
+
+def parse_max_errors(value: str | None) -> tuple[str, float] | None:
+    """--max-errors: "100" (rows) -> ("rows", 100); "0.01" or "1%" -> ("fraction", 0.01)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return "fraction", float(text[:-1]) / 100
+        if "." in text or "e" in text.lower():
+            fraction = float(text)
+            if not 0 <= fraction < 1:
+                raise ValueError
+            return "fraction", fraction
+        return "rows", int(text)
+    except ValueError:
+        raise DataError(f"--max-errors {value!r}: give a row count (100), a fraction (0.01) or a "
+                        "percentage (1%)") from None
+
+
+def _prepared(model_scorer: Scorer, chunk: source.Chunk):
+    prepared = model_scorer.prepare(chunk.texts, chunk.read_errors)
+    faults.point("encode")
+    return prepared
+
+
+class _Sinks:
+    """The write stage: output (and dead-letter) part files, row accounting, checkpoints."""
+
+    def __init__(self, outdir: commit.OutputDir, opts: RunOptions, model_scorer: Scorer,
+                 error_limit: tuple[str, float] | None):
+        p = outdir.progress
+        self.outdir = outdir
+        self.opts = opts
+        self.model_scorer = model_scorer
+        self.error_limit = error_limit
+        self.writer = sink.PartWriter(outdir.out, model_scorer.model_dir.id, opts.partition_by,
+                                      parts=p.parts, next_index=p.next_index)
+        self.dead = (sink.PartWriter(outdir.dead_letter, parts=p.dead_letter_parts,
+                                     next_index=p.dead_letter_next_index)
+                     if outdir.dead_letter else None)
+        self.start_rows = p.rows
+        self.rows = p.rows  # input rows accounted for, committed or not
+        self.since = 0  # of which not yet committed
+        self.counters = copy.deepcopy(p.counters)
+
+    def write(self, chunk: source.Chunk, prepared, probs) -> None:
+        table = _join(_kept_columns(chunk, self.opts),
+                      self.model_scorer.columns(prepared, probs, self.opts.output_prefix))
+        truncated = prepared.truncated()
+        errors = pa.array(prepared.errors, pa.string())
+        start = 0
+        while start < len(chunk):  # pieces end where a checkpoint falls
+            take = min(len(chunk) - start, self.opts.rows_per_file - self.since)
+            self._write_piece(chunk, start, table.slice(start, take), errors.slice(start, take),
+                              int(truncated[start:start + take].sum()))
+            start += take
+            if self.since == self.opts.rows_per_file:
+                self.checkpoint()
+
+    def _write_piece(self, chunk, start: int, table: pa.Table, errors: pa.Array,
+                     truncated: int) -> None:
+        c = self.counters
+        bad = errors.is_valid()
+        n_bad = pc.sum(bad).as_py() or 0
+        if self.dead is not None and n_bad:
+            positions = pa.array(range(chunk.offset + start, chunk.offset + start + len(errors)),
+                                 pa.int64())
+            texts = pa.array([t if isinstance(t, str) else None
+                              for t in chunk.texts[start:start + len(errors)]], pa.string())
+            self.dead.write(pa.table([pa.array([chunk.source] * len(errors), pa.string()),
+                                      positions, errors, texts], schema=DEAD_LETTER_SCHEMA).filter(bad))
+            table = table.filter(pc.invert(bad))
+            c["rows_dead_lettered"] += n_bad
+        self.writer.write(table)
+        c["rows_out"] += table.num_rows
+        c["rows_with_error"] += n_bad
+        c["rows_truncated"] += truncated
+        for reason in errors.drop_null().to_pylist():
+            kind = error_kind(reason)
+            c["error_reasons"][kind] = c["error_reasons"].get(kind, 0) + 1
+        self.rows += len(errors)
+        self.since += len(errors)
+        limit = self.error_limit
+        if limit and limit[0] == "rows" and c["rows_with_error"] > limit[1]:
+            first_bad = errors.drop_null()[0].as_py() if n_bad else ""
+            raise DataError(f"more than {int(limit[1])} bad rows (--max-errors); the latest in "
+                            f"{chunk.source}: {first_bad}")
+
+    def checkpoint(self) -> None:
+        """Commit every open part, then record it (scorer.commit.OutputDir.checkpoint)."""
+        self.writer.commit()
+        if self.dead is not None:
+            self.dead.commit()
+        self.outdir.checkpoint(commit.Progress(
+            rows=self.rows, parts=list(self.writer.parts),
+            dead_letter_parts=list(self.dead.parts) if self.dead else [],
+            next_index=dict(self.writer.next_index),
+            dead_letter_next_index=dict(self.dead.next_index) if self.dead else {},
+            counters=copy.deepcopy(self.counters)))
+        self.since = 0
+
+    def abort(self) -> None:
+        self.writer.abort()
+        if self.dead is not None:
+            self.dead.abort()
+
+
+def _final_checks(stats: source.SourceStats, counters: dict, opts: RunOptions,
+                  error_limit) -> list[str]:
+    """Run-level rules checked once every row is in: the error fraction, empty input."""
+    if error_limit and error_limit[0] == "fraction" and stats.rows:
+        share = counters["rows_with_error"] / stats.rows
+        if share > error_limit[1]:
+            raise DataError(f"{counters['rows_with_error']} of {stats.rows} rows are bad "
+                            f"({share:.2%}), more than --max-errors {opts.max_errors}")
+    if stats.rows == 0:
+        if opts.fail_on_empty:
+            raise DataError(f"no input rows in {', '.join(stats.files)} (--fail-on-empty)")
+        return [f"no input rows in {', '.join(stats.files)}: the output holds no part files"]
+    return []
 
 
 def _kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:

@@ -9,6 +9,7 @@ be read (invalid UTF-8, malformed JSON): such a row is kept, with null text, nev
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from scorer import faults
 from scorer.errors import InputError
 
 FORMATS = ("auto", "parquet", "jsonl", "csv", "text")
@@ -27,6 +29,7 @@ _EXTENSIONS = {
     ".txt": "text", ".text": "text",
 }
 DEFAULT_CHUNK_ROWS = 8192
+DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, text) is a bad row, never read whole
 
 
 @dataclass
@@ -52,6 +55,20 @@ class SourceStats:
     files: list = field(default_factory=list)
     rows: int = 0
     blank_lines: int = 0  # JSON Lines: lines holding only white space are not records
+    rows_skipped: int = 0  # rows a resumed run passed over (already committed); part of `rows`
+
+
+class _Skip:
+    """Rows still to pass over before the first chunk (a resumed run's committed rows)."""
+
+    def __init__(self, rows: int):
+        self.remaining = rows
+
+    def take(self, available: int) -> int:
+        """How many of the next `available` rows to skip."""
+        n = min(self.remaining, available)
+        self.remaining -= n
+        return n
 
 
 def detect_format(path: str, fmt: str) -> str:
@@ -90,20 +107,47 @@ def expand_inputs(paths: list[str], fmt: str = "auto") -> list[Input]:
     return inputs
 
 
+def fingerprint(inp: Input) -> dict:
+    """What identifies an input's contents for resume: size and modification time of every file
+    (a directory: a digest over its files). Standard input has none: it cannot be read again."""
+    if inp.path == "-":
+        return {"path": "-", "format": inp.format}
+    path = Path(inp.path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        for f in files:
+            st = f.stat()
+            digest.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"path": inp.path, "format": inp.format, "files": len(files),
+                "digest": digest.hexdigest()}
+    st = path.stat()
+    return {"path": inp.path, "format": inp.format, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                stats: SourceStats | None = None) -> Iterator[Chunk]:
+                stats: SourceStats | None = None, skip: int = 0,
+                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Chunk]:
+    """Chunks of at most chunk_rows rows, in input order, after the first `skip` rows (which are
+    counted but not returned: Parquet skips them from metadata, line formats scan past them)."""
     stats = stats if stats is not None else SourceStats()
     readers = {"parquet": _parquet, "jsonl": _jsonl, "csv": _csv, "text": _text}
+    skipper = _Skip(skip)
     for inp in inputs:
         stats.files.append(inp.path)
-        for chunk in readers[inp.format](inp.path, text_column, chunk_rows, stats):
+        before = skipper.remaining
+        for chunk in readers[inp.format](inp.path, text_column, chunk_rows, stats, skipper,
+                                         max_line_bytes):
             stats.rows += len(chunk)
+            faults.point("read")
             yield chunk
+        stats.rows_skipped += before - skipper.remaining
+        stats.rows += before - skipper.remaining
 
 
 # ----------------------------------------------------------------------------- Parquet
 
-def _parquet(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
+def _parquet(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
     import pyarrow.dataset as ds
 
     try:
@@ -121,7 +165,13 @@ def _parquet(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
     for name, fragment in fragments:
         offset = 0
         try:
+            if skip.remaining and skip.remaining >= fragment.count_rows():
+                skip.take(fragment.count_rows())  # from the footer: the file is not read
+                continue
             for batch in fragment.to_batches(schema=schema, batch_size=chunk_rows):
+                skipped = skip.take(batch.num_rows)
+                offset += skipped
+                batch = batch.slice(skipped)
                 if batch.num_rows == 0:
                     continue
                 table = pa.Table.from_batches([batch])
@@ -144,7 +194,7 @@ def _check_text_type(path, schema: pa.Schema, text_column: str) -> None:
 
 # ----------------------------------------------------------------------------- CSV
 
-def _csv(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
+def _csv(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
     stream = sys.stdin.buffer if path == "-" else path
@@ -160,6 +210,9 @@ def _csv(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
     offset = 0
     try:
         for batch in reader:
+            skipped = skip.take(batch.num_rows)
+            offset += skipped
+            batch = batch.slice(skipped)
             for start in range(0, batch.num_rows, chunk_rows):
                 table = pa.Table.from_batches([batch.slice(start, chunk_rows)])
                 texts = table.column(text_column).to_pylist()
@@ -171,25 +224,36 @@ def _csv(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
 
 # ----------------------------------------------------------------------------- line formats
 
-def _lines(path) -> Iterator[bytes]:
-    """Lines split on b'\\n' only, so U+2028 / U+0085 inside a JSON string never split a record."""
+def _lines(path, max_line_bytes: int) -> Iterator[bytes | int]:
+    """Lines split on b'\\n' only, so U+2028 / U+0085 inside a JSON string never split a record.
+    A line longer than max_line_bytes is read past in blocks and yielded as its length (an int)."""
     if path == "-":
-        yield from _strip_newlines(sys.stdin.buffer)
+        yield from _split_lines(sys.stdin.buffer, max_line_bytes)
         return
     try:
         f = open(path, "rb")
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror})") from None
     with f:
-        yield from _strip_newlines(f)
+        yield from _split_lines(f, max_line_bytes)
 
 
-def _strip_newlines(stream) -> Iterator[bytes]:
-    for line in stream:
+def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | int]:
+    while line := stream.readline(max_line_bytes + 1):
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            size = len(line)
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                size += len(rest)
+            yield size + len(rest.rstrip(b"\r\n"))
+            continue
         yield line[:-1].rstrip(b"\r") if line.endswith(b"\n") else line
 
 
-def _jsonl(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
+def _too_long(size: int, limit: int) -> str:
+    return f"line too long: {size:,} bytes (limit {limit:,}; see --max-line-bytes)"
+
+
+def _jsonl(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
     schema: pa.Schema | None = None  # taken from the first chunk; later chunks are cast to it
     offset = 0
     records, texts, errors = [], [], []
@@ -207,12 +271,17 @@ def _jsonl(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
         records, texts, errors = [], [], []
         return chunk
 
-    for line in _lines(path):
-        if not line.strip():
+    for line in _lines(path, max_line_bytes):
+        if isinstance(line, bytes) and not line.strip():
             stats.blank_lines += 1
+            continue
+        if skip.take(1):
+            offset += 1
             continue
         record, error = None, None
         try:
+            if isinstance(line, int):
+                raise _LineTooLong(_too_long(line, max_line_bytes))
             record = json.loads(line)
             if not isinstance(record, dict):
                 record, error = None, f"not a JSON object: a {type(record).__name__}"
@@ -220,6 +289,8 @@ def _jsonl(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
             error = "invalid UTF-8"
         except json.JSONDecodeError as e:
             error = f"malformed JSON: {e.msg} at column {e.colno}"
+        except _LineTooLong as e:
+            error = str(e)
         text = None
         if record is not None:
             text = record.get(text_column)
@@ -262,22 +333,33 @@ def _as_json_text(values: list) -> pa.Array:
                     type=pa.string())
 
 
-def _text(path, text_column, chunk_rows, stats) -> Iterator[Chunk]:
+def _text(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
     offset = 0
     texts, errors = [], []
-    for line in _lines(path):
-        try:
-            texts.append(line.decode("utf-8"))
-            errors.append(None)
-        except UnicodeDecodeError:
+    for line in _lines(path, max_line_bytes):
+        if skip.take(1):
+            offset += 1
+            continue
+        if isinstance(line, int):
             texts.append(None)
-            errors.append("invalid UTF-8")
+            errors.append(_too_long(line, max_line_bytes))
+        else:
+            try:
+                texts.append(line.decode("utf-8"))
+                errors.append(None)
+            except UnicodeDecodeError:
+                texts.append(None)
+                errors.append("invalid UTF-8")
         if len(texts) == chunk_rows:
             yield Chunk(pa.table({text_column: pa.array(texts, pa.string())}), texts, errors, path, offset)
             offset += len(texts)
             texts, errors = [], []
     if texts:
         yield Chunk(pa.table({text_column: pa.array(texts, pa.string())}), texts, errors, path, offset)
+
+
+class _LineTooLong(Exception):
+    pass
 
 
 def _first_line(e: Exception) -> str:

@@ -1,0 +1,264 @@
+"""The output directory's commit protocol: one writer at a time, checkpoints, resume.
+
+    out/
+      part-00000.parquet ...     committed part files (written as .part-*.tmp, then renamed)
+      manifest.json, _SUCCESS    written last, only when the whole run completed
+      _scorer_run/               only while a run is unfinished (Spark, pyarrow and Hive skip
+        lock                       paths starting with _ or .)
+        run.json                 what the run is: inputs (size, mtime), model checksum, options
+        progress.json            the last checkpoint: input rows done, committed parts, counters
+
+A checkpoint commits every open part file and then atomically replaces progress.json, so
+progress.json always names exactly the committed parts and how many input rows (in input order)
+they hold. A run killed at any moment is resumed by the same command: part files not in
+progress.json are deleted, the first `rows` input rows are skipped unread by the model, and
+scoring goes on from there. Resume holds one integer and a list of part names, never row ids.
+
+The lock is a flock on _scorer_run/lock: the kernel drops it when its holder dies, so a crashed
+run never leaves the directory locked (on local disks and NFSv4; not on object stores).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scorer import faults
+from scorer.errors import OutputBusy, OutputError
+
+SUCCESS = "_SUCCESS"
+MANIFEST = "manifest.json"
+STATE_DIR = "_scorer_run"
+_PART = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp|\.manifest\.json\.tmp)$")
+
+
+@dataclass
+class Progress:
+    """The last checkpoint of a run (what progress.json holds)."""
+
+    rows: int = 0  # input rows done, counted in input order across all inputs
+    parts: list = field(default_factory=list)  # committed output parts: {"file", "rows"}
+    dead_letter_parts: list = field(default_factory=list)
+    next_index: dict = field(default_factory=dict)  # partition dir ("" = top) -> next part number
+    dead_letter_next_index: dict = field(default_factory=dict)
+    counters: dict = field(default_factory=lambda: {
+        "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
+        "error_reasons": {}})
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once, durably (temp file, fsync, rename, fsync dir)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class OutputLock:
+    """An exclusive, non-blocking flock on out/_scorer_run/lock."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_DIR / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{self.path.parent.parent}: cannot write there ({e.strerror})") from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise OutputBusy(f"{self.path.parent.parent}: another scorer run is writing there "
+                                 f"({holder}); wait for it or use another output directory") from None
+            # A finishing run unlinks the lock file: make sure ours is still the one at the path.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class OutputDir:
+    """An output directory (and its dead-letter directory, if any) under this run's lock.
+
+        d = OutputDir.open(out, identity, overwrite, dead_letter)  # lock, then fresh or resume
+        d.prepare()            # after the input checks: clear (fresh) or drop uncommitted parts
+        d.checkpoint(progress) # after committing part files
+        d.finish(manifest)     # manifest.json, _SUCCESS, state removed, lock released
+    """
+
+    def __init__(self, out: Path, identity: dict, dead_letter: Path | None, lock: OutputLock,
+                 progress: Progress, resumed: bool, created: bool):
+        self.out = out
+        self.identity = identity
+        self.dead_letter = dead_letter
+        self.lock = lock
+        self.progress = progress
+        self.resumed = resumed
+        self._created = created  # the directory did not exist before this run
+        self._state = out / STATE_DIR
+
+    @classmethod
+    def open(cls, out: Path, identity: dict, overwrite: bool = False,
+             dead_letter: Path | None = None) -> "OutputDir":
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a directory")
+        created = not out.exists()
+        lock = OutputLock(out)
+        lock.acquire()
+        try:
+            progress, resumed = _inspect(out, identity, overwrite, dead_letter)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(out, identity, dead_letter, lock, progress, resumed, created)
+
+    def prepare(self) -> None:
+        """Make the directories ready to write: emptied for a fresh run, or with every part
+        file that no checkpoint committed removed for a resumed one."""
+        try:
+            if self.resumed:
+                _remove_uncommitted(self.out, {p["file"] for p in self.progress.parts})
+                if self.dead_letter:
+                    _remove_uncommitted(self.dead_letter,
+                                        {p["file"] for p in self.progress.dead_letter_parts})
+            else:
+                _clear(self.out, keep=self.lock.path)
+                if self.dead_letter:
+                    if self.dead_letter.exists():
+                        _clear(self.dead_letter)
+                    self.dead_letter.mkdir(parents=True, exist_ok=True)
+                write_atomic(self._state / "run.json", json.dumps(self.identity, indent=2) + "\n")
+                write_atomic(self._state / "progress.json", json.dumps(asdict(self.progress)) + "\n")
+            probe = self.out / ".scorer-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise OutputError(f"{e.filename or self.out}: cannot write there ({e.strerror})") from None
+
+    def checkpoint(self, progress: Progress) -> None:
+        faults.point("commit")  # part files renamed, progress.json not yet replaced
+        try:
+            write_atomic(self._state / "progress.json", json.dumps(asdict(progress)) + "\n")
+        except OSError as e:
+            raise OutputError(f"{self._state}: cannot record progress ({e.strerror})") from None
+        self.progress = progress
+        faults.point("checkpoint")
+
+    def finish(self, manifest: dict) -> None:
+        """manifest.json, then _SUCCESS: their presence says the run completed."""
+        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        faults.point("manifest")
+        (self.out / SUCCESS).write_bytes(b"")
+        fsync_dir(self.out)
+        shutil.rmtree(self._state, ignore_errors=True)
+        self.lock.release()
+
+    def abandon(self) -> None:
+        """Release the lock after a failure. A run that never started writing leaves no trace;
+        one that did keeps its state, so the same command resumes it."""
+        if not (self._state / "run.json").exists():
+            shutil.rmtree(self._state, ignore_errors=True)
+            if self._created:
+                try:
+                    self.out.rmdir()
+                except OSError:
+                    pass
+        self.lock.release()
+
+
+def _inspect(out: Path, identity: dict, overwrite: bool,
+             dead_letter: Path | None) -> tuple[Progress, bool]:
+    """(progress, resumed) for this run, or an error saying why the directory cannot be used."""
+    state = out / STATE_DIR
+    unfinished = (state / "run.json").exists() and not (out / SUCCESS).exists()
+    if unfinished and not overwrite:
+        previous = json.loads((state / "run.json").read_text())
+        difference = describe_difference(previous, identity)
+        if difference:
+            raise OutputError(f"{out}: holds an unfinished run that cannot be resumed by this one "
+                              f"({difference}); pass --overwrite to start again")
+        progress_file = state / "progress.json"
+        progress = (Progress(**json.loads(progress_file.read_text())) if progress_file.exists()
+                    else Progress())
+        return progress, True
+    if not overwrite:
+        if (out / SUCCESS).exists():
+            raise OutputError(f"{out}: holds a finished run; pass --overwrite to replace it")
+        if any(p.name != STATE_DIR for p in out.iterdir()):
+            raise OutputError(f"{out}: output directory is not empty; pass --overwrite to replace it")
+        if dead_letter and dead_letter.exists() and any(dead_letter.iterdir()):
+            raise OutputError(f"{dead_letter}: dead-letter directory is not empty; pass --overwrite "
+                              "to replace it")
+    return Progress(), False
+
+
+def describe_difference(previous: dict, current: dict) -> str | None:
+    """What differs between two run identities, in words; None if they are the same run."""
+    if any(i.get("path") == "-" for i in previous["inputs"]):
+        return "it read standard input, which cannot be read again"
+    before = [i["path"] for i in previous["inputs"]]
+    now = [i["path"] for i in current["inputs"]]
+    if before != now:
+        return f"its inputs were {', '.join(before)}"
+    for old, new in zip(previous["inputs"], current["inputs"]):
+        if old != new:
+            return f"input {new['path']} changed since (size or modification time)"
+    if previous["model"] != current["model"]:
+        return f"it used model {previous['model']}"
+    for key, value in previous["options"].items():
+        if current["options"].get(key) != value:
+            return f"its --{key.replace('_', '-')} was {value!r}"
+    return None
+
+
+def _remove_uncommitted(root: Path, committed: set[str]) -> None:
+    for path in root.rglob("*"):
+        if STATE_DIR in path.relative_to(root).parts or not path.is_file():
+            continue
+        if _PART.match(path.name) and str(path.relative_to(root)) not in committed:
+            path.unlink()
+
+
+def _clear(root: Path, keep: Path | None = None) -> None:
+    for child in root.iterdir():
+        if keep is not None and child == keep.parent:
+            for inner in child.iterdir():
+                if inner != keep:
+                    shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
+            continue
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

@@ -1,0 +1,133 @@
+"""The output directory's commit protocol: refusal rules, lock, checkpoints, resume decisions."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scorer import commit
+from scorer.errors import OutputBusy, OutputError
+
+IDENTITY = {"inputs": [{"path": "in.jsonl", "format": "jsonl", "size": 10, "mtime_ns": 1}],
+            "model": "abc", "options": {"text_column": "text", "rows_per_file": 100}}
+
+
+def open_dir(out, identity=IDENTITY, overwrite=False, dead_letter=None):
+    return commit.OutputDir.open(out, identity, overwrite, dead_letter)
+
+
+def test_a_fresh_directory_is_created_and_finished(tmp_path):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    assert not d.resumed
+    d.prepare()
+    (out / "part-00000.parquet").write_bytes(b"x")
+    d.checkpoint(commit.Progress(rows=3, parts=[{"file": "part-00000.parquet", "rows": 3}]))
+    d.finish({"rows_out": 3})
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "manifest.json", "part-00000.parquet"]
+    assert json.loads((out / "manifest.json").read_text()) == {"rows_out": 3}
+
+
+def test_refusals(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.parquet").write_bytes(b"x")
+    with pytest.raises(OutputError, match="not empty; pass --overwrite"):
+        open_dir(out)
+    open_dir(out, overwrite=True).prepare()
+    assert os.listdir(out) == [commit.STATE_DIR]  # only the lock of the live run
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(OutputError, match="not a directory"):
+        open_dir(f)
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "x").write_text("")
+    with pytest.raises(OutputError, match="dead-letter directory is not empty"):
+        open_dir(tmp_path / "out2", dead_letter=dead)
+
+
+def test_a_finished_run_is_not_resumed(tmp_path):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    d.finish({})
+    with pytest.raises(OutputError, match="holds a finished run; pass --overwrite"):
+        open_dir(out)
+
+
+def test_a_failure_before_writing_leaves_no_trace(tmp_path):
+    out = tmp_path / "out"
+    open_dir(out).abandon()
+    assert not out.exists()
+
+
+def test_an_unfinished_run_is_resumed_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    (out / "part-00000.parquet").write_bytes(b"committed")
+    d.checkpoint(commit.Progress(rows=5, parts=[{"file": "part-00000.parquet", "rows": 5}],
+                                 next_index={"": 1}))
+    (out / "part-00001.parquet").write_bytes(b"renamed after the checkpoint")
+    (out / ".part-00002.parquet.tmp").write_bytes(b"half written")
+    d.abandon()  # as a crash would leave it (plus the lock, which the kernel drops)
+
+    again = open_dir(out)
+    assert again.resumed and again.progress.rows == 5 and again.progress.next_index == {"": 1}
+    again.prepare()
+    assert sorted(os.listdir(out)) == [commit.STATE_DIR, "part-00000.parquet"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda i: i["inputs"][0].update(size=11), "input in.jsonl changed since"),
+    (lambda i: i.update(inputs=[{"path": "other.jsonl"}]), "its inputs were in.jsonl"),
+    (lambda i: i.update(model="def"), "it used model abc"),
+    (lambda i: i["options"].update(rows_per_file=7), "its --rows-per-file was 100"),
+])
+def test_a_different_run_refuses_to_resume_and_names_the_difference(tmp_path, change, message):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    d.abandon()
+    other = json.loads(json.dumps(IDENTITY))
+    change(other)
+    with pytest.raises(OutputError, match=message):
+        open_dir(out, identity=other)
+    assert open_dir(out, identity=other, overwrite=True).resumed is False
+
+
+def test_stdin_runs_cannot_be_resumed(tmp_path):
+    out = tmp_path / "out"
+    stdin = {**IDENTITY, "inputs": [{"path": "-", "format": "text"}]}
+    d = open_dir(out, identity=stdin)
+    d.prepare()
+    d.abandon()
+    with pytest.raises(OutputError, match="standard input, which cannot be read again"):
+        open_dir(out, identity=stdin)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from scorer.commit import OutputLock
+lock = OutputLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusy, match=rf"another scorer run is writing there \(pid {holder.pid} on "):
+            open_dir(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    open_dir(out).abandon()  # a dead holder's lock is free at once: no stale-lock timeout
