@@ -56,7 +56,7 @@ def main():
 @main.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
-              help="Output directory for part-NNNNN.parquet, manifest.json and _SUCCESS.")
+              help="Output directory for part-NNNNN.parquet, _manifest.json and _SUCCESS.")
 @model_option
 @click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
               help="Input format; auto picks by extension (a directory is Parquet). Stdin needs one.")

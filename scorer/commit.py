@@ -2,7 +2,7 @@
 
     out/
       part-00000.parquet ...     committed part files (written as .part-*.tmp, then renamed)
-      manifest.json, _SUCCESS    written last, only when the whole run completed
+      _manifest.json, _SUCCESS    written last, only when the whole run completed
       _scorer_run/               only while a run is unfinished (Spark, pyarrow and Hive skip
         lock                       paths starting with _ or .)
         run.json                 what the run is: inputs (size, mtime), model checksum, options
@@ -34,7 +34,7 @@ from scorer import faults
 from scorer.errors import OutputBusy, OutputError
 
 SUCCESS = "_SUCCESS"
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
 _PART = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp|\.manifest\.json\.tmp)$")
 
@@ -118,7 +118,7 @@ class OutputDir:
         d = OutputDir.open(out, identity, overwrite, dead_letter)  # lock, then fresh or resume
         d.prepare()            # after the input checks: clear (fresh) or drop uncommitted parts
         d.checkpoint(progress) # after committing part files
-        d.finish(manifest)     # manifest.json, _SUCCESS, state removed, lock released
+        d.finish(manifest)     # _manifest.json, _SUCCESS, state removed, lock released
     """
 
     def __init__(self, out: Path, identity: dict, dead_letter: Path | None, lock: OutputLock,
@@ -180,7 +180,7 @@ class OutputDir:
         faults.point("checkpoint")
 
     def finish(self, manifest: dict) -> None:
-        """manifest.json, then _SUCCESS: their presence says the run completed."""
+        """_manifest.json, then _SUCCESS: their presence says the run completed."""
         write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         faults.point("manifest")
         (self.out / SUCCESS).write_bytes(b"")

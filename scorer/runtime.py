@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
 _gpus: list | None = None
+_CACHE_MIN_FREE_BYTES = 1 << 30
 threads_in_use: int | None = None
 
 
@@ -50,6 +52,9 @@ def xla_cache_dir() -> str | None:
         path = os.path.join(base, "scorer", "xla")
     try:
         os.makedirs(path, exist_ok=True)
+        # TensorFlow fails the model call when a cache write fails: keep clear of a full disk.
+        if shutil.disk_usage(path).free < _CACHE_MIN_FREE_BYTES:
+            return None
     except OSError:
         return None
     return path

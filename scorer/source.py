@@ -158,6 +158,8 @@ def _parquet(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iter
         else:
             dataset = ds.dataset(path, format="parquet", partitioning="hive")
             fragments = sorted(((f.path, f) for f in dataset.get_fragments()), key=lambda x: x[0])
+            if not fragments:
+                raise InputError(f"{path}: no Parquet files in this directory")
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: not readable as Parquet ({_first_line(e)})") from None
     schema = dataset.schema

@@ -26,8 +26,8 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
     (out / "part-00000.parquet").write_bytes(b"x")
     d.checkpoint(commit.Progress(rows=3, parts=[{"file": "part-00000.parquet", "rows": 3}]))
     d.finish({"rows_out": 3})
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "manifest.json", "part-00000.parquet"]
-    assert json.loads((out / "manifest.json").read_text()) == {"rows_out": 3}
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
+    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3}
 
 
 def test_refusals(tmp_path):

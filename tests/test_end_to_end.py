@@ -32,7 +32,7 @@ def test_every_sample_format_through_the_cli(tmp_path):
     # parts committed every 400 input rows, and a new part where the columns change (the text
     # file has no id column)
     assert sorted(p.name for p in out.iterdir()) == [
-        "_SUCCESS", "manifest.json", *(f"part-0000{i}.parquet" for i in range(4))]
+        "_SUCCESS", "_manifest.json", *(f"part-0000{i}.parquet" for i in range(4))]
     assert [pq.read_metadata(out / f"part-0000{i}.parquet").num_rows for i in range(4)] == [400, 200, 200, 72]
     t = pa.concat_tables([pq.read_table(out / f"part-0000{i}.parquet") for i in range(4)],
                          promote_options="default")
@@ -46,7 +46,7 @@ def test_every_sample_format_through_the_cli(tmp_path):
     gold = t.column("gold_label").to_pylist()[:600]
     accuracy = sum(g == p for g, p in zip(gold, t.column("label").to_pylist())) / 600
     assert accuracy > 0.85
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "_manifest.json").read_text())
     assert m["rows_in"] == m["rows_out"] == m["rows_scored"] == 872
     assert m["model"]["name"] == "sentiment" and [i["format"] for i in m["inputs"]] == [
         "parquet", "jsonl", "text"]

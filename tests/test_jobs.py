@@ -79,7 +79,7 @@ def test_register_gate_promote_and_score_by_alias(toy, tiny_model, tmp_path):
     r = CliRunner().invoke(scorer_main, ["run", str(toy["val"]), "-o", str(out), "--model",
                                          f"{toy['reg'] / 'toy'}@champion", "--output-prefix", "pred_"])
     assert r.exit_code == 0, r.output
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["model"]["path"] == str(version_dir)
     r = CliRunner().invoke(scorer_main, ["info", "--model", f"{toy['reg'] / 'toy'}@1"])
     assert r.exit_code == 0 and "model:        toy" in r.output
