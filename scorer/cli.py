@@ -68,7 +68,10 @@ def main():
 @click.option("--output-prefix", default="", help="Prefix for output columns, e.g. pred_ .")
 @click.option("--partition-by", metavar="COLUMN",
               help="Write hive-style subdirectories, e.g. --partition-by label gives label=positive/.")
-@click.option("--rows-per-file", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option("--rows-per-file", "--flush-rows", "rows_per_file", type=click.IntRange(1), default=100_000,
+              show_default=True, help="Commit part files (a checkpoint) every N input rows.")
+@click.option("--flush-seconds", type=click.FloatRange(0.5), help="Streams on stdin: commit scored "
+              "rows within about this many seconds of their arrival.")
 @click.option("--chunk-rows", type=click.IntRange(1), default=source.DEFAULT_CHUNK_ROWS,
               show_default=True, help="Rows read, tokenized and length-sorted together.")
 @click.option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
@@ -91,7 +94,7 @@ def main():
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
-        partition_by, rows_per_file, chunk_rows, max_length, batch_tokens, precision, threads,
+        partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
         dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
@@ -103,6 +106,8 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
 
         cat lines.txt | scorer run - --format text -o scored/
 
+        producer | scorer run - --format jsonl -o scored/ --flush-rows 10000 --flush-seconds 30
+
     A killed run is resumed by running the same command again; see the README's "Failure
     behaviour" for exit codes, dead letters and locking.
     """
@@ -112,6 +117,7 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         text_column=text_column, format=fmt, id_column=id_column,
         keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
         output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
+        flush_seconds=flush_seconds,
         chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
         batch_tokens=batch_tokens, precision=precision, threads=threads, dead_letter=dead_letter,
         max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes)

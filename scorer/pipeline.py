@@ -34,7 +34,8 @@ class RunOptions:
     drop_text: bool = False
     output_prefix: str = ""
     partition_by: str | None = None
-    rows_per_file: int = 100_000  # also the checkpoint interval, in input rows
+    rows_per_file: int = 100_000  # also the checkpoint interval, in input rows (--flush-rows)
+    flush_seconds: float | None = None  # streams: commit rows within about this many seconds
     chunk_rows: int = source.DEFAULT_CHUNK_ROWS
     overwrite: bool = False
     max_length: int | None = None
@@ -95,11 +96,12 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
         reader = stages.prefetch(stages.timed(
             source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats,
-                               skip=outdir.progress.rows, max_line_bytes=opts.max_line_bytes),
+                               skip=outdir.progress.rows, max_line_bytes=opts.max_line_bytes,
+                               flush_seconds=opts.flush_seconds),
             timer, "read"), depth=opts.queue_depth, name="read")
         # The first chunk is read before the output directory is changed, so a wrong column or
         # a column clash fails without emptying an --overwrite target.
-        first = next(reader, None)
+        first = next((c for c in reader if len(c)), None)  # a stream's empty ticks carry nothing
         if first is not None:
             _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
         outdir.prepare()
@@ -225,9 +227,13 @@ class _Sinks:
         self.start_rows = p.rows
         self.rows = p.rows  # input rows accounted for, committed or not
         self.since = 0  # of which not yet committed
+        self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
         self.counters = copy.deepcopy(p.counters)
 
     def write(self, chunk: source.Chunk, prepared, probs) -> None:
+        if len(chunk) == 0:  # a stream's tick: only time has passed
+            self._commit_if_due()
+            return
         table = _join(_kept_columns(chunk, self.opts),
                       self.model_scorer.columns(prepared, probs, self.opts.output_prefix))
         truncated = prepared.truncated()
@@ -240,6 +246,14 @@ class _Sinks:
             start += take
             if self.since == self.opts.rows_per_file:
                 self.checkpoint()
+        self._commit_if_due()
+
+    def _commit_if_due(self) -> None:
+        """--flush-seconds: commit once the oldest uncommitted row was written flush/2 ago (the
+        reader hands rows on within flush/2 of their arrival)."""
+        flush = self.opts.flush_seconds
+        if flush and self.since and time.monotonic() - self.first_uncommitted >= flush / 2:
+            self.checkpoint()
 
     def _write_piece(self, chunk, start: int, table: pa.Table, errors: pa.Array,
                      truncated: int) -> None:
@@ -262,6 +276,8 @@ class _Sinks:
         for reason in errors.drop_null().to_pylist():
             kind = error_kind(reason)
             c["error_reasons"][kind] = c["error_reasons"].get(kind, 0) + 1
+        if not self.since:
+            self.first_uncommitted = time.monotonic()
         self.rows += len(errors)
         self.since += len(errors)
         limit = self.error_limit

@@ -11,7 +11,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import queue
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -125,31 +128,48 @@ def fingerprint(inp: Input) -> dict:
     return {"path": inp.path, "format": inp.format, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+@dataclass
+class _Reading:
+    """What every reader needs besides its path."""
+
+    text_column: str
+    chunk_rows: int
+    stats: SourceStats
+    skip: _Skip
+    max_line_bytes: int
+    flush_seconds: float | None  # stdin line formats: hand on a partial chunk within this time
+
+
 def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 stats: SourceStats | None = None, skip: int = 0,
-                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Chunk]:
+                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                flush_seconds: float | None = None) -> Iterator[Chunk]:
     """Chunks of at most chunk_rows rows, in input order, after the first `skip` rows (which are
-    counted but not returned: Parquet skips them from metadata, line formats scan past them)."""
+    counted but not returned: Parquet skips them from metadata, line formats scan past them).
+
+    With flush_seconds, a stream on stdin yields a partial chunk once its oldest row has waited
+    flush_seconds / 2, and an empty chunk every quarter second while no row arrives, so that
+    the stages downstream can commit on time whatever the producer's pace."""
     stats = stats if stats is not None else SourceStats()
     readers = {"parquet": _parquet, "jsonl": _jsonl, "csv": _csv, "text": _text}
-    skipper = _Skip(skip)
+    reading = _Reading(text_column, chunk_rows, stats, _Skip(skip), max_line_bytes, flush_seconds)
     for inp in inputs:
         stats.files.append(inp.path)
-        before = skipper.remaining
-        for chunk in readers[inp.format](inp.path, text_column, chunk_rows, stats, skipper,
-                                         max_line_bytes):
+        before = reading.skip.remaining
+        for chunk in readers[inp.format](inp.path, reading):
             stats.rows += len(chunk)
             faults.point("read")
             yield chunk
-        stats.rows_skipped += before - skipper.remaining
-        stats.rows += before - skipper.remaining
+        stats.rows_skipped += before - reading.skip.remaining
+        stats.rows += before - reading.skip.remaining
 
 
 # ----------------------------------------------------------------------------- Parquet
 
-def _parquet(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
+def _parquet(path, r: _Reading) -> Iterator[Chunk]:
     import pyarrow.dataset as ds
 
+    text_column, skip = r.text_column, r.skip
     try:
         if path == "-":
             source = pa.BufferReader(sys.stdin.buffer.read())  # Parquet needs random access
@@ -170,7 +190,7 @@ def _parquet(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iter
             if skip.remaining and skip.remaining >= fragment.count_rows():
                 skip.take(fragment.count_rows())  # from the footer: the file is not read
                 continue
-            for batch in fragment.to_batches(schema=schema, batch_size=chunk_rows):
+            for batch in fragment.to_batches(schema=schema, batch_size=r.chunk_rows):
                 skipped = skip.take(batch.num_rows)
                 offset += skipped
                 batch = batch.slice(skipped)
@@ -196,9 +216,10 @@ def _check_text_type(path, schema: pa.Schema, text_column: str) -> None:
 
 # ----------------------------------------------------------------------------- CSV
 
-def _csv(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
+def _csv(path, r: _Reading) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
+    text_column, skip, chunk_rows = r.text_column, r.skip, r.chunk_rows
     stream = sys.stdin.buffer if path == "-" else path
     try:
         reader = pacsv.open_csv(
@@ -226,11 +247,16 @@ def _csv(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator
 
 # ----------------------------------------------------------------------------- line formats
 
-def _lines(path, max_line_bytes: int) -> Iterator[bytes | int]:
+_TICK = object()  # no line arrived for a while (streams only)
+
+
+def _lines(path, max_line_bytes: int, ticks: bool = False) -> Iterator[bytes | int | object]:
     """Lines split on b'\\n' only, so U+2028 / U+0085 inside a JSON string never split a record.
-    A line longer than max_line_bytes is read past in blocks and yielded as its length (an int)."""
+    A line longer than max_line_bytes is read past in blocks and yielded as its length (an int).
+    With ticks (stdin), _TICK is yielded every quarter second while no line arrives."""
     if path == "-":
-        yield from _split_lines(sys.stdin.buffer, max_line_bytes)
+        lines = _split_lines(sys.stdin.buffer, max_line_bytes)
+        yield from _with_ticks(lines) if ticks else lines
         return
     try:
         f = open(path, "rb")
@@ -251,39 +277,85 @@ def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | int]:
         yield line[:-1].rstrip(b"\r") if line.endswith(b"\n") else line
 
 
+def _with_ticks(lines: Iterator, interval: float = 0.25) -> Iterator:
+    """Read `lines` on a thread (a blocking read cannot time out) and tick while none arrives."""
+    q: queue.Queue = queue.Queue(maxsize=4096)
+    end = object()
+
+    def pump():
+        try:
+            for line in lines:
+                q.put(line)
+            q.put(end)
+        except BaseException as e:  # raised in the consumer
+            q.put(e)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    while True:
+        try:
+            item = q.get(timeout=interval)
+        except queue.Empty:
+            yield _TICK
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def _too_long(size: int, limit: int) -> str:
     return f"line too long: {size:,} bytes (limit {limit:,}; see --max-line-bytes)"
 
 
-def _jsonl(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
-    schema: pa.Schema | None = None  # taken from the first chunk; later chunks are cast to it
+def _line_chunks(path, r: _Reading, parse, to_table) -> Iterator[Chunk]:
+    """Chunks of a line format: parse(line) -> (record, text, error), or None for a line that is
+    not a row; to_table(records, texts) -> the chunk's Arrow columns."""
     offset = 0
-    records, texts, errors = [], [], []
+    rows: list[tuple] = []
+    oldest = 0.0  # when the oldest row in `rows` arrived
 
-    def flush():
-        nonlocal schema, records, texts, errors, offset
-        if schema is None and any(records) and not any(text_column in r for r in records):
-            keys = sorted({k for r in records for k in r})
-            raise InputError(f"{path}: no field {text_column!r} in any record (fields: "
-                             f"{', '.join(keys) or 'none'}); pick one with --text-column")
-        table = _records_to_table(path, records, schema)
-        schema = schema or table.schema
-        chunk = Chunk(table, texts, errors, path, offset)
-        offset += len(texts)
-        records, texts, errors = [], [], []
-        return chunk
+    def chunk() -> Chunk:
+        nonlocal rows, offset
+        records, texts, errors = (list(x) for x in zip(*rows)) if rows else ([], [], [])
+        c = Chunk(to_table(records, texts) if rows else pa.table({}), texts, errors, path, offset)
+        offset += len(rows)
+        rows = []
+        return c
 
-    for line in _lines(path, max_line_bytes):
-        if isinstance(line, bytes) and not line.strip():
-            stats.blank_lines += 1
+    due = r.flush_seconds / 2 if r.flush_seconds else None
+    for line in _lines(path, r.max_line_bytes, ticks=due is not None):
+        if line is _TICK:
+            if not rows or time.monotonic() - oldest >= due:
+                yield chunk()  # an empty chunk lets the writer commit on time
             continue
-        if skip.take(1):
+        parsed = parse(line)
+        if parsed is None:
+            continue
+        if r.skip.take(1):
             offset += 1
             continue
+        if not rows:
+            oldest = time.monotonic()
+        rows.append(parsed)
+        if len(rows) == r.chunk_rows or (due is not None and time.monotonic() - oldest >= due):
+            yield chunk()
+    if rows:
+        yield chunk()
+
+
+def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
+    text_column = r.text_column
+    schema: pa.Schema | None = None  # taken from the first chunk; later chunks are cast to it
+
+    def parse(line):
+        if isinstance(line, bytes) and not line.strip():
+            r.stats.blank_lines += 1  # white space only: not a record
+            return None
         record, error = None, None
         try:
             if isinstance(line, int):
-                raise _LineTooLong(_too_long(line, max_line_bytes))
+                raise _LineTooLong(_too_long(line, r.max_line_bytes))
             record = json.loads(line)
             if not isinstance(record, dict):
                 record, error = None, f"not a JSON object: a {type(record).__name__}"
@@ -301,13 +373,19 @@ def _jsonl(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterat
             elif text is not None and not isinstance(text, str):
                 error = f"text is not a string ({type(text).__name__})"
                 text = None
-        records.append(record or {})
-        texts.append(text)
-        errors.append(error)
-        if len(texts) == chunk_rows:
-            yield flush()
-    if texts:
-        yield flush()
+        return record or {}, text, error
+
+    def to_table(records, texts):
+        nonlocal schema
+        if schema is None and any(records) and not any(text_column in x for x in records):
+            keys = sorted({k for x in records for k in x})
+            raise InputError(f"{path}: no field {text_column!r} in any record (fields: "
+                             f"{', '.join(keys) or 'none'}); pick one with --text-column")
+        table = _records_to_table(path, records, schema)
+        schema = schema or table.schema
+        return table
+
+    yield from _line_chunks(path, r, parse, to_table)
 
 
 def _records_to_table(path, records: list[dict], schema: pa.Schema | None) -> pa.Table:
@@ -335,29 +413,19 @@ def _as_json_text(values: list) -> pa.Array:
                     type=pa.string())
 
 
-def _text(path, text_column, chunk_rows, stats, skip, max_line_bytes) -> Iterator[Chunk]:
-    offset = 0
-    texts, errors = [], []
-    for line in _lines(path, max_line_bytes):
-        if skip.take(1):
-            offset += 1
-            continue
+def _text(path, r: _Reading) -> Iterator[Chunk]:
+    def parse(line):
         if isinstance(line, int):
-            texts.append(None)
-            errors.append(_too_long(line, max_line_bytes))
-        else:
-            try:
-                texts.append(line.decode("utf-8"))
-                errors.append(None)
-            except UnicodeDecodeError:
-                texts.append(None)
-                errors.append("invalid UTF-8")
-        if len(texts) == chunk_rows:
-            yield Chunk(pa.table({text_column: pa.array(texts, pa.string())}), texts, errors, path, offset)
-            offset += len(texts)
-            texts, errors = [], []
-    if texts:
-        yield Chunk(pa.table({text_column: pa.array(texts, pa.string())}), texts, errors, path, offset)
+            return None, None, _too_long(line, r.max_line_bytes)
+        try:
+            return None, line.decode("utf-8"), None
+        except UnicodeDecodeError:
+            return None, None, "invalid UTF-8"
+
+    def to_table(records, texts):
+        return pa.table({r.text_column: pa.array(texts, pa.string())})
+
+    yield from _line_chunks(path, r, parse, to_table)
 
 
 class _LineTooLong(Exception):
