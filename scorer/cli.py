@@ -54,7 +54,7 @@ def main():
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="Output directory for part-NNNNN.parquet, _manifest.json and _SUCCESS.")
 @model_option
@@ -91,11 +91,19 @@ def main():
               show_default=True, help="Longer JSON Lines / text lines are bad rows, never read whole.")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory "
               "(by default an unfinished run of the same command there is resumed).")
+@click.option("--follow", "follow_dir", metavar="DIR", help="Score every file that lands in DIR, "
+              "once each, and keep watching (SIGTERM stops); instead of INPUTS.")
+@click.option("--once", is_flag=True, help="With --follow: score what is there now, then exit (cron).")
+@click.option("--require-marker", is_flag=True, help="With --follow: take only directories holding "
+              "a _SUCCESS file.")
+@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="With --follow: how often to look for new files.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
         partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
-        dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, log_format):
+        dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
+        require_marker, poll_seconds, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -108,10 +116,16 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
 
         producer | scorer run - --format jsonl -o scored/ --flush-rows 10000 --flush-seconds 30
 
+        scorer run --follow landing/ -o scored/ --once
+
     A killed run is resumed by running the same command again; see the README's "Failure
     behaviour" for exit codes, dead letters and locking.
     """
+    from scorer.follow import follow
     from scorer.pipeline import RunOptions, run as run_pipeline, terminal_progress
+
+    if bool(inputs) == bool(follow_dir):
+        raise click.UsageError("give INPUTS or --follow DIR (not both)")
 
     options = RunOptions(
         text_column=text_column, format=fmt, id_column=id_column,
@@ -124,13 +138,21 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
         with stop_on_signals():
-            result = run_pipeline(list(inputs), output, model, options,
-                                  progress=terminal_progress if show_progress else None)
+            if follow_dir:
+                result = follow(follow_dir, output, model, options, once=once,
+                                require_marker=require_marker, poll_seconds=poll_seconds)
+            else:
+                result = run_pipeline(list(inputs), output, model, options,
+                                      progress=terminal_progress if show_progress else None)
     except ScorerError as e:
         if show_progress:
             click.echo("", err=True)
         fail(e)
     m = result.manifest
+    if follow_dir:
+        click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {output}/ "
+                   f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all)", err=True)
+        return
     for warning in m["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     if log_format == "json":

@@ -48,6 +48,8 @@ class Progress:
     dead_letter_parts: list = field(default_factory=list)
     next_index: dict = field(default_factory=dict)  # partition dir ("" = top) -> next part number
     dead_letter_next_index: dict = field(default_factory=dict)
+    unit: str | None = None  # --follow: the landing entry `rows` counts in
+    units_done: list = field(default_factory=list)  # --follow: landing entries fully committed
     counters: dict = field(default_factory=lambda: {
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
@@ -179,9 +181,12 @@ class OutputDir:
         self.progress = progress
         faults.point("checkpoint")
 
+    def write_manifest(self, manifest: dict) -> None:
+        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
     def finish(self, manifest: dict) -> None:
         """_manifest.json, then _SUCCESS: their presence says the run completed."""
-        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        self.write_manifest(manifest)
         faults.point("manifest")
         (self.out / SUCCESS).write_bytes(b"")
         fsync_dir(self.out)

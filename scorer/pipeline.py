@@ -86,26 +86,51 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     compiled_before = model_scorer.predictor.compile_seconds
     identity = {"inputs": [source.fingerprint(i) for i in expanded],
                 "model": model_scorer.model_dir.id["checksum"],
-                "options": {k: getattr(opts, k) for k in _RESUME_OPTIONS}}
+                "options": resume_options(opts)}
     outdir = commit.OutputDir.open(out, identity, opts.overwrite,
                                    Path(opts.dead_letter) if opts.dead_letter else None)
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
-    reader = prepared_chunks = consumer = sinks = None
-    try:
-        # read -> prepare (tokenize) -> infer -> write, each on its own thread (infer on this one)
-        reader = stages.prefetch(stages.timed(
-            source.read_chunks(expanded, opts.text_column, opts.chunk_rows, stats,
-                               skip=outdir.progress.rows, max_line_bytes=opts.max_line_bytes,
-                               flush_seconds=opts.flush_seconds),
-            timer, "read"), depth=opts.queue_depth, name="read")
+
+    def start(first: source.Chunk | None) -> _Sinks:
         # The first chunk is read before the output directory is changed, so a wrong column or
         # a column clash fails without emptying an --overwrite target.
-        first = next((c for c in reader if len(c)), None)  # a stream's empty ticks carry nothing
         if first is not None:
             _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
         outdir.prepare()
-        sinks = _Sinks(outdir, opts, model_scorer, error_limit)
+        return _Sinks(outdir, opts, model_scorer, error_limit)
+
+    try:
+        sinks = _stream(expanded, outdir.progress.rows, model_scorer, opts, stats, timer, start,
+                        progress, started)
+        warnings = _final_checks(stats, sinks.counters, opts, error_limit)
+    except BaseException:
+        outdir.abandon()
+        raise
+    manifest = _manifest(model_scorer, [{"path": i.path, "format": i.format} for i in expanded],
+                         opts, stats.rows, sinks, timer, load_seconds, compiled_before, started)
+    manifest.update(blank_lines_skipped=stats.blank_lines, resumed=outdir.resumed,
+                    rows_resumed_from_checkpoint=stats.rows_skipped, warnings=warnings,
+                    rows_per_second=round((stats.rows - stats.rows_skipped) / manifest["timing"]["total_seconds"], 1))
+    outdir.finish(manifest)
+    return RunResult(out, manifest)
+
+
+def _stream(inputs: list[source.Input], skip: int, model_scorer: Scorer, opts: RunOptions,
+            stats: source.SourceStats, timer: dict, start: Callable, progress, started: float):
+    """read -> prepare (tokenize) -> infer -> write over `inputs` after their first `skip` rows,
+    each stage on its own thread (infer on this one). start(first chunk or None) is called
+    before anything is written and returns the _Sinks to write to; they are returned after a
+    final checkpoint."""
+    reader = prepared_chunks = consumer = sinks = None
+    try:
+        reader = stages.prefetch(stages.timed(
+            source.read_chunks(inputs, opts.text_column, opts.chunk_rows, stats, skip=skip,
+                               max_line_bytes=opts.max_line_bytes, flush_seconds=opts.flush_seconds),
+            timer, "read"), depth=opts.queue_depth, name="read")
+        first = next((c for c in reader if len(c)), None)  # a stream's empty ticks carry nothing
+        sinks = start(first)
+        rows_before = sinks.rows - skip
 
         def write(item):
             t = time.perf_counter()
@@ -126,9 +151,10 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         t = time.perf_counter()
         sinks.checkpoint()
         timer["write"] += time.perf_counter() - t
-        if stats.rows != sinks.rows:  # the invariant every run keeps: no row is ever lost
-            raise OutputError(f"internal error: read {stats.rows} rows but accounted for {sinks.rows}")
-        warnings = _final_checks(stats, sinks.counters, opts, error_limit)
+        if stats.rows != sinks.rows - rows_before:  # the invariant: no row is ever lost
+            raise OutputError(f"internal error: read {stats.rows} rows but accounted for "
+                              f"{sinks.rows - rows_before}")
+        return sinks
     except BaseException:
         for stage in (prepared_chunks, reader):
             if stage is not None:
@@ -137,28 +163,27 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
             consumer.cancel()  # the writer thread must be idle before its files are dropped
         if sinks is not None:
             sinks.abort()
-        outdir.abandon()
         raise
 
+
+def _manifest(model_scorer: Scorer, inputs: list[dict], opts: RunOptions, rows_in: int,
+              sinks: "_Sinks", timer: dict, load_seconds: float, compiled_before: float,
+              started: float) -> dict:
     s = model_scorer.stats
     c = sinks.counters
     total = time.time() - started
-    manifest = {
+    return {
         "scorer_version": scorer.__version__,
         "model": model_scorer.model_dir.id,
-        "inputs": [{"path": i.path, "format": i.format} for i in expanded],
+        "inputs": inputs,
         "options": {k: v for k, v in asdict(opts).items() if k != "overwrite"},
-        "rows_in": stats.rows,
+        "rows_in": rows_in,
         "rows_out": c["rows_out"],
         "rows_scored": c["rows_out"] + c["rows_dead_lettered"] - c["rows_with_error"],
         "rows_with_error": c["rows_with_error"],
         "rows_dead_lettered": c["rows_dead_lettered"],
         "error_reasons": c["error_reasons"],
         "rows_truncated": c["rows_truncated"],
-        "blank_lines_skipped": stats.blank_lines,
-        "resumed": outdir.resumed,
-        "rows_resumed_from_checkpoint": stats.rows_skipped,
-        "warnings": warnings,
         "parts": sinks.writer.parts,
         "dead_letter": ({"path": opts.dead_letter, "parts": sinks.dead.parts}
                         if sinks.dead else None),
@@ -169,7 +194,6 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
             "compile_seconds": round(model_scorer.predictor.compile_seconds - compiled_before, 3),
             "write_seconds": round(timer["write"], 3),
         },
-        "rows_per_second": round((stats.rows - stats.rows_skipped) / total, 1) if total else None,
         "real_tokens": s.real_tokens,
         "padded_tokens": s.padded_tokens,
         "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
@@ -180,8 +204,10 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    outdir.finish(manifest)
-    return RunResult(out, manifest)
+
+
+def resume_options(opts: RunOptions) -> dict:
+    return {k: getattr(opts, k) for k in _RESUME_OPTIONS}
 
 
 def parse_max_errors(value: str | None) -> tuple[str, float] | None:
@@ -229,6 +255,7 @@ class _Sinks:
         self.since = 0  # of which not yet committed
         self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
         self.counters = copy.deepcopy(p.counters)
+        self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
 
     def write(self, chunk: source.Chunk, prepared, probs) -> None:
         if len(chunk) == 0:  # a stream's tick: only time has passed
@@ -292,7 +319,8 @@ class _Sinks:
         if self.dead is not None:
             self.dead.commit()
         self.outdir.checkpoint(commit.Progress(
-            rows=self.rows, parts=list(self.writer.parts),
+            rows=self.rows, unit=self.unit, units_done=list(self.units_done),
+            parts=list(self.writer.parts),
             dead_letter_parts=list(self.dead.parts) if self.dead else [],
             next_index=dict(self.writer.next_index),
             dead_letter_next_index=dict(self.dead.next_index) if self.dead else {},
