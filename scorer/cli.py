@@ -6,7 +6,6 @@ import contextlib
 import json
 import signal
 import sys
-from pathlib import Path
 
 import click
 
@@ -55,8 +54,8 @@ def main():
 
 @main.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1)
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
-              help="Output directory for part-NNNNN.parquet, _manifest.json and _SUCCESS.")
+@click.option("--output", "-o", required=True, metavar="DIR|URI",
+              help="Output directory (or s3://, gs://, hdfs:// URI) for part-NNNNN.parquet, _manifest.json and _SUCCESS.")
 @model_option
 @click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
               help="Input format; auto picks by extension (a directory is Parquet). Stdin needs one.")

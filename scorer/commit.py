@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scorer import faults
+from scorer import faults, storage
 from scorer.errors import OutputBusy, OutputError
 
 SUCCESS = "_SUCCESS"
@@ -53,25 +53,6 @@ class Progress:
     counters: dict = field(default_factory=lambda: {
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once, durably (temp file, fsync, rename, fsync dir)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OutputLock:
@@ -114,33 +95,48 @@ class OutputLock:
             self._fd = None
 
 
-class OutputDir:
-    """An output directory (and its dead-letter directory, if any) under this run's lock.
+class _NoLock:
+    """Object stores have no locks (see scorer.storage)."""
 
-        d = OutputDir.open(out, identity, overwrite, dead_letter)  # lock, then fresh or resume
+    path = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+class OutputDir:
+    """An output location (and its dead-letter location, if any) under this run's lock.
+
+        d = OutputDir.open("out/", identity, overwrite, dead_letter)  # lock; fresh or resume
         d.prepare()            # after the input checks: clear (fresh) or drop uncommitted parts
         d.checkpoint(progress) # after committing part files
         d.finish(manifest)     # _manifest.json, _SUCCESS, state removed, lock released
     """
 
-    def __init__(self, out: Path, identity: dict, dead_letter: Path | None, lock: OutputLock,
-                 progress: Progress, resumed: bool, created: bool):
-        self.out = out
+    def __init__(self, out, identity: dict, dead_letter, lock, progress: Progress, resumed: bool,
+                 created: bool):
+        self.out = out  # a scorer.storage LocalStorage or ArrowStorage
         self.identity = identity
         self.dead_letter = dead_letter
         self.lock = lock
         self.progress = progress
         self.resumed = resumed
         self._created = created  # the directory did not exist before this run
-        self._state = out / STATE_DIR
 
     @classmethod
-    def open(cls, out: Path, identity: dict, overwrite: bool = False,
-             dead_letter: Path | None = None) -> "OutputDir":
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"{out}: exists and is not a directory")
-        created = not out.exists()
-        lock = OutputLock(out)
+    def open(cls, out, identity: dict, overwrite: bool = False, dead_letter=None) -> "OutputDir":
+        out = storage.open_storage(out)
+        dead_letter = storage.open_storage(dead_letter) if dead_letter else None
+        try:
+            if out.is_file_or_not_dir():
+                raise OutputError(f"{out}: exists and is not a directory")
+            created = not out.exists()
+        except OSError as e:
+            raise OutputError(f"{out}: cannot use this location ({e})") from None
+        lock = _NoLock() if out.remote else OutputLock(out.root)
         lock.acquire()
         try:
             progress, resumed = _inspect(out, identity, overwrite, dead_letter)
@@ -150,8 +146,8 @@ class OutputDir:
         return cls(out, identity, dead_letter, lock, progress, resumed, created)
 
     def prepare(self) -> None:
-        """Make the directories ready to write: emptied for a fresh run, or with every part
-        file that no checkpoint committed removed for a resumed one."""
+        """Make the locations ready to write: emptied for a fresh run, or with every part file
+        that no checkpoint committed removed for a resumed one."""
         try:
             if self.resumed:
                 _remove_uncommitted(self.out, {p["file"] for p in self.progress.parts})
@@ -159,74 +155,67 @@ class OutputDir:
                     _remove_uncommitted(self.dead_letter,
                                         {p["file"] for p in self.progress.dead_letter_parts})
             else:
-                _clear(self.out, keep=self.lock.path)
+                _clear(self.out, keep=f"{STATE_DIR}/lock")
                 if self.dead_letter:
-                    if self.dead_letter.exists():
-                        _clear(self.dead_letter)
-                    self.dead_letter.mkdir(parents=True, exist_ok=True)
-                write_atomic(self._state / "run.json", json.dumps(self.identity, indent=2) + "\n")
-                write_atomic(self._state / "progress.json", json.dumps(asdict(self.progress)) + "\n")
-            probe = self.out / ".scorer-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+                    _clear(self.dead_letter)
+                    self.dead_letter.makedirs()
+                self.out.write_text(f"{STATE_DIR}/run.json", json.dumps(self.identity, indent=2) + "\n")
+                self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(self.progress)) + "\n")
+            self.out.write_text(".scorer-write-test", "")
+            self.out.delete(".scorer-write-test")
         except OSError as e:
-            raise OutputError(f"{e.filename or self.out}: cannot write there ({e.strerror})") from None
+            raise OutputError(f"{getattr(e, 'filename', None) or self.out}: cannot write there "
+                              f"({e.strerror or e})") from None
 
     def checkpoint(self, progress: Progress) -> None:
-        faults.point("commit")  # part files renamed, progress.json not yet replaced
+        faults.point("commit")  # part files committed, progress.json not yet replaced
         try:
-            write_atomic(self._state / "progress.json", json.dumps(asdict(progress)) + "\n")
+            self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(progress)) + "\n")
         except OSError as e:
-            raise OutputError(f"{self._state}: cannot record progress ({e.strerror})") from None
+            raise OutputError(f"{self.out}: cannot record progress ({e.strerror or e})") from None
         self.progress = progress
         faults.point("checkpoint")
 
     def write_manifest(self, manifest: dict) -> None:
-        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        self.out.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
     def finish(self, manifest: dict) -> None:
         """_manifest.json, then _SUCCESS: their presence says the run completed."""
         self.write_manifest(manifest)
         faults.point("manifest")
-        (self.out / SUCCESS).write_bytes(b"")
-        fsync_dir(self.out)
-        shutil.rmtree(self._state, ignore_errors=True)
+        self.out.write_text(SUCCESS, "")
+        self.out.delete_dir(STATE_DIR)
         self.lock.release()
 
     def abandon(self) -> None:
         """Release the lock after a failure. A run that never started writing leaves no trace;
         one that did keeps its state, so the same command resumes it."""
-        if not (self._state / "run.json").exists():
-            shutil.rmtree(self._state, ignore_errors=True)
+        if not self.out.exists(f"{STATE_DIR}/run.json"):
+            self.out.delete_dir(STATE_DIR)
             if self._created:
-                try:
-                    self.out.rmdir()
-                except OSError:
-                    pass
+                self.out.remove_root_if_empty()
         self.lock.release()
 
 
-def _inspect(out: Path, identity: dict, overwrite: bool,
-             dead_letter: Path | None) -> tuple[Progress, bool]:
-    """(progress, resumed) for this run, or an error saying why the directory cannot be used."""
-    state = out / STATE_DIR
-    unfinished = (state / "run.json").exists() and not (out / SUCCESS).exists()
+def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progress, bool]:
+    """(progress, resumed) for this run, or an error saying why the location cannot be used."""
+    unfinished = out.exists(f"{STATE_DIR}/run.json") and not out.exists(SUCCESS)
     if unfinished and not overwrite:
-        previous = json.loads((state / "run.json").read_text())
+        previous = json.loads(out.read_text(f"{STATE_DIR}/run.json"))
         difference = describe_difference(previous, identity)
         if difference:
             raise OutputError(f"{out}: holds an unfinished run that cannot be resumed by this one "
                               f"({difference}); pass --overwrite to start again")
-        progress_file = state / "progress.json"
-        progress = (Progress(**json.loads(progress_file.read_text())) if progress_file.exists()
-                    else Progress())
+        progress = (Progress(**json.loads(out.read_text(f"{STATE_DIR}/progress.json")))
+                    if out.exists(f"{STATE_DIR}/progress.json") else Progress())
         return progress, True
     if not overwrite:
-        if (out / SUCCESS).exists():
+        if out.exists(SUCCESS):
             raise OutputError(f"{out}: holds a finished run; pass --overwrite to replace it")
-        if any(p.name != STATE_DIR for p in out.iterdir()):
+        if any(not f.startswith(STATE_DIR + "/") for f in out.files()) or (
+                not out.remote and any(p.name != STATE_DIR for p in out.root.iterdir())):
             raise OutputError(f"{out}: output directory is not empty; pass --overwrite to replace it")
-        if dead_letter and dead_letter.exists() and any(dead_letter.iterdir()):
+        if dead_letter and dead_letter.files():
             raise OutputError(f"{dead_letter}: dead-letter directory is not empty; pass --overwrite "
                               "to replace it")
     return Progress(), False
@@ -251,19 +240,25 @@ def describe_difference(previous: dict, current: dict) -> str | None:
     return None
 
 
-def _remove_uncommitted(root: Path, committed: set[str]) -> None:
-    for path in root.rglob("*"):
-        if STATE_DIR in path.relative_to(root).parts or not path.is_file():
-            continue
-        if _PART.match(path.name) and str(path.relative_to(root)) not in committed:
-            path.unlink()
+def _remove_uncommitted(out, committed: set[str]) -> None:
+    for rel in out.files():
+        if not rel.startswith(STATE_DIR + "/") and _PART.match(rel.rsplit("/", 1)[-1]) \
+                and rel not in committed:
+            out.delete(rel)
 
 
-def _clear(root: Path, keep: Path | None = None) -> None:
-    for child in root.iterdir():
-        if keep is not None and child == keep.parent:
+def _clear(out, keep: str | None = None) -> None:
+    """Delete everything under the location but `keep` (the live run's lock)."""
+    if out.remote:
+        for rel in out.files():
+            out.delete(rel)
+        return
+    if not out.root.is_dir():
+        return
+    for child in out.root.iterdir():
+        if keep and child == out.path(keep).parent:
             for inner in child.iterdir():
-                if inner != keep:
+                if inner != out.path(keep):
                     shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
             continue
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scorer import commit, source
+from scorer import commit, source, storage
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
 from scorer.pipeline import (RunOptions, RunResult, _check_columns, _kept_columns, _manifest,
@@ -46,7 +46,8 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
            progress=None, scorer_: Scorer | None = None, **kwargs) -> RunResult:
     opts = options or RunOptions(**kwargs)
     error_limit = parse_max_errors(opts.max_errors)
-    landing, out = Path(landing), Path(output)
+    landing = Path(landing)
+    out = output if storage.is_remote(str(output)) else Path(output)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
     started = time.time()

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import scorer
-from scorer import commit, encode, faults, runtime, sink, source, stages
+from scorer import commit, encode, faults, runtime, sink, source, stages, storage
 from scorer.api import Scorer, ScoreStats, error_kind, output_names
 from scorer.errors import DataError, InputError, OutputError
 
@@ -59,7 +59,7 @@ DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()
 
 @dataclass
 class RunResult:
-    output: Path
+    output: Path | str  # a local directory, or an object store URI
     manifest: dict = field(default_factory=dict)
 
 
@@ -75,7 +75,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     opts = options or RunOptions(**kwargs)
     error_limit = parse_max_errors(opts.max_errors)
     started = time.time()
-    out = Path(output)
+    out = output if storage.is_remote(str(output)) else Path(output)
     expanded = source.expand_inputs(inputs, opts.format)
     t0 = time.perf_counter()
     model_scorer = scorer_ or Scorer.load(model, max_length=opts.max_length,

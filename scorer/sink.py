@@ -9,15 +9,14 @@ same inputs and model give the same files.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scorer import faults
+from scorer import faults, storage
 from scorer.errors import OutputError
 
 MODEL_METADATA_KEY = b"scorer.model"
@@ -33,17 +32,17 @@ class PartWriter:
     the parts already committed and the next part numbers.
     """
 
-    def __init__(self, out: Path, model_id: dict | None = None, partition_by: str | None = None,
+    def __init__(self, out, model_id: dict | None = None, partition_by: str | None = None,
                  compression: str = "zstd", parts: list | None = None,
                  next_index: dict | None = None):
-        self.out = out
+        self.out = out if hasattr(out, "part_paths") else storage.open_storage(out)
         self.partition_by = partition_by
         self.compression = compression
         self.metadata = ({MODEL_METADATA_KEY: json.dumps(model_id, sort_keys=True).encode()}
                          if model_id else {})
         self.parts: list[dict] = list(parts or [])  # committed: {"file", "rows"}
         self.next_index: dict[str, int] = dict(next_index or {})
-        self._open: dict[str, tuple] = {}  # partition dir -> (writer, tmp path, final path, rows)
+        self._open: dict[str, _OpenPart] = {}  # partition dir -> the part being written
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -58,44 +57,42 @@ class PartWriter:
             self._write_to(_partition_dir(self.partition_by, value), subset)
 
     def _write_to(self, part_dir: str, table: pa.Table) -> None:
-        if part_dir in self._open and not self._open[part_dir][0].schema.remove_metadata().equals(
+        if part_dir in self._open and not self._open[part_dir].writer.schema.remove_metadata().equals(
                 table.schema.remove_metadata()):
             self._commit(part_dir)  # inputs with other columns: a part file holds one schema
-        writer, tmp, final, rows = self._open.get(part_dir) or self._start(part_dir, table.schema)
+        part = self._open.get(part_dir) or self._start(part_dir, table.schema)
         try:
-            writer.write_table(table)
+            part.writer.write_table(table)
         except OSError as e:
-            raise OutputError(f"{tmp}: write failed ({e.strerror or e})") from None
-        self._open[part_dir] = (writer, tmp, final, rows + table.num_rows)
+            raise OutputError(f"{self.out}/{part.written}: write failed ({e.strerror or e})") from None
+        part.rows += table.num_rows
         faults.point("write")  # a part file half written
 
-    def _start(self, part_dir: str, schema: pa.Schema):
+    def _start(self, part_dir: str, schema: pa.Schema) -> "_OpenPart":
         index = self.next_index.get(part_dir, 0)
         self.next_index[part_dir] = index + 1
-        directory = self.out / part_dir if part_dir else self.out
-        final = directory / f"part-{index:05d}.parquet"
-        tmp = directory / f".part-{index:05d}.parquet.tmp"
+        final = f"{part_dir}/part-{index:05d}.parquet" if part_dir else f"part-{index:05d}.parquet"
+        written, final = self.out.part_paths(final)
         schema = schema.with_metadata({**(schema.metadata or {}), **self.metadata})
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(tmp, schema, compression=self.compression)
+            sink = self.out.open_output(written)
+            writer = pq.ParquetWriter(sink, schema, compression=self.compression)
         except OSError as e:
-            raise OutputError(f"{tmp}: cannot create ({e.strerror or e})") from None
-        entry = (writer, tmp, final, 0)
-        self._open[part_dir] = entry
-        return entry
+            raise OutputError(f"{self.out}/{written}: cannot create ({e.strerror or e})") from None
+        part = _OpenPart(writer, sink, written, final)
+        self._open[part_dir] = part
+        return part
 
     def _commit(self, part_dir: str) -> None:
-        writer, tmp, final, rows = self._open.pop(part_dir)
+        part = self._open.pop(part_dir)
         try:
-            writer.close()
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())  # the rename must not outlive the data on a power cut
-            os.replace(tmp, final)
+            part.close()
+            self.out.commit_part(part.written, part.final)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{final}: could not complete the part file ({e.strerror or e})") from None
-        self.parts.append({"file": str(final.relative_to(self.out)), "rows": rows})
+            self.out.delete(part.written)
+            raise OutputError(f"{self.out}/{part.final}: could not complete the part file "
+                              f"({e.strerror or e})") from None
+        self.parts.append({"file": part.final, "rows": part.rows})
 
     def commit(self) -> None:
         """Commit every open part (in a fixed order, so names stay deterministic)."""
@@ -103,15 +100,29 @@ class PartWriter:
             self._commit(part_dir)
 
     def abort(self) -> None:
-        """Drop open parts' temporary files; committed parts stay (the run has no _SUCCESS)."""
-        for writer, tmp, _, _ in self._open.values():
+        """Drop open parts; committed parts stay (the run has no _SUCCESS)."""
+        for part in self._open.values():
             try:
-                writer.close()
+                part.close()
             except OSError:
                 pass
             finally:
-                tmp.unlink(missing_ok=True)
+                self.out.delete(part.written)
         self._open.clear()
+
+
+@dataclass
+class _OpenPart:
+    writer: pq.ParquetWriter
+    sink: object  # a local path, or an object store output stream the writer does not own
+    written: str  # where it is being written (a temporary name, locally)
+    final: str
+    rows: int = 0
+
+    def close(self) -> None:
+        self.writer.close()
+        if not isinstance(self.sink, str):
+            self.sink.close()  # completes the upload
 
 
 def _partition_dir(column: str, value) -> str:

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from scorer import faults
+from scorer import faults, storage
 from scorer.errors import InputError
 
 FORMATS = ("auto", "parquet", "jsonl", "csv", "text")
@@ -74,14 +74,14 @@ class _Skip:
         return n
 
 
-def detect_format(path: str, fmt: str) -> str:
+def detect_format(path: str, fmt: str, is_dir: bool | None = None) -> str:
     if fmt != "auto":
         return fmt
     if path == "-":
         raise InputError("reading stdin ('-') needs --format (jsonl, csv, text or parquet)")
-    if Path(path).is_dir():
+    if Path(path).is_dir() if is_dir is None else is_dir:
         return "parquet"
-    suffix = Path(path).suffix.lower()
+    suffix = Path(path.rsplit("/", 1)[-1]).suffix.lower()
     if suffix not in _EXTENSIONS:
         raise InputError(f"{path}: cannot tell the format from the extension {suffix or '(none)'!r};"
                          " pass --format")
@@ -98,6 +98,11 @@ def expand_inputs(paths: list[str], fmt: str = "auto") -> list[Input]:
     for path in paths:
         if path == "-":
             inputs.append(Input("-", detect_format(path, fmt)))
+        elif storage.is_remote(path):
+            info = _remote_info(path)
+            if info is None:
+                raise InputError(f"{path}: no such object or prefix")
+            inputs.append(Input(path, detect_format(path, fmt, is_dir=info.type == _dir_type())))
         elif glob.has_magic(path):
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:
@@ -115,6 +120,18 @@ def fingerprint(inp: Input) -> dict:
     (a directory: a digest over its files). Standard input has none: it cannot be read again."""
     if inp.path == "-":
         return {"path": "-", "format": inp.format}
+    if storage.is_remote(inp.path):
+        fs, base = storage.filesystem(inp.path)
+        info = fs.get_file_info(base)
+        if info.type != _dir_type():
+            return {"path": inp.path, "format": inp.format, "size": info.size, "mtime_ns": info.mtime_ns}
+        import pyarrow.fs as pafs
+
+        files = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        digest = hashlib.sha256()
+        for f in sorted(files, key=lambda f: f.path):
+            digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        return {"path": inp.path, "format": inp.format, "files": len(files), "digest": digest.hexdigest()}
     path = Path(inp.path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -176,8 +193,13 @@ def _parquet(path, r: _Reading) -> Iterator[Chunk]:
             dataset = ds.dataset(source, format="parquet")
             fragments = [(path, f) for f in dataset.get_fragments()]
         else:
-            dataset = ds.dataset(path, format="parquet", partitioning="hive")
-            fragments = sorted(((f.path, f) for f in dataset.get_fragments()), key=lambda x: x[0])
+            fs, base, scheme = None, path, ""
+            if storage.is_remote(path):
+                fs, base = storage.filesystem(path)
+                scheme = path[:path.index("://") + 3]
+            dataset = ds.dataset(base, format="parquet", partitioning="hive", filesystem=fs)
+            fragments = sorted(((scheme + f.path, f) for f in dataset.get_fragments()),
+                               key=lambda x: x[0])
             if not fragments:
                 raise InputError(f"{path}: no Parquet files in this directory")
     except (pa.ArrowInvalid, OSError) as e:
@@ -220,8 +242,8 @@ def _csv(path, r: _Reading) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
     text_column, skip, chunk_rows = r.text_column, r.skip, r.chunk_rows
-    stream = sys.stdin.buffer if path == "-" else path
     try:
+        stream = sys.stdin.buffer if path == "-" else _open_remote(path) if storage.is_remote(path) else path
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(block_size=1 << 20),
@@ -259,11 +281,59 @@ def _lines(path, max_line_bytes: int, ticks: bool = False) -> Iterator[bytes | i
         yield from _with_ticks(lines) if ticks else lines
         return
     try:
-        f = open(path, "rb")
+        f = _LineReader(_open_remote(path)) if storage.is_remote(path) else open(path, "rb")
     except OSError as e:
-        raise InputError(f"{path}: cannot open ({e.strerror})") from None
+        raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
     with f:
         yield from _split_lines(f, max_line_bytes)
+
+
+class _LineReader:
+    """readline(limit) over a pyarrow input stream (object stores), which has no readline."""
+
+    def __init__(self, stream, block: int = 1 << 20):
+        self.stream, self.block = stream, block
+        self.buffer = bytearray()
+        self.eof = False
+
+    def readline(self, limit: int) -> bytes:
+        while not self.eof and len(self.buffer) < limit and b"\n" not in self.buffer:
+            data = self.stream.read(self.block)
+            self.eof = not data
+            self.buffer += data
+        end = self.buffer.find(b"\n", 0, limit)
+        n = end + 1 if end >= 0 else min(limit, len(self.buffer))
+        line = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
+
+
+def _open_remote(uri: str):
+    fs, path = storage.filesystem(uri)
+    return fs.open_input_stream(path)
+
+
+def _remote_info(uri: str):
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(uri)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise InputError(f"{uri}: cannot read ({str(e).splitlines()[0]})") from None
+    return None if info.type == pafs.FileType.NotFound else info
+
+
+def _dir_type():
+    import pyarrow.fs as pafs
+
+    return pafs.FileType.Directory
 
 
 def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | int]:
