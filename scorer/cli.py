@@ -97,12 +97,17 @@ def main():
               "a _SUCCESS file.")
 @click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="With --follow: how often to look for new files.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: score on a Ray cluster with Ray Data (pip install 'scorer[ray]').")
+@click.option("--address", help="With --engine ray: the cluster to join (default: auto / a local one).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="With --engine ray: scoring actors (each loads the model once; one GPU each if any).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
         partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
         dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
-        require_marker, poll_seconds, log_format):
+        require_marker, poll_seconds, engine, address, workers, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -116,6 +121,8 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         producer | scorer run - --format jsonl -o scored/ --flush-rows 10000 --flush-seconds 30
 
         scorer run --follow landing/ -o scored/ --once
+
+        scorer run s3://bucket/events/ -o s3://bucket/scored/ --engine ray --workers 4
 
     A killed run is resumed by running the same command again; see the README's "Failure
     behaviour" for exit codes, dead letters and locking.
@@ -137,7 +144,16 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
         with stop_on_signals():
-            if follow_dir:
+            if engine == "ray":
+                if follow_dir:
+                    raise click.UsageError("--engine ray does not follow directories")
+                try:
+                    from scorer import ray_engine
+                except ImportError:
+                    raise click.UsageError("--engine ray needs Ray: pip install 'scorer[ray]'") from None
+                result = ray_engine.run(list(inputs), output, model, options, address=address,
+                                        workers=workers)
+            elif follow_dir:
                 result = follow(follow_dir, output, model, options, once=once,
                                 require_marker=require_marker, poll_seconds=poll_seconds)
             else:

@@ -133,8 +133,12 @@ def _stream(inputs: list[source.Input], skip: int, model_scorer: Scorer, opts: R
         rows_before = sinks.rows - skip
 
         def write(item):
+            chunk, prepared, probs = item
             t = time.perf_counter()
-            sinks.write(*item)
+            if len(chunk):
+                sinks.write(scored_table(chunk_table(chunk, opts), model_scorer, prepared, probs, opts))
+            else:
+                sinks.write(pa.table({}))  # a stream's tick
             timer["write"] += time.perf_counter() - t
             if progress:
                 progress(sinks.rows - sinks.start_rows, time.time() - started)
@@ -229,6 +233,36 @@ def parse_max_errors(value: str | None) -> tuple[str, float] | None:
                         "percentage (1%)") from None
 
 
+def chunk_table(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
+    """A read chunk as one Arrow table: the kept input columns (and row_id), then the private
+    columns the later stages need: __texts (what to score), __read_error, __source, __position.
+    This is also what a Ray Data block holds (scorer.ray_engine)."""
+    n = len(chunk)
+    texts = [t if isinstance(t, str) else None for t in chunk.texts]
+    private = {"__texts": pa.array(texts, pa.string()),
+               "__read_error": pa.array(chunk.read_errors, pa.string()),
+               "__source": pa.array([chunk.source] * n, pa.string()),
+               "__position": pa.array(range(chunk.offset, chunk.offset + n), pa.int64())}
+    table = _kept_columns(chunk, opts)
+    for name, column in private.items():
+        table = table.append_column(name, column)
+    return table
+
+
+def scored_table(table: pa.Table, model_scorer: Scorer, prepared, probs, opts: RunOptions) -> pa.Table:
+    """A chunk_table() with the model's output columns added, and the private columns the sink
+    uses: __error, __truncated, __source, __position, __text (the text, for dead letters)."""
+    out = table.drop_columns(["__texts", "__read_error", "__source", "__position"])
+    out = _join(out, model_scorer.columns(prepared, probs, opts.output_prefix))
+    private = {"__error": pa.array(prepared.errors, pa.string()),
+               "__truncated": pa.array(prepared.truncated(), pa.bool_()),
+               "__source": table.column("__source"), "__position": table.column("__position"),
+               "__text": table.column("__texts")}
+    for name, column in private.items():
+        out = out.append_column(name, column)
+    return out
+
+
 def _prepared(model_scorer: Scorer, chunk: source.Chunk):
     prepared = model_scorer.prepare(chunk.texts, chunk.read_errors)
     faults.point("encode")
@@ -257,19 +291,15 @@ class _Sinks:
         self.counters = copy.deepcopy(p.counters)
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
 
-    def write(self, chunk: source.Chunk, prepared, probs) -> None:
-        if len(chunk) == 0:  # a stream's tick: only time has passed
+    def write(self, scored: pa.Table) -> None:
+        """Write a scored_table(): pieces end where a checkpoint falls."""
+        if scored.num_rows == 0:  # a stream's tick: only time has passed
             self._commit_if_due()
             return
-        table = _join(_kept_columns(chunk, self.opts),
-                      self.model_scorer.columns(prepared, probs, self.opts.output_prefix))
-        truncated = prepared.truncated()
-        errors = pa.array(prepared.errors, pa.string())
         start = 0
-        while start < len(chunk):  # pieces end where a checkpoint falls
-            take = min(len(chunk) - start, self.opts.rows_per_file - self.since)
-            self._write_piece(chunk, start, table.slice(start, take), errors.slice(start, take),
-                              int(truncated[start:start + take].sum()))
+        while start < scored.num_rows:
+            take = min(scored.num_rows - start, self.opts.rows_per_file - self.since)
+            self._write_piece(scored.slice(start, take))
             start += take
             if self.since == self.opts.rows_per_file:
                 self.checkpoint()
@@ -282,25 +312,21 @@ class _Sinks:
         if flush and self.since and time.monotonic() - self.first_uncommitted >= flush / 2:
             self.checkpoint()
 
-    def _write_piece(self, chunk, start: int, table: pa.Table, errors: pa.Array,
-                     truncated: int) -> None:
+    def _write_piece(self, scored: pa.Table) -> None:
         c = self.counters
+        errors = scored.column("__error")
         bad = errors.is_valid()
-        n_bad = pc.sum(bad).as_py() or 0
-        if self.dead is not None and n_bad:
-            positions = pa.array(range(chunk.offset + start, chunk.offset + start + len(errors)),
-                                 pa.int64())
-            texts = pa.array([t if isinstance(t, str) else None
-                              for t in chunk.texts[start:start + len(errors)]], pa.string())
-            self.dead.write(pa.table([pa.array([chunk.source] * len(errors), pa.string()),
-                                      positions, errors, texts], schema=DEAD_LETTER_SCHEMA).filter(bad))
-            table = table.filter(pc.invert(bad))
-            c["rows_dead_lettered"] += n_bad
-        self.writer.write(table)
-        c["rows_out"] += table.num_rows
-        c["rows_with_error"] += n_bad
-        c["rows_truncated"] += truncated
-        for reason in errors.drop_null().to_pylist():
+        bad_rows = scored.filter(bad)
+        if self.dead is not None and bad_rows.num_rows:
+            self.dead.write(bad_rows.select(["__source", "__position", "__error", "__text"])
+                            .rename_columns(DEAD_LETTER_SCHEMA.names).cast(DEAD_LETTER_SCHEMA))
+            c["rows_dead_lettered"] += bad_rows.num_rows
+            scored = scored.filter(pc.invert(bad))
+        self.writer.write(scored.drop_columns([n for n in scored.column_names if n.startswith("__")]))
+        c["rows_out"] += scored.num_rows
+        c["rows_with_error"] += bad_rows.num_rows
+        c["rows_truncated"] += pc.sum(scored.column("__truncated")).as_py() or 0
+        for reason in bad_rows.column("__error").to_pylist():
             kind = error_kind(reason)
             c["error_reasons"][kind] = c["error_reasons"].get(kind, 0) + 1
         if not self.since:
@@ -309,9 +335,9 @@ class _Sinks:
         self.since += len(errors)
         limit = self.error_limit
         if limit and limit[0] == "rows" and c["rows_with_error"] > limit[1]:
-            first_bad = errors.drop_null()[0].as_py() if n_bad else ""
-            raise DataError(f"more than {int(limit[1])} bad rows (--max-errors); the latest in "
-                            f"{chunk.source}: {first_bad}")
+            row = bad_rows.slice(bad_rows.num_rows - 1).to_pylist()[0]
+            raise DataError(f"more than {int(limit[1])} bad rows (--max-errors); the latest: "
+                            f"{row['__source']}:{row['__position']}: {row['__error']}")
 
     def checkpoint(self) -> None:
         """Commit every open part, then record it (scorer.commit.OutputDir.checkpoint)."""

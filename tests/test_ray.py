@@ -1,0 +1,70 @@
+"""--engine ray on a local Ray cluster (ray.init(num_cpus=2)) gives the same output rows, schema,
+parts and manifest counts as the local engine."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from scorer.cli import main
+from tests.conftest import SAMPLE
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra scorer[ray]; ./install.sh test installs it")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray-in")
+    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    pq.write_table(pa.table({"text": texts, "n": list(range(300))}), tmp / "a.parquet", row_group_size=64)
+    lines = [json.dumps({"text": t, "n": i}) for i, t in enumerate(texts[:120])]
+    lines[7], lines[50] = "{not json", json.dumps({"text": None, "n": 50})
+    (tmp / "b.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(tmp / "a.parquet"), str(tmp / "b.jsonl")]
+
+
+def run(engine_args, inputs, out, model, *extra):
+    r = CliRunner().invoke(main, ["run", *inputs, "-o", str(out), "--model", str(model),
+                                  "--chunk-rows", "50", "--rows-per-file", "130", *engine_args, *extra])
+    assert r.exit_code == 0, r.output
+    return json.loads((out / "_manifest.json").read_text())
+
+
+@pytest.mark.parametrize("extra", [[], ["--dead-letter", "{dead}", "--partition-by", "label"]],
+                         ids=["plain", "dead-letters-and-partitions"])
+def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_model, tmp_path, extra):
+    def args(engine):
+        return [a.replace("{dead}", str(tmp_path / f"dead-{engine}")) for a in extra]
+
+    local = run([], inputs, tmp_path / "local", tiny_model, *args("local"))
+    distributed = run(["--engine", "ray", "--workers", "2"], inputs, tmp_path / "ray", tiny_model, *args("ray"))
+    assert distributed["engine"]["name"] == "ray" and distributed["engine"]["workers"] == 2
+    for key in ("rows_in", "rows_out", "rows_with_error", "rows_dead_lettered", "error_reasons", "parts"):
+        assert distributed[key] == local[key], key
+    hive = "hive" if "--partition-by" in extra else None
+    a = ds.dataset(tmp_path / "local", format="parquet", partitioning=hive).to_table().sort_by("row_id")
+    b = ds.dataset(tmp_path / "ray", format="parquet", partitioning=hive).to_table().sort_by("row_id")
+    assert a.schema.remove_metadata() == b.schema.remove_metadata()
+    assert a.num_rows == 420 - (2 if extra else 0)
+    for name in a.column_names:
+        if name in ("score", "probabilities"):
+            continue
+        assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    for x, y in zip(a.column("probabilities").to_pylist(), b.column("probabilities").to_pylist()):
+        assert (x is None and y is None) or x == pytest.approx(y, abs=1e-5)
+    if extra:
+        dead = [ds.dataset(tmp_path / f"dead-{e}", format="parquet").to_table().sort_by("position")
+                for e in ("local", "ray")]
+        assert dead[0].equals(dead[1]) and dead[0].num_rows == 2
