@@ -79,7 +79,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
     expanded = source.expand_inputs(inputs, opts.format)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}})
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
     model_dir = modeldir.read(model)
 
     # The driver loads the model too: the sink needs its id, and the column check its labels.
