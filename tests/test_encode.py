@@ -102,3 +102,14 @@ def test_packing_puts_several_texts_in_a_row_and_loses_none():
             assert b.slot_onehot[row, s].sum() == lengths[text]
     unpacked = encode.BatchEncoder(tok, max_length=128, batch_tokens=1024).encode(texts)
     assert chunk.padded_tokens < unpacked.padded_tokens
+
+
+def test_chunks_of_short_texts_pack_into_half_length_rows():
+    tok = encode.load_tokenizer(backbones.packaged_path("all-minilm-l6-v2") / "tokenizer.json", 128)
+    enc = encode.BatchEncoder(tok, max_length=128, pack_length=128)
+    assert enc.pack_lengths() == (64, 128)
+    short = ["a short review of a film"] * 200
+    assert {b.shape[1] for b in enc.encode(short).batches} == {64}
+    mixed = short[:150] + [" ".join(["word"] * 90)] * 50  # a quarter longer than 64 tokens
+    assert {b.shape[1] for b in enc.encode(mixed).batches if b.slot_ids is not None} == {128}
+    assert all(b.shape in enc.shapes() for b in enc.encode(mixed).batches)
