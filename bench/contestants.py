@@ -46,16 +46,16 @@ def scorer_pipeline(texts, data: str, model_dir: Path):
     return load, go
 
 
-def tutorial(texts, model_dir: Path, long: bool):
-    """The tutorial way: one tokenizer call per sentence padded to a fixed length, Keras
-    model.predict(batch_size=32), no XLA."""
+def tutorial(texts, model_dir: Path, fixed: int):
+    """The tutorial way: one tokenizer call per sentence padded to a fixed length (64 for short
+    texts, the model's 128 for medium ones, 512 for long), Keras model.predict(batch_size=32),
+    no XLA."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import scorer  # noqa: F401  (environment defaults)
     from scorer import encode, modeldir
     from scorer import backbone as backbones
     from scorer import classifier
 
-    fixed = 512 if long else 64
     t0 = time.perf_counter()
     md = modeldir.read(model_dir / "scorer")
     model = classifier.load_keras_model(md)
@@ -145,7 +145,7 @@ def main(name: str, data: str, model_dir: str, result_path: str) -> None:
     if name == "scorer":
         load, run = scorer_pipeline(texts, data, model_dir)
     elif name == "tutorial":
-        load, run = tutorial(texts, model_dir, long)
+        load, run = tutorial(texts, model_dir, {"short": 64, "medium": 128}.get(Path(data).stem, 512))
     elif name == "hf_pipeline":
         load, run = hf_pipeline(texts, model_dir, long)
     else:
