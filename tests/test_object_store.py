@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -141,6 +140,3 @@ def test_s3_output_refuses_a_finished_run(s3, tiny_model):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 5 and "holds a finished run" in r.stderr
 
-
-def test_moto_is_really_a_server_not_a_mock():
-    assert shutil.which(str(MOTO)) is not None
