@@ -108,7 +108,10 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # parts in input order, as the local engine
         scored = ds.map_batches(ScoreBlocks, fn_constructor_args=(str(model_dir.path), opts),
-                                batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+                                # A batch is one block (= one chunk). Ray requires a batch size
+                                # with GPUs: there a chunk's rows, and small blocks may be bundled.
+                                batch_size=opts.chunk_rows if gpus else None,
+                                batch_format="pyarrow", zero_copy_batch=True,
                                 concurrency=workers, num_gpus=1 if gpus else 0)
         rows_in = skip
         for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
