@@ -25,7 +25,7 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from scorer import commit, modeldir, source, storage
+from scorer import commit, source, storage
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
 from scorer.pipeline import (RunOptions, RunResult, _check_columns, _final_checks, _manifest,
@@ -80,13 +80,12 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
-    model_dir = modeldir.read(model)
-
     # The driver loads the model too: the sink needs its id, and the column check its labels.
     t0 = time.perf_counter()
     driver_scorer = Scorer.load(model, max_length=opts.max_length, batch_tokens=opts.batch_tokens,
                                 precision="float32", threads=1)
     load_seconds = time.perf_counter() - t0
+    model_dir = driver_scorer.model_dir
     identity = {"inputs": [source.fingerprint(i) for i in expanded],
                 "model": model_dir.id["checksum"], "options": resume_options(opts)}
     outdir = commit.OutputDir.open(out, identity, opts.overwrite,
