@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scorer import commit, source, storage
+from scorer import commit, source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
-from scorer.pipeline import (RunOptions, RunResult, _check_columns, _kept_columns, _manifest,
-                             _Sinks, _stream, parse_max_errors, resume_options)
+from scorer.pipeline import (RunOptions, RunResult, _manifest, _Sinks, _stream, check_columns,
+                             open_output, output_location, parse_max_errors)
 
 _TEMP_SUFFIXES = (".tmp", ".inprogress", ".partial", ".crc", ".part")
 
@@ -47,7 +47,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     opts = options or RunOptions(**kwargs)
     error_limit = parse_max_errors(opts.max_errors)
     landing = Path(landing)
-    out = output if storage.is_remote(str(output)) else Path(output)
+    out = output_location(output)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
     started = time.time()
@@ -58,10 +58,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     load_seconds = time.perf_counter() - t0
     model_scorer.stats = ScoreStats()
     compiled_before = model_scorer.predictor.compile_seconds
-    identity = {"inputs": [{"path": str(landing), "follow": True}],
-                "model": model_scorer.model_dir.id["checksum"], "options": resume_options(opts)}
-    outdir = commit.OutputDir.open(out, identity, opts.overwrite,
-                                   Path(opts.dead_letter) if opts.dead_letter else None)
+    outdir = open_output(out, [{"path": str(landing), "follow": True}], model_scorer, opts)
     timer = {"read": 0.0, "write": 0.0}
     sinks = None
     scored_units: list[str] = []
@@ -85,8 +82,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
                 sinks.unit, sinks.rows, sinks.start_rows = unit.name, skip, skip
 
                 def start(first, sinks=sinks):
-                    if first is not None:
-                        _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
+                    check_columns(first, model_scorer, opts)
                     return sinks
 
                 _stream(inputs, skip, model_scorer, opts, source.SourceStats(), timer, start,

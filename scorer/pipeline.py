@@ -75,7 +75,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     opts = options or RunOptions(**kwargs)
     error_limit = parse_max_errors(opts.max_errors)
     started = time.time()
-    out = output if storage.is_remote(str(output)) else Path(output)
+    out = output_location(output)
     expanded = source.expand_inputs(inputs, opts.format)
     t0 = time.perf_counter()
     model_scorer = scorer_ or Scorer.load(model, max_length=opts.max_length,
@@ -84,19 +84,14 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     load_seconds = time.perf_counter() - t0
     model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
     compiled_before = model_scorer.predictor.compile_seconds
-    identity = {"inputs": [source.fingerprint(i) for i in expanded],
-                "model": model_scorer.model_dir.id["checksum"],
-                "options": resume_options(opts)}
-    outdir = commit.OutputDir.open(out, identity, opts.overwrite,
-                                   Path(opts.dead_letter) if opts.dead_letter else None)
+    outdir = open_output(out, [source.fingerprint(i) for i in expanded], model_scorer, opts)
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
 
     def start(first: source.Chunk | None) -> _Sinks:
         # The first chunk is read before the output directory is changed, so a wrong column or
         # a column clash fails without emptying an --overwrite target.
-        if first is not None:
-            _check_columns(_kept_columns(first, opts).column_names, model_scorer, opts)
+        check_columns(first, model_scorer, opts)
         outdir.prepare()
         return _Sinks(outdir, opts, model_scorer, error_limit)
 
@@ -210,8 +205,17 @@ def _manifest(model_scorer: Scorer, inputs: list[dict], opts: RunOptions, rows_i
     }
 
 
-def resume_options(opts: RunOptions) -> dict:
-    return {k: getattr(opts, k) for k in _RESUME_OPTIONS}
+def output_location(output) -> Path | str:
+    """A local output as a Path; an object store URI as it is."""
+    return output if storage.is_remote(str(output)) else Path(output)
+
+
+def open_output(out, inputs: list[dict], model_scorer: Scorer, opts: RunOptions) -> commit.OutputDir:
+    """Lock the output and decide fresh run or resume; what identifies this run is its inputs'
+    fingerprints, the model's checksum and the options that shape the output."""
+    identity = {"inputs": inputs, "model": model_scorer.model_dir.id["checksum"],
+                "options": {k: getattr(opts, k) for k in _RESUME_OPTIONS}}
+    return commit.OutputDir.open(out, identity, opts.overwrite, opts.dead_letter)
 
 
 def parse_max_errors(value: str | None) -> tuple[str, float] | None:
@@ -395,7 +399,12 @@ def _kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
     return table
 
 
-def _check_columns(kept: list[str], model_scorer: Scorer, opts: RunOptions) -> None:
+def check_columns(first: source.Chunk | None, model_scorer: Scorer, opts: RunOptions) -> None:
+    """On the first chunk, before the output is touched: the kept columns exist and none has an
+    output column's name."""
+    if first is None:
+        return
+    kept = _kept_columns(first, opts).column_names
     clash = [c for c in output_names(model_scorer.multi_label, opts.output_prefix) if c in kept]
     if clash:
         raise OutputError(f"input column {clash[0]!r} has the name of an output column; keep both "

@@ -18,18 +18,18 @@ spreads over the cluster; on one machine it adds Ray's start-up and object trans
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from scorer import commit, source, storage
+from scorer import source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
-from scorer.pipeline import (RunOptions, RunResult, _check_columns, _final_checks, _manifest,
-                             _Sinks, chunk_table, parse_max_errors, resume_options, scored_table)
+from scorer.pipeline import (RunOptions, RunResult, _final_checks, _manifest, _Sinks, check_columns,
+                             chunk_table, open_output, output_location, parse_max_errors,
+                             scored_table)
 
 
 class ChunkSource(Datasource):
@@ -75,7 +75,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
         raise InputError("--engine ray reads files and object stores, not standard input")
     error_limit = parse_max_errors(opts.max_errors)
     started = time.time()
-    out = output if storage.is_remote(str(output)) else Path(output)
+    out = output_location(output)
     expanded = source.expand_inputs(inputs, opts.format)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False,
@@ -86,10 +86,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
                                 precision="float32", threads=1)
     load_seconds = time.perf_counter() - t0
     model_dir = driver_scorer.model_dir
-    identity = {"inputs": [source.fingerprint(i) for i in expanded],
-                "model": model_dir.id["checksum"], "options": resume_options(opts)}
-    outdir = commit.OutputDir.open(out, identity, opts.overwrite,
-                                   Path(opts.dead_letter) if opts.dead_letter else None)
+    outdir = open_output(out, [source.fingerprint(i) for i in expanded], driver_scorer, opts)
     skip = outdir.progress.rows
     timer = {"read": 0.0, "write": 0.0}
     try:
@@ -97,8 +94,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
                                     max_line_bytes=opts.max_line_bytes)
         first = next(chunks, None)
         chunks.close()
-        if first is not None:
-            _check_columns(chunk_table(first, opts).column_names, driver_scorer, opts)
+        check_columns(first, driver_scorer, opts)
         outdir.prepare()
         sinks = _Sinks(outdir, opts, driver_scorer, error_limit)
         gpus = int(ray.cluster_resources().get("GPU", 0))
