@@ -1,23 +1,41 @@
-"""Crash points for the kill tests (tests/test_resume.py), in the manner of SQLite's test hooks.
+"""Crash and pause points for the kill tests (tests/test_resume.py), in the manner of SQLite's
+test hooks.
 
 With SCORER_CRASH_AT=<point>[:<n>] in the environment, the process SIGKILLs itself the n-th time
 (default: first) it passes `point`: a real, unannounced death at a chosen moment (mid-read,
 mid-part-file, between a part's rename and the checkpoint, mid-manifest), which no timing-based
-kill could hit reliably. Unset, `point` is a dictionary lookup.
+kill could hit reliably. SCORER_PAUSE_AT=<point>[:<n>] instead stops there until a signal ends
+the process, so a test can act on a run that is certainly still in progress (a fast run could
+otherwise finish first). Unset, `point` is two dictionary lookups.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
-_target, _, _nth = os.environ.get("SCORER_CRASH_AT", "").partition(":")
-_remaining = int(_nth or 1)
+
+def _parse(variable: str) -> list:
+    target, _, nth = os.environ.get(variable, "").partition(":")
+    return [target, int(nth or 1)]
+
+
+_crash = _parse("SCORER_CRASH_AT")
+_pause = _parse("SCORER_PAUSE_AT")
 
 
 def point(name: str) -> None:
-    global _remaining
-    if name == _target:
-        _remaining -= 1
-        if _remaining == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+    if _passed(_crash, name):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _passed(_pause, name):
+        while True:  # SIGTERM's handler raises here (pause only at main-thread points)
+            time.sleep(0.05)
+
+
+def _passed(hook: list, name: str) -> bool:
+    """True the n-th time `name` is passed, for hook = [point, n]."""
+    if name != hook[0]:
+        return False
+    hook[1] -= 1
+    return hook[1] == 0

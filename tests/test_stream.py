@@ -55,8 +55,9 @@ def test_a_paced_stream_is_committed_within_the_flush_interval(tiny_model, tmp_p
     assert parts_before_eof >= SECONDS // 2
     assert len(latencies) == RATE * SECONDS
     latencies.sort()
-    # flush interval + one batch + this test's 0.1 s polling, with room for a slow CI machine
-    assert latencies[len(latencies) // 2] < FLUSH + 1.0 and latencies[-1] < FLUSH + 2.5, latencies
+    # flush interval + one batch + this test's 0.1 s polling, with room for a slow, busy CI
+    # machine (the first batch may compile); rows held until EOF would have a median over 3 s
+    assert latencies[len(latencies) // 2] < FLUSH + 1.5 and latencies[-1] < FLUSH + 5, latencies
     table = ds.dataset(out, format="parquet").to_table()
     assert sorted(table.column("text").to_pylist()) == sorted(f"row {i} of a paced stream"
                                                               for i in range(RATE * SECONDS))
