@@ -4,9 +4,8 @@ write a model directory (--out) or register a version and promote it if it is be
     python -m jobs.finetune --train labeled/ --validation dev.parquet --base default \\
         --registry models/ --name sentiment
 
-Recipe: AdamW (no decay on biases and LayerNorm, gradients clipped to global norm 1), linear
-warm-up over 10% of the steps then linear decay, batch 32, dropout 0.1, early stopping on the
-validation metric. Batches come from the scorer's own encoder and length
+Recipe: AdamW, linear warm-up over 10% of the steps then linear decay, batch 32, dropout 0.1,
+early stopping on the validation metric. Batches come from the scorer's own encoder and length
 buckets, so training and scoring tokenize identically. A killed run resumes from its last
 checkpoint when started again with the same arguments.
 """
@@ -43,8 +42,6 @@ LORA_TARGETS = {
     "attention": ["query", "value"],
 }
 
-NO_WEIGHT_DECAY = ["^bias$", "^gamma$", "^beta$"]  # variable names
-
 
 @dataclass
 class TrainConfig:
@@ -54,8 +51,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = DEFAULT_LR["lora"]
     warmup_fraction: float = 0.1
-    weight_decay: float = 0.01  # not on biases and LayerNorm (NO_WEIGHT_DECAY)
-    clip_norm: float = 1.0  # global gradient norm (0: no clipping)
+    weight_decay: float = 0.01
     max_length: int = 128
     pooling: str = "mean"
     dropout: float = 0.1
@@ -223,9 +219,7 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     total = steps_per_epoch * cfg.epochs
     optimizer = keras.optimizers.AdamW(
         learning_rate=warmup_linear_decay(cfg.learning_rate, total, int(total * cfg.warmup_fraction)),
-        weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm or None)
-    # BERT's recipe: no weight decay on biases and LayerNorm scales/offsets
-    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+        weight_decay=cfg.weight_decay)
     if policy.mixed:
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     loss_fn = (keras.losses.BinaryCrossentropy(from_logits=True) if cfg.multi_label
