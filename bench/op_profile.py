@@ -218,14 +218,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000, help="first rows of each data set")
     parser.add_argument("--flags", default=",".join(FLAG_SETS))
     args = parser.parse_args()
-    if not BENCH_PY.exists():
-        sys.exit("no .venv-bench: run bench/setup.sh first")
-    sys.path.insert(0, str(REPO))
-    from throughput import build_data, build_models, gemm_peak  # bench/throughput.py
+    from throughput import gemm_peak, prepare  # bench/throughput.py: same data, model, GEMM rate
 
-    WORK.mkdir(parents=True, exist_ok=True)
-    build_data()
-    model = build_models()
+    _, model = prepare()
 
     peak = gemm_peak()
     print(f"fp32 GEMM rate (4096x384 @ 384x1536, TensorFlow): {peak:.1f} GFLOP/s", file=sys.stderr)

@@ -139,18 +139,22 @@ def run_other(name: str, data: Path, model: Path) -> dict:
     return r
 
 
+def prepare() -> tuple[dict[str, Path], Path]:
+    """The benchmark's data sets and model (built once, under WORK)."""
+    if not BENCH_PY.exists():
+        sys.exit("no .venv-bench: run bench/setup.sh first")
+    sys.path.insert(0, str(REPO))
+    WORK.mkdir(parents=True, exist_ok=True)
+    return build_data(), build_models()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", default="short,medium,long")
     parser.add_argument("--contestants", default=",".join(CONTESTANTS))
     args = parser.parse_args()
-    if not BENCH_PY.exists():
-        sys.exit("no .venv-bench: run bench/setup.sh first")
-    sys.path.insert(0, str(REPO))
-    WORK.mkdir(parents=True, exist_ok=True)
-    paths = build_data()
-    model = build_models()
+    paths, model = prepare()
     peak = gemm_peak()
     print(f"fp32 GEMM peak (4096x384 @ 384x1536, TensorFlow): {peak:.1f} GFLOP/s", file=sys.stderr)
     from tokenizers import Tokenizer
