@@ -38,12 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+# bench/throughput.py: the same locations, model shape, data, model and GEMM measurement
+from throughput import BENCH_PY, HIDDEN, INTER, LAYERS, REPO, TF_PY, WORK, gemm_peak, prepare
 
-REPO = Path(__file__).resolve().parent.parent
-WORK = Path(os.environ.get("SCORER_BENCH_DIR", "/tmp/scorer-bench"))
-TF_PY = REPO / ".venv" / "bin" / "python"
-BENCH_PY = REPO / ".venv-bench" / "bin" / "python"
-HIDDEN, INTER, LAYERS = 384, 1536, 6
 CATEGORIES = ["dense matmul", "attention matmul", "softmax + mask", "layer norm", "gelu",
               "transpose/copy", "other elementwise"]
 
@@ -218,10 +215,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000, help="first rows of each data set")
     parser.add_argument("--flags", default=",".join(FLAG_SETS))
     args = parser.parse_args()
-    from throughput import gemm_peak, prepare  # bench/throughput.py: same data, model, GEMM rate
-
+    flag_sets = args.flags.split(",")
     _, model = prepare()
-
     peak = gemm_peak()
     print(f"fp32 GEMM rate (4096x384 @ 384x1536, TensorFlow): {peak:.1f} GFLOP/s", file=sys.stderr)
     report = {"date": time.strftime("%Y-%m-%d"), "passes": args.passes, "rows": args.rows,
@@ -231,7 +226,7 @@ def main() -> None:
         results = {}
         # the flag sets on unpacked batches (the same batches as ONNX Runtime), then scorer's
         # default: packed batches, default flags
-        for name in [*args.flags.split(","), "packed"]:
+        for name in [*flag_sets, "packed"]:
             dump = tempfile.mkdtemp(prefix="scorer-hlo-")
             out = str(WORK / f"profile-xla-{name}.json")
             env = dict(os.environ, SCORER_XLA_CACHE="", SCORER_PROFILE_DUMP=dump,
@@ -244,10 +239,10 @@ def main() -> None:
                   file=sys.stderr, flush=True)
         out = str(WORK / "profile-ort.json")
         subprocess.run([BENCH_PY, __file__, "ort", str(model / "model.onnx"),
-                        str(WORK / f"profile-xla-{args.flags.split(',')[0]}.json.npz"), str(args.passes), out],
+                        str(WORK / f"profile-xla-{flag_sets[0]}.json.npz"), str(args.passes), out],
                        check=True)
         results["onnxruntime"] = json.loads(Path(out).read_text())
-        first = results[f"xla {args.flags.split(',')[0]}"]
+        first = results[f"xla {flag_sets[0]}"]
         reference = np.array(first["probabilities"])
         useful = flops([(1, n) for n in first["real_lengths"]])
         results["onnxruntime"]["shapes"] = first["shapes"]

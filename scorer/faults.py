@@ -6,7 +6,7 @@ With SCORER_CRASH_AT=<point>[:<n>] in the environment, the process SIGKILLs itse
 mid-part-file, between a part's rename and the checkpoint, mid-manifest), which no timing-based
 kill could hit reliably. SCORER_PAUSE_AT=<point>[:<n>] instead stops there until a signal ends
 the process, so a test can act on a run that is certainly still in progress (a fast run could
-otherwise finish first). Unset, `point` is two dictionary lookups.
+otherwise finish first). Unset, `point` is two string comparisons.
 """
 
 from __future__ import annotations
