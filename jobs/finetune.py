@@ -387,6 +387,9 @@ def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
               help="Labelled training data (Parquet / JSONL / CSV; repeatable).")
 @click.option("--validation", "validation_paths", multiple=True,
               help="Validation data (default: a stratified, seeded split of --train).")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Without --validation: the share of --train held out, stratified and seeded "
+                   f"(default {TrainConfig.validation_fraction}).")
 @click.option("--test", "test_paths", multiple=True, help="Held-out data scored once at the end.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
@@ -419,10 +422,10 @@ def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
 @click.option("--checkpoint-every", type=click.IntRange(0), default=TrainConfig.checkpoint_every,
               show_default=True, help="Steps between checkpoints (also at every epoch end).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def main(train_paths, validation_paths, test_paths, text_column, label_column, label_names, base,
-         model_name, registry, out, work_dir, full, lora_rank, lora_targets, multi_label, epochs,
-         batch_size,
-         learning_rate, max_length, metric, min_improvement, min_metric, checkpoint_every, seed):
+def main(train_paths, validation_paths, validation_fraction, test_paths, text_column, label_column,
+         label_names, base, model_name, registry, out, work_dir, full, lora_rank, lora_targets,
+         multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
+         min_metric, checkpoint_every, seed):
     """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
     Examples:
@@ -438,6 +441,8 @@ def main(train_paths, validation_paths, test_paths, text_column, label_column, l
     """
     if bool(registry) == bool(out):
         raise click.UsageError("give exactly one of --registry or --out")
+    if validation_paths and validation_fraction is not None:
+        raise click.UsageError("--validation-fraction splits --train: not with --validation")
     floors = {}
     for item in min_metric:
         name, _, value = item.partition("=")
@@ -449,6 +454,7 @@ def main(train_paths, validation_paths, test_paths, text_column, label_column, l
                       batch_size=batch_size,
                       learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
                       max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
+                      validation_fraction=validation_fraction or TrainConfig.validation_fraction,
                       seed=seed, multi_label=multi_label)
     args = dict(train=list(train_paths), validation=list(validation_paths), test=list(test_paths),
                 text_column=text_column, label_column=label_column,
