@@ -97,11 +97,17 @@ def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_pat
     out = tmp_path / "m"
     r = CliRunner().invoke(finetune.main, [
         "--train", str(toy["train"]), "--base", str(tiny_model), "--name", "toy", "--out", str(out),
-        "--epochs", "1", "--full", "--learning-rate", "1e-3"], catch_exceptions=False)
+        "--epochs", "1", "--full", "--learning-rate", "1e-3", "--validation-fraction", "0.2"],
+        catch_exceptions=False)
     assert r.exit_code == 0, r.output
     spec = json.loads((out / "scorer_model.json").read_text())
-    assert spec["lora_rank"] is None and spec["training"]["validation_data"]["rows"] == 40
-    assert spec["training"]["data_report"]["validation"]["split_from_train"] == 0.1
+    assert spec["lora_rank"] is None and spec["training"]["validation_data"]["rows"] == 80
+    assert spec["training"]["train_data"]["rows"] == 320
+    assert spec["training"]["data_report"]["validation"]["split_from_train"] == 0.2
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(toy["train"]), "--validation", str(toy["val"]), "--validation-fraction", "0.2",
+        "--name", "toy", "--out", str(out)])
+    assert r.exit_code == 2 and "not with --validation" in r.output
 
 
 def test_killed_job_resumes_from_its_checkpoint(toy, tiny_model):
