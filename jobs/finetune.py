@@ -189,8 +189,10 @@ class Checkpoint:
 
 def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None,
           train_data: LabeledData, val_data: LabeledData, work_dir: Path, model_name: str,
-          log=print) -> tuple[Path, dict]:
-    """Train into work_dir/model (a complete model directory); returns it and the history."""
+          log=print, progress=None) -> tuple[Path, dict]:
+    """Train into work_dir/model (a complete model directory); returns it and the history.
+
+    progress(epoch, step, steps, loss, steps_per_second) is called after every step."""
     policy = classifier.choose_device()  # starts TensorFlow quietly, before keras is imported
     import keras
     import tensorflow as tf
@@ -263,13 +265,16 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
         epoch = state["epoch"]
         rng = np.random.default_rng([cfg.seed, epoch])  # the same batches when resumed
         batches = training_batches(encoder, ids, lengths, train_data.targets, cfg.batch_size, rng)
-        t0, losses = time.time(), []
+        t0, first_step, losses = time.time(), state["step"], []
         every = max(1, min(100, len(batches) // 10))  # loss curve points and log lines
         for step in range(state["step"], len(batches)):
             batch, y, weight = batches[step]
             with tf.device(policy.device):
                 losses.append(float(train_step(batch.token_ids, batch.padding_mask, y, weight)))
             state["step"] = step + 1
+            if progress is not None:
+                progress(epoch, state["step"], len(batches), float(np.mean(losses[-every:])),
+                         (state["step"] - first_step) / max(time.time() - t0, 1e-9))
             if state["step"] % every == 0:
                 global_step = (epoch - 1) * len(batches) + state["step"]
                 state["step_losses"].append([global_step, float(np.mean(losses[-every:]))])
@@ -311,7 +316,21 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
 
 # ----------------------------------------------------------------------------- the job
 
-def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
+def progress_bar(epoch: int, step: int, steps: int, loss: float, steps_per_second: float) -> None:
+    """One terminal line, redrawn in place: the epoch's bar, running loss and time left."""
+    width = 30
+    done = width * step // steps
+    left = (steps - step) / steps_per_second if steps_per_second > 0 else 0.0
+    sys.stderr.write(f"\r\033[Kepoch {epoch} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
+                     f"loss {loss:.4f} {steps_per_second:.1f} steps/s {left / 60:.0f} min left")
+    sys.stderr.flush()
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
     """Everything after argument parsing: returns the JSON summary."""
     base, init_from = resolve_base(args["base"])
     report: dict = {}
@@ -339,7 +358,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print) -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
 
     model_dir, result = train(cfg, names, base, init_from, train_data, val_data, work_dir,
-                              args["name"], log)
+                              args["name"], log, progress)
     spec: modeldir.ModelSpec = result["spec"]
     metrics = {"validation": result["validation"]}
     if test_data is not None:
@@ -437,7 +456,8 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
         --test ../shared/datasets/sst2/dev.jsonl --label-names negative,positive
         --name sentiment --out scorer/models/default
 
-    Prints a one-line JSON summary on stdout ("promoted": true/false); logs go to stderr.
+    Prints a one-line JSON summary on stdout ("promoted": true/false); logs go to stderr, with a
+    progress bar when stderr is a terminal.
     """
     if bool(registry) == bool(out):
         raise click.UsageError("give exactly one of --registry or --out")
@@ -462,7 +482,11 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
                 name=model_name, registry=registry, out=out, work_dir=work_dir,
                 min_improvement=min_improvement, min_metric=floors)
     try:
-        summary = run_job(cfg, args, log=lambda m: click.echo(m, err=True))
+        if stderr_is_terminal():  # a progress bar, which log lines overwrite and it redraws
+            summary = run_job(cfg, args, progress=progress_bar,
+                              log=lambda m: click.echo("\r\033[K" + m, err=True, color=True))
+        else:
+            summary = run_job(cfg, args, log=lambda m: click.echo(m, err=True))
     except ScorerError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -93,7 +93,8 @@ def test_register_gate_promote_and_score_by_alias(toy, tiny_model, tmp_path):
     assert r.exit_code == 4 and "no alias 'nope'" in r.stderr
 
 
-def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_path):
+def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune, "stderr_is_terminal", lambda: True)
     out = tmp_path / "m"
     r = CliRunner().invoke(finetune.main, [
         "--train", str(toy["train"]), "--base", str(tiny_model), "--name", "toy", "--out", str(out),
@@ -104,6 +105,9 @@ def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_pat
     assert spec["lora_rank"] is None and spec["training"]["validation_data"]["rows"] == 80
     assert spec["training"]["train_data"]["rows"] == 320
     assert spec["training"]["data_report"]["validation"]["split_from_train"] == 0.2
+    # on a terminal: a bar redrawn in place at every step (10 of them), which log lines overwrite
+    assert r.stderr.count("\r\033[Kepoch 1 [") == 10 and "10/10 loss" in r.stderr
+    assert "\r\033[Kepoch 1: validation" in r.stderr
     r = CliRunner().invoke(finetune.main, [
         "--train", str(toy["train"]), "--validation", str(toy["val"]), "--validation-fraction", "0.2",
         "--name", "toy", "--out", str(out)])
