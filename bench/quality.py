@@ -50,14 +50,16 @@ BARS = {"sst2-lora": ("test", "accuracy", 0.88), "sst2-full": ("test", "accuracy
 
 
 def run_once(name: str, seed: int | None) -> dict:
-    """One jobs.finetune process; its summary, wall time and command (seed given apart)."""
+    """One jobs.finetune process at `seed` (None: the run's own); summary, wall time, command."""
     args = list(map(str, RUNS[name]))
-    if seed is not None:
-        if "--seed" in args:
-            del args[args.index("--seed"):args.index("--seed") + 2]
-        args += ["--seed", str(seed)]
+    own_seed = 0  # jobs.finetune's default
+    if "--seed" in args:  # recorded apart from the command, so runs at other seeds compare
+        at = args.index("--seed")
+        own_seed = int(args[at + 1])
+        del args[at:at + 2]
+    seed = own_seed if seed is None else seed
     model_name = name.split("-")[0].replace("sst2", "sentiment")
-    cmd = [sys.executable, "-m", "jobs.finetune", *args, "--name", model_name,
+    cmd = [sys.executable, "-m", "jobs.finetune", *args, "--seed", str(seed), "--name", model_name,
            "--out", str(OUT / name)]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     start = time.time()
@@ -65,12 +67,10 @@ def run_once(name: str, seed: int | None) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{name} failed with exit code {proc.returncode}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    seed_at = args.index("--seed") + 1 if "--seed" in args else None
-    return {"seed": int(args[seed_at]) if seed_at else 0,  # jobs.finetune's default seed is 0
-            "metrics": summary["metrics"], "best_epoch": summary["best_epoch"],
+    return {"seed": seed, "metrics": summary["metrics"], "best_epoch": summary["best_epoch"],
             "wall_seconds": round(time.time() - start, 1), "date": time.strftime("%Y-%m-%d"),
             "command": "python -m jobs.finetune " + " ".join(
-                str(a).replace(str(REPO.parent), "..") for a in RUNS[name])}
+                a.replace(str(REPO.parent), "..") for a in args)}
 
 
 def record(results: dict, name: str, run: dict) -> None:
