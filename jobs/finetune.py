@@ -60,6 +60,8 @@ class TrainConfig:
     validation_fraction: float = 0.1  # held out of --train when no --validation is given
     checkpoint_every: int = 500  # steps, besides every epoch end
     seed: int = 0
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights from the end of
+    # warm-up on; the averaged weights are the ones evaluated, early-stopped on and saved
     multi_label: bool = False
 
 
@@ -130,6 +132,11 @@ def evaluate(probabilities, data: LabeledData, names: list[str], multi_label: bo
     return metrics_mod.classification_metrics(data.targets, probs, names)
 
 
+def summary_metrics(metrics: dict) -> dict:
+    """The scalar metrics, without the per-class table and the confusion matrix."""
+    return {k: v for k, v in metrics.items() if k not in ("per_class", "confusion_matrix")}
+
+
 def warmup_linear_decay(peak: float, total_steps: int, warmup_steps: int):
     import keras
 
@@ -156,7 +163,7 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.dir / "state.json").is_file()
 
-    def save(self, model, optimizer, state: dict, best_weights: dict | None) -> None:
+    def save(self, model, optimizer, averages, state: dict, best_weights: dict | None) -> None:
         from safetensors.numpy import save_file
 
         tmp = self.dir.with_name("checkpoint.tmp")
@@ -165,6 +172,9 @@ class Checkpoint:
         classifier.save_weights(model, tmp / "weights.safetensors", scope="trainable")
         save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)},
                   str(tmp / "optimizer.safetensors"))
+        if averages:
+            save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(averages)},
+                      str(tmp / "averages.safetensors"))
         if best_weights is not None:
             save_file(best_weights, str(tmp / "best.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state))
@@ -175,13 +185,14 @@ class Checkpoint:
         tmp.rename(self.dir)  # the checkpoint switches in one rename
         shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, model, optimizer) -> tuple[dict, dict | None]:
+    def load(self, model, optimizer, averages) -> tuple[dict, dict | None]:
         from safetensors.numpy import load_file
 
         classifier.load_weights(model, self.dir / "weights.safetensors")
-        saved = load_file(str(self.dir / "optimizer.safetensors"))
-        for i, v in enumerate(optimizer.variables):
-            v.assign(saved[f"{i}"])
+        for file, variables in (("optimizer", optimizer.variables), ("averages", averages or [])):
+            saved = load_file(str(self.dir / f"{file}.safetensors")) if variables else {}
+            for i, v in enumerate(variables):
+                v.assign(saved[f"{i}"])
         best = self.dir / "best.safetensors"
         return json.loads((self.dir / "state.json").read_text()), (
             load_file(str(best)) if best.is_file() else None)
@@ -219,8 +230,9 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     steps_per_epoch = sum(-(-int(np.sum(buckets == b)) // cfg.batch_size)
                           for b in range(len(encoder.buckets)))
     total = steps_per_epoch * cfg.epochs
+    warmup_steps = int(total * cfg.warmup_fraction)
     optimizer = keras.optimizers.AdamW(
-        learning_rate=warmup_linear_decay(cfg.learning_rate, total, int(total * cfg.warmup_fraction)),
+        learning_rate=warmup_linear_decay(cfg.learning_rate, total, warmup_steps),
         weight_decay=cfg.weight_decay)
     if policy.mixed:
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -228,6 +240,8 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
                else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     variables = model.trainable_variables
     optimizer.build(variables)
+    # Averages start from the weights at the end of warm-up: until then they just copy them.
+    averages = [tf.Variable(v.value, trainable=False) for v in variables] if cfg.ema_decay else None
     log(f"training {sum(int(np.prod(v.shape)) for v in variables):,} parameters "
         f"({'LoRA rank %d + head' % cfg.lora_rank if cfg.lora_rank else 'full fine-tune'}) on "
         f"{len(train_data.texts):,} rows, {steps_per_epoch} steps/epoch, up to {cfg.epochs} epochs")
@@ -240,6 +254,10 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
             scaled = optimizer.scale_loss(loss) if policy.mixed else loss
         grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables))
+        if averages:
+            decay = tf.where(optimizer.iterations > warmup_steps, cfg.ema_decay, 0.0)
+            for average, v in zip(averages, variables):
+                average.assign(decay * average + (1.0 - decay) * v)
         return loss
 
     predictor = classifier.Predictor(model, spec.problem_type, policy, pooling=spec.pooling)
@@ -253,13 +271,13 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
              "best_epoch": None, "bad_epochs": 0, "seconds": 0.0}
     best_weights = None
     if checkpoint.exists():
-        state, best_weights = checkpoint.load(model, optimizer)
+        state, best_weights = checkpoint.load(model, optimizer, averages)
         log(f"resuming from the checkpoint at epoch {state['epoch']}, step {state['step']}")
     started = time.time() - state["seconds"]
 
     def save():
         state["seconds"] = round(time.time() - started, 1)
-        checkpoint.save(model, optimizer, state, best_weights)
+        checkpoint.save(model, optimizer, averages, state, best_weights)
 
     while state["epoch"] <= cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
@@ -283,11 +301,20 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                 save()
         val = evaluate(probabilities, val_data, names, cfg.multi_label)
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                 "validation": summary_metrics(val)}
+        if averages:  # the raw weights' figures stay in the history, for comparison
+            raw_weights = [np.asarray(v.numpy()) for v in variables]
+            entry["validation_raw_weights"] = entry["validation"]
+            for v, average in zip(variables, averages):
+                v.assign(average)
+            val = evaluate(probabilities, val_data, names, cfg.multi_label)
+            entry["validation"] = summary_metrics(val)
         score = val[metric]
-        state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                                 "validation": {k: v for k, v in val.items()
-                                                if k not in ("per_class", "confusion_matrix")}})
-        log(f"epoch {epoch}: validation {metric} {score:.4f}, accuracy {val.get('accuracy', 0):.4f}")
+        state["history"].append(entry)
+        log(f"epoch {epoch}: validation {metric} {score:.4f}, accuracy {val.get('accuracy', 0):.4f}"
+            + (f" (averaged weights; raw weights {entry['validation_raw_weights'][metric]:.4f})"
+               if averages else ""))
         if state["best"] is None or score > state["best"]:
             state.update(best=score, best_epoch=epoch, bad_epochs=0)
             best_weights = {v.path: np.asarray(v.numpy()) for v in variables}
@@ -295,6 +322,9 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
             state["bad_epochs"] += 1
             if state["bad_epochs"] >= cfg.patience:
                 log(f"early stop: no validation improvement for {state['bad_epochs']} epoch(s)")
+        if averages:  # training goes on from the raw weights
+            for v, value in zip(variables, raw_weights):
+                v.assign(value)
         state["epoch"], state["step"] = epoch + 1, 0
         save()
 
@@ -363,8 +393,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
     metrics = {"validation": result["validation"]}
     if test_data is not None:
         metrics["test"] = evaluate(result["probabilities"], test_data, names, cfg.multi_label)
-    spec.metrics = {split: {k: v for k, v in m.items() if k not in ("per_class", "confusion_matrix")}
-                    for split, m in metrics.items()}
+    spec.metrics = {split: summary_metrics(m) for split, m in metrics.items()}
     spec.training.update({
         "command": "python -m jobs.finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": asdict(cfg), "base": args["base"], "data_report": report,
@@ -440,11 +469,14 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
               help="An absolute floor for promotion, e.g. accuracy=0.85 (repeatable).")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=TrainConfig.checkpoint_every,
               show_default=True, help="Steps between checkpoints (also at every epoch end).")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.ema_decay,
+              show_default=True, help="Keep a moving average of the weights from the end of warm-up "
+              "on (e.g. 0.999) and evaluate and save it; 0: off.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(train_paths, validation_paths, validation_fraction, test_paths, text_column, label_column,
          label_names, base, model_name, registry, out, work_dir, full, lora_rank, lora_targets,
          multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
-         min_metric, checkpoint_every, seed):
+         min_metric, checkpoint_every, ema_decay, seed):
     """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
     Examples:
@@ -475,7 +507,7 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
                       learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
                       max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
                       validation_fraction=validation_fraction or TrainConfig.validation_fraction,
-                      seed=seed, multi_label=multi_label)
+                      ema_decay=ema_decay, seed=seed, multi_label=multi_label)
     args = dict(train=list(train_paths), validation=list(validation_paths), test=list(test_paths),
                 text_column=text_column, label_column=label_column,
                 label_names=label_names.split(",") if label_names else None, base=base,

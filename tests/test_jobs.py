@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from jobs import finetune, metrics
 from jobs import registry as registry_cli
-from scorer import registry
+from scorer import classifier, registry
 from scorer.cli import main as scorer_main
 from tests.conftest import REPO
 
@@ -114,23 +114,53 @@ def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_pat
     assert r.exit_code == 2 and "not with --validation" in r.output
 
 
+def test_weight_average_is_saved_and_leaves_the_training_path_alone(toy, tiny_model, tmp_path):
+    """--ema-decay: the averaged weights are evaluated and saved, while training goes on from the raw
+    weights, so those follow the same path (same validation figures) as a run without it."""
+    def run(out, *extra):
+        r = CliRunner().invoke(finetune.main, [
+            "--train", str(toy["train"]), "--validation", str(toy["val"]), "--base", str(tiny_model),
+            "--name", "toy", "--out", str(out), "--epochs", "3", "--full", "--learning-rate", "1e-3",
+            *extra], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        spec = json.loads((out / "scorer_model.json").read_text())
+        return r, spec["training"], classifier.read_weights(out / "weights.safetensors")
+
+    _, plain, plain_weights = run(tmp_path / "plain")
+    r, averaged, averaged_weights = run(tmp_path / "averaged", "--ema-decay", "0.9")
+    assert [h["validation_raw_weights"] for h in averaged["history"]] == \
+        [h["validation"] for h in plain["history"]]
+    assert [h["validation"] for h in averaged["history"]] != [h["validation"] for h in plain["history"]]
+    assert "validation_raw_weights" not in plain["history"][0]
+    assert "(averaged weights; raw weights " in r.stderr
+    best = averaged["history"][averaged["best_epoch"] - 1]["validation"]
+    saved = json.loads((tmp_path / "averaged" / "metrics.json").read_text())["validation"]
+    assert saved["accuracy"] == best["accuracy"] and saved["macro_f1"] == best["macro_f1"]
+    moved = max(float(np.max(np.abs(averaged_weights[k] - plain_weights[k]))) for k in plain_weights)
+    assert moved > 1e-4
+
+
 def test_killed_job_resumes_from_its_checkpoint(toy, tiny_model):
     cmd = [sys.executable, "-m", "jobs.finetune", "--train", str(toy["train"]), "--validation",
            str(toy["val"]), "--base", str(tiny_model), "--registry", str(toy["reg"]), "--name", "toy",
-           "--epochs", "3", "--checkpoint-every", "4", "--batch-size", "8"]
+           "--epochs", "3", "--checkpoint-every", "4", "--batch-size", "8", "--ema-decay", "0.9"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 180
-    state = None
+    state, averages = None, False
     while time.time() < deadline and proc.poll() is None:
         found = list((toy["reg"] / "toy" / "_runs").glob("*/checkpoint/state.json"))
-        if found:
-            state = json.loads(found[0].read_text())
-            if state["epoch"] >= 2:
-                break
+        try:  # a checkpoint is replaced by a rename: it may vanish between glob and read
+            state = json.loads(found[0].read_text()) if found else state
+            averages = averages or (found and found[0].with_name("averages.safetensors").is_file())
+        except FileNotFoundError:
+            continue
+        if state and state["epoch"] >= 2:
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state is not None and proc.returncode == -signal.SIGKILL, "no checkpoint before the kill"
+    assert averages  # the weight average is part of the checkpoint
     assert not registry.versions(toy["reg"] / "toy")
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
