@@ -60,8 +60,9 @@ class TrainConfig:
     validation_fraction: float = 0.1  # held out of --train when no --validation is given
     checkpoint_every: int = 500  # steps, besides every epoch end
     seed: int = 0
-    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights from the end of
-    # warm-up on; the averaged weights are the ones evaluated, early-stopped on and saved
+    # > 0: an exponential moving average of the weights from the end of warm-up on, which is what
+    # is evaluated, early-stopped on and saved
+    ema_decay: float = 0.0
     multi_label: bool = False
 
 
