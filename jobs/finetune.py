@@ -164,6 +164,11 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.dir / "state.json").is_file()
 
+    @staticmethod
+    def numbered(optimizer, averages) -> list:
+        """(file, variables) stored by position: optimizer state, and weight averages if any."""
+        return [("optimizer", optimizer.variables)] + ([("averages", averages)] if averages else [])
+
     def save(self, model, optimizer, averages, state: dict, best_weights: dict | None) -> None:
         from safetensors.numpy import save_file
 
@@ -171,11 +176,9 @@ class Checkpoint:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         classifier.save_weights(model, tmp / "weights.safetensors", scope="trainable")
-        save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)},
-                  str(tmp / "optimizer.safetensors"))
-        if averages:
-            save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(averages)},
-                      str(tmp / "averages.safetensors"))
+        for file, variables in self.numbered(optimizer, averages):
+            save_file({f"{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)},
+                      str(tmp / f"{file}.safetensors"))
         if best_weights is not None:
             save_file(best_weights, str(tmp / "best.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state))
@@ -190,8 +193,8 @@ class Checkpoint:
         from safetensors.numpy import load_file
 
         classifier.load_weights(model, self.dir / "weights.safetensors")
-        for file, variables in (("optimizer", optimizer.variables), ("averages", averages or [])):
-            saved = load_file(str(self.dir / f"{file}.safetensors")) if variables else {}
+        for file, variables in self.numbered(optimizer, averages):
+            saved = load_file(str(self.dir / f"{file}.safetensors"))
             for i, v in enumerate(variables):
                 v.assign(saved[f"{i}"])
         best = self.dir / "best.safetensors"
