@@ -11,6 +11,8 @@ import os
 # Keras runs on TensorFlow, and TensorFlow's C++ start-up chatter stays off the terminal.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# transformers (tokenizers and configs only, never its models) would announce that torch is absent.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Level 3 (errors hidden too): loading a program from the persistent XLA cache logs two spurious
 # "errors" per shape on every run (a text-format parse attempt and a CPU-feature note about
 # tuning flags). Real failures still raise Python exceptions; set the variable to see them all.

@@ -77,12 +77,14 @@ class Scorer:
         spec = md.spec
         policy = classifier.choose_device(precision=precision)
         keras_model = classifier.load_keras_model(md, dtype=policy.dtype)
-        tokenizer_file = (md.path / spec.tokenizer_file if spec.tokenizer_file
-                          else backbones.tokenizer_path(spec.base))
         length = min(max_length or spec.max_length, spec.max_length)
+        if spec.tokenizer_file:
+            tokenizer, pad_id = encode.load_tokenizer(md.path / spec.tokenizer_file, length), None
+        else:
+            tokenizer, pad_id = backbones.base_tokenizer(spec.base, length)
         pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None
-        encoder = encode.BatchEncoder(encode.load_tokenizer(tokenizer_file, length), length,
-                                      batch_tokens, pack_length=pack)
+        encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
+                                      pad_id=pad_id)
         predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
                                          pooling=spec.pooling)
         return cls(md, predictor, encoder)

@@ -1,8 +1,10 @@
 """Base encoders: where a model's BERT-family backbone and its tokenizer come from.
 
 A packaged encoder is a pip package that ships a Hugging Face checkpoint directory; its weights
-are checked against a pinned sha256 before use. keras-hub converts Hugging Face BERT, DistilBERT
-and RoBERTa checkpoints natively, so a local checkpoint directory works the same way.
+are checked against a pinned sha256 before use and keras-hub converts it (the default model was
+trained so). A local Hugging Face checkpoint (`hf_dir`: a bare encoder or a classifier, of any
+architecture scorer.hf reads) is converted by scorer.hf.convert, which follows its config exactly,
+and tokenized by transformers' AutoTokenizer.
 """
 
 from __future__ import annotations
@@ -65,19 +67,32 @@ def checkpoint_dir(base: dict) -> Path | None:
         return packaged_path(base["id"])
     if base["kind"] == "hf_dir":
         path = Path(base["path"])
-        for name in ("config.json", "model.safetensors"):
-            if not (path / name).is_file():
-                raise ModelError(f"base checkpoint {path} has no {name}")
+        if not (path / "config.json").is_file():  # weights are checked by scorer.hf.checkpoint
+            raise ModelError(f"base checkpoint {path} has no config.json")
         return path
     return None
 
 
-def tokenizer_path(base: dict) -> Path:
-    ckpt = checkpoint_dir(base)
-    if ckpt is None or not (ckpt / "tokenizer.json").is_file():
-        raise ModelError(f"base encoder {base} brings no tokenizer.json: the model directory "
-                         "must hold its own (tokenizer_file)")
-    return ckpt / "tokenizer.json"
+def tokenizer_path(base: dict) -> Path | None:
+    """The packaged encoder's tokenizer.json (None for other bases: see base_tokenizer)."""
+    if base["kind"] != "packaged":
+        return None
+    return checkpoint_dir(base) / "tokenizer.json"
+
+
+def base_tokenizer(base: dict, max_length: int):
+    """(a `tokenizers.Tokenizer` truncating to max_length, its pad id or None) for a base that
+    brings its tokenizer; ModelError for a config-only base, which brings none."""
+    from scorer import encode
+    from scorer.hf import checkpoint
+
+    if base["kind"] == "packaged":
+        return encode.load_tokenizer(tokenizer_path(base), max_length), None
+    if base["kind"] == "hf_dir":
+        tokenizer, pad_id, _ = checkpoint.load_tokenizer(checkpoint_dir(base))
+        return encode.limit_tokenizer(tokenizer, max_length), pad_id
+    raise ModelError(f"base encoder {base} brings no tokenizer: the model directory must hold "
+                     "its own (tokenizer_file)")
 
 
 def build_backbone(base: dict, dtype=None):
@@ -87,6 +102,11 @@ def build_backbone(base: dict, dtype=None):
     runtime.start()
     import keras_hub
 
+    if base["kind"] == "hf_dir":
+        from scorer.hf import checkpoint, convert
+
+        ckpt = checkpoint.read(checkpoint_dir(base), classifier=False)
+        return convert.build_backbone(ckpt, ckpt.tensors(), dtype=dtype)
     ckpt = checkpoint_dir(base)
     if ckpt is not None:
         # Backbone.from_preset picks the class from the checkpoint's config.json model_type.

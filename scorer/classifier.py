@@ -3,6 +3,7 @@
     token_ids, padding_mask  [batch, length]
       -> backbone            [batch, length, hidden]
       -> pool (mean/cls)     [batch, hidden]
+      -> dense + activation  [batch, hidden]  only with a head_activation (Hugging Face heads)
       -> dropout, dense      [batch, labels]  logits, float32 even under mixed precision
       -> softmax | sigmoid   [batch, labels]  probabilities
 
@@ -23,6 +24,7 @@ from scorer.errors import ModelError
 from scorer.modeldir import ModelDir, ModelSpec
 
 HEAD_NAME = "classifier_head"
+HEAD_DENSE = "head_dense"
 
 
 # ----------------------------------------------------------------------------- device & precision
@@ -56,10 +58,13 @@ def choose_device(gpus: list | None = None, precision: str = "auto") -> DevicePo
 
 # ----------------------------------------------------------------------------- the Keras model
 
-def build_classifier(backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+def build_classifier(backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1,
+                     head_activation: str | None = None):
     """Wrap a keras-hub backbone into a functional model with a classification head."""
     import keras
     from keras import ops
+
+    from scorer.hf.convert import activation
 
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
@@ -85,6 +90,9 @@ def build_classifier(backbone, num_labels: int, pooling: str = "mean", dropout: 
         for layer in backbone.layers:  # BERT's pooler is unused: do not train or decay it
             if layer.name == "pooled_dense":
                 layer.trainable = False
+    if head_activation is not None:
+        pooled = keras.layers.Dense(pooled.shape[-1], activation=activation(head_activation),
+                                    name=HEAD_DENSE)(pooled)  # [batch, hidden]
     x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)  # [batch, hidden]
     logits = keras.layers.Dense(num_labels, dtype="float32", name=HEAD_NAME)(x)  # [batch, labels]
     return keras.Model(inputs, logits, name="scorer_classifier")
@@ -156,14 +164,33 @@ def build_from_spec(spec: ModelSpec, dtype=None):
     backbone = backbones.build_backbone(spec.base, dtype=dtype)
     if spec.lora_rank:
         backbone.enable_lora(spec.lora_rank, target_layer_names=spec.lora_targets)
-    return build_classifier(backbone, len(spec.labels), spec.pooling, spec.dropout)
+    return build_classifier(backbone, len(spec.labels), spec.pooling, spec.dropout,
+                            spec.head_activation)
 
 
 def load_keras_model(model_dir: ModelDir, dtype=None):
+    if model_dir.checkpoint is not None:
+        return load_checkpoint_model(model_dir, dtype)
     model = build_from_spec(model_dir.spec, dtype)
     # A config-only base has no pretrained weights: every variable must come from the file.
     load_weights(model, model_dir.path / model_dir.spec.weights_file,
                  require_all=model_dir.spec.base["kind"] == "config")
+    return model
+
+
+def load_checkpoint_model(model_dir: ModelDir, dtype=None):
+    """A Hugging Face classifier checkpoint as it is: its encoder and its head."""
+    from scorer import runtime
+    from scorer.hf import convert
+
+    runtime.start()
+    ckpt = model_dir.checkpoint
+    tensors = ckpt.tensors()
+    backbone = convert.build_backbone(ckpt, tensors, dtype=dtype)
+    spec = model_dir.spec
+    model = build_classifier(backbone, len(spec.labels), spec.pooling, spec.dropout,
+                             spec.head_activation)
+    assign_weights(model, convert.head_weights(ckpt, tensors), str(ckpt.path))
     return model
 
 
@@ -204,6 +231,8 @@ class Predictor:
         self.shapes_seen: set[tuple[int, int]] = set()
         self._backbone = _bert_backbone(model)
         self._head = model.get_layer(HEAD_NAME)
+        names = {layer.name for layer in model.layers}
+        self._head_dense = model.get_layer(HEAD_DENSE) if HEAD_DENSE in names else None
         # Traced once with [None, ...] signatures; XLA still compiles each concrete shape once
         # (and keeps it in its persistent cache), but the Keras graph is traced only once.
         ids = tf.TensorSpec([None, None], tf.int32)
@@ -243,6 +272,8 @@ class Predictor:
             pooled = tf.einsum("bsl,blh->bsh", first, x)
             if self.pooling == "pooled":
                 pooled = bb.pooled_dense(pooled)
+        if self._head_dense is not None:
+            pooled = self._head_dense(pooled)  # [batch, slots, hidden]
         return self._probabilities(self._head(pooled))  # [batch, slots, labels]
 
     def __call__(self, batch) -> np.ndarray:

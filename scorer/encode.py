@@ -72,10 +72,14 @@ def load_tokenizer(path: str | Path, max_length: int):
     The packaged tokenizer.json pads and truncates to 128 by default, which would make every
     text 128 tokens long: both are reset here.
     """
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # false halves encode speed
     import tokenizers
 
-    tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    return limit_tokenizer(tokenizers.Tokenizer.from_file(str(path)), max_length)
+
+
+def limit_tokenizer(tokenizer, max_length: int):
+    """The same `tokenizers.Tokenizer`, set to truncate to max_length and not to pad."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # false halves encode speed
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer
@@ -94,7 +98,8 @@ class BatchEncoder:
     """Tokenizes chunks of texts and plans their batches."""
 
     def __init__(self, tokenizer, max_length: int, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 buckets=DEFAULT_BUCKETS, pack_length: int | None = None):
+                 buckets=DEFAULT_BUCKETS, pack_length: int | None = None,
+                 pad_id: int | None = None):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_tokens = batch_tokens
@@ -102,8 +107,10 @@ class BatchEncoder:
         # Packed rows are pack_length tokens long; a text (>= 3 tokens: [CLS] x [SEP]) takes one
         # of pack_length // 3 slots. Texts longer than pack_length are bucketed.
         self.pack_length = min(pack_length, max_length) if pack_length else None
-        pad_id = tokenizer.token_to_id("[PAD]")  # BERT; RoBERTa-style vocabularies say <pad>
-        self.pad_id = pad_id if pad_id is not None else (tokenizer.token_to_id("<pad>") or 0)
+        if pad_id is None:  # BERT says [PAD]; RoBERTa-style vocabularies say <pad>
+            pad_id = tokenizer.token_to_id("[PAD]")
+            pad_id = pad_id if pad_id is not None else (tokenizer.token_to_id("<pad>") or 0)
+        self.pad_id = pad_id
 
     def pack_lengths(self) -> tuple[int, ...]:
         """Packed row lengths: pack_length, and half of it for chunks of short texts."""

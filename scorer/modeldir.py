@@ -10,6 +10,7 @@ Nothing here is executable: JSON and safetensors only, no pickle, no Keras model
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -17,12 +18,15 @@ from pathlib import Path
 
 from scorer import registry
 from scorer.errors import ModelError
+from scorer.hf import checkpoint as hf_checkpoint
+from scorer.hf.checkpoint import Checkpoint
 
 SPEC_FILE = registry.SPEC_FILE
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
 PROBLEM_TYPES = ("single_label", "multi_label")
 POOLINGS = ("mean", "cls", "pooled")
+HEAD_ACTIVATIONS = (None, "tanh", "relu", "gelu", "gelu_tanh", "silu")
 
 
 @dataclass
@@ -39,6 +43,9 @@ class ModelSpec:
     threshold: float = 0.5  # multi_label: a label is predicted when its probability is >= this
     max_length: int = 128
     pooling: str = "mean"
+    # A dense layer + this activation between pooling and the classifier (the heads of Hugging
+    # Face classifiers: BERT's pooler, RoBERTa's classifier.dense, ...); None: no such layer
+    head_activation: str | None = None
     dropout: float = 0.1
     lora_rank: int | None = None
     lora_targets: list[str] | None = None  # backbone layer names; None: keras-hub's (query, value)
@@ -61,6 +68,8 @@ class ModelSpec:
             bad(f"'problem_type' must be one of {PROBLEM_TYPES}, not {self.problem_type!r}")
         if self.pooling not in POOLINGS:
             bad(f"'pooling' must be one of {POOLINGS}, not {self.pooling!r}")
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            bad(f"'head_activation' must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not isinstance(self.max_length, int) or not 2 <= self.max_length <= 8192:
             bad(f"'max_length' must be an integer from 2 to 8192, not {self.max_length!r}")
         if self.base.get("kind") not in ("packaged", "hf_dir", "config"):
@@ -72,14 +81,26 @@ class ModelSpec:
 
 @dataclass
 class ModelDir:
+    """A model: a directory of ours (a spec), or a Hugging Face classifier checkpoint as it is
+    (`checkpoint` set; its spec is derived from config.json and never written)."""
+
     path: Path
     spec: ModelSpec
+    checkpoint: "Checkpoint | None" = None
 
-    @property
+    @functools.cached_property
     def id(self) -> dict:
-        """What identifies the scored output's model: name, version and a checksum of the spec."""
-        return {"name": self.spec.name, "version": self.spec.version, "path": str(self.path),
-                "checksum": sha256_file(self.path / SPEC_FILE)}
+        """What identifies the scored output's model: name, version and a checksum of the spec
+        (of a Hugging Face checkpoint: its architecture, labels, and the sha256 of its config and
+        weights, the checksum covering them all)."""
+        if self.checkpoint is None:
+            return {"name": self.spec.name, "version": self.spec.version, "path": str(self.path),
+                    "checksum": sha256_file(self.path / SPEC_FILE)}
+        ckpt = self.checkpoint
+        combined = hashlib.sha256(json.dumps(ckpt.checksums, sort_keys=True).encode()).hexdigest()
+        return {"name": self.spec.name, "version": None, "path": str(self.path),
+                "architecture": ckpt.architecture, "labels": self.spec.labels,
+                "checksums": ckpt.checksums, "checksum": combined}
 
 
 def sha256_file(path: Path) -> str:
@@ -105,6 +126,8 @@ def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
     """Read and check a model directory's spec, and (verify=True) its files' checksums."""
     path = resolve(ref)
     spec_path = path / SPEC_FILE
+    if hf_checkpoint.is_checkpoint(path):
+        return from_checkpoint(hf_checkpoint.read(path))
     if not spec_path.is_file():
         raise ModelError(f"{path} is not a scorer model directory: it has no {SPEC_FILE}")
     try:
@@ -126,6 +149,31 @@ def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
     if verify:
         verify_files(model_dir)
     return model_dir
+
+
+def from_checkpoint(ckpt: "Checkpoint") -> ModelDir:
+    """The spec a Hugging Face classifier checkpoint implies: its labels and problem type, its
+    head (the first token, a dense layer with the architecture's activation, the classifier),
+    and the smaller of the tokenizer's model_max_length and the position limit."""
+    from scorer.hf import convert
+
+    tokenizer_max = None
+    tokenizer_config = ckpt.path / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        try:
+            tokenizer_max = json.loads(tokenizer_config.read_text(encoding="utf-8")).get("model_max_length")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+            raise ModelError(f"{tokenizer_config}: not readable JSON ({e})") from None
+    convert.check_config(ckpt)
+    spec = ModelSpec(
+        name=ckpt.path.name, labels=ckpt.labels, problem_type=ckpt.problem_type,
+        base={"kind": "hf_dir", "path": str(ckpt.path)},
+        max_length=ckpt.max_length(tokenizer_max if isinstance(tokenizer_max, (int, float)) else None),
+        pooling="cls", head_activation=convert.head_activation(ckpt), dropout=0.0,
+        weights_file=ckpt.weight_files[0], checksums=dict(ckpt.checksums),
+        training={"source": "Hugging Face checkpoint", "architecture": ckpt.architecture})
+    spec.validate(str(ckpt.path / hf_checkpoint.CONFIG_FILE))
+    return ModelDir(ckpt.path, spec, ckpt)
 
 
 def verify_files(model_dir: ModelDir) -> None:
