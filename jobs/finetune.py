@@ -32,6 +32,7 @@ from scorer import backbone as backbones
 from scorer import classifier, encode, modeldir, registry
 from scorer.api import run_batches
 from scorer.errors import ScorerError
+from scorer.hf import checkpoint, convert
 
 DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
 # LoRA on every projection of every BERT layer (attention q/k/v/output and both FFN matrices):
@@ -99,6 +100,35 @@ def start_from(model, spec: modeldir.ModelSpec, start: modeldir.ModelDir) -> Non
         wanted -= {p for p in wanted if p.startswith(classifier.HEAD_NAME + "/")}
     classifier.assign_weights(model, {k: v for k, v in tensors.items() if k in wanted},
                               str(start.path))
+
+
+def hf_classifier(base: dict) -> "checkpoint.Checkpoint | None":
+    """The Hugging Face classifier checkpoint a base is, if it is one (not a bare encoder)."""
+    if base["kind"] != "hf_dir":
+        return None
+    ckpt = checkpoint.read(Path(base["path"]), classifier=False)
+    return ckpt if ckpt.is_classifier else None
+
+
+def base_checkpoint_record(base: dict) -> dict | None:
+    """What a model trained from a Hugging Face checkpoint records of it."""
+    if base["kind"] != "hf_dir":
+        return None
+    ckpt = checkpoint.read(Path(base["path"]), classifier=False)
+    return {"path": str(ckpt.path), "architecture": ckpt.architecture, "checksums": ckpt.checksums}
+
+
+def start_from_checkpoint(model, spec: modeldir.ModelSpec, ckpt: "checkpoint.Checkpoint") -> str:
+    """Start from a Hugging Face classifier's head: its dense layer always, its classifier layer
+    when the label names are the same (else a new one). Returns what it did, for the log."""
+    head = convert.head_weights(ckpt, ckpt.tensors())
+    same = ckpt.labels == spec.labels
+    if not same:
+        head = {k: v for k, v in head.items() if k.startswith(classifier.HEAD_DENSE + "/")}
+    classifier.assign_weights(model, head, str(ckpt.path))
+    return (f"head: {ckpt.architecture}'s, labels {ckpt.labels}" if same else
+            f"head: {ckpt.architecture}'s dense layer; a new classifier layer, since its labels "
+            f"{ckpt.labels} are not {spec.labels}")
 
 
 # ----------------------------------------------------------------------------- batches
@@ -213,22 +243,28 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
+    hf_head = hf_classifier(base)
     spec = modeldir.ModelSpec(
-        name=model_name, labels=names, base=base, max_length=cfg.max_length, pooling=cfg.pooling,
+        name=model_name, labels=names, base=base, max_length=cfg.max_length,
+        pooling="cls" if hf_head else cfg.pooling,
+        head_activation=convert.head_activation(hf_head) if hf_head else None,
         dropout=cfg.dropout, lora_rank=cfg.lora_rank or None,
         lora_targets=LORA_TARGETS[cfg.lora_targets] if cfg.lora_rank else None,
         problem_type="multi_label" if cfg.multi_label else "single_label")
     model = classifier.build_from_spec(spec, dtype=policy.dtype)
-    tokenizer_file = backbones.tokenizer_path(base) if base["kind"] != "config" else None
+    if hf_head:
+        log(start_from_checkpoint(model, spec, hf_head))
+    tokenizer_file = None  # a tokenizer.json the new model directory must carry itself
     if init_from is not None:
         start = modeldir.read(init_from)
         start_from(model, spec, start)
         if start.spec.tokenizer_file:
             tokenizer_file = start.path / start.spec.tokenizer_file
-    if tokenizer_file is None:
-        raise ScorerError(f"no tokenizer for base {base}")
-    tokenizer = encode.load_tokenizer(tokenizer_file, cfg.max_length)
-    encoder = encode.BatchEncoder(tokenizer, cfg.max_length)
+    if tokenizer_file is not None:
+        tokenizer, pad_id = encode.load_tokenizer(tokenizer_file, cfg.max_length), None
+    else:
+        tokenizer, pad_id = backbones.base_tokenizer(base, cfg.max_length)
+    encoder = encode.BatchEncoder(tokenizer, cfg.max_length, pad_id=pad_id)
     ids, lengths, _ = encoder.tokenize(train_data.texts)
     buckets = encoder.bucket_of(lengths)
     steps_per_epoch = sum(-(-int(np.sum(buckets == b)) // cfg.batch_size)
@@ -339,7 +375,7 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     classifier.save_weights(model, out / spec.weights_file, scope=classifier.weights_scope(spec))
-    if base["kind"] == "config" or tokenizer_file != backbones.tokenizer_path(base):
+    if tokenizer_file is not None:
         shutil.copy(tokenizer_file, out / "tokenizer.json")
         spec.tokenizer_file = "tokenizer.json"
     spec.training = {"history": state["history"], "best_epoch": state["best_epoch"],
@@ -401,6 +437,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
     spec.training.update({
         "command": "python -m jobs.finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": asdict(cfg), "base": args["base"], "data_report": report,
+        "base_checkpoint": base_checkpoint_record(base),
         "train_data": train_data.fingerprint, "validation_data": val_data.fingerprint,
         "test_data": test_data.fingerprint if test_data else None,
         "scorer_version": scorer.__version__,
@@ -448,7 +485,8 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
 @click.option("--label-names", help="Comma-separated label names for integer labels 0, 1, ...")
 @click.option("--base", default="default", show_default=True,
               help="default (packaged MiniLM), a scorer model directory or registry reference, "
-                   "or a local Hugging Face BERT/DistilBERT checkpoint directory.")
+                   "or a local Hugging Face checkpoint directory (an encoder or a classifier: "
+                   "BERT, DistilBERT, RoBERTa, XLM-R, ALBERT, DeBERTa-v3).")
 @click.option("--name", "model_name", required=True, help="Model name.")
 @click.option("--registry", type=click.Path(path_type=Path),
               help="Registry root: registers NAME's next version and promotes it if better.")
@@ -459,6 +497,10 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
 @click.option("--lora-rank", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lora-targets", type=click.Choice(list(LORA_TARGETS)), default="all",
               show_default=True, help="Layers that get an adapter: every projection, or query/value.")
+@click.option("--pooling", type=click.Choice(list(modeldir.POOLINGS)), default=TrainConfig.pooling,
+              show_default=True, help="Text vector for the head: masked mean of the tokens, the "
+              "first token, or BERT's pooler (dense + tanh on it; exportable with `scorer export`). "
+              "A Hugging Face classifier --base keeps its own head.")
 @click.option("--multi-label", is_flag=True, help="Sigmoid outputs, binary cross-entropy; the "
               "label column holds lists.")
 @click.option("--epochs", type=click.IntRange(1), default=TrainConfig.epochs, show_default=True)
@@ -479,7 +521,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(train_paths, validation_paths, validation_fraction, test_paths, text_column, label_column,
          label_names, base, model_name, registry, out, work_dir, full, lora_rank, lora_targets,
-         multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
+         pooling, multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
          min_metric, checkpoint_every, ema_decay, seed):
     """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
@@ -511,7 +553,7 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
                       learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
                       max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
                       validation_fraction=validation_fraction or TrainConfig.validation_fraction,
-                      ema_decay=ema_decay, seed=seed, multi_label=multi_label)
+                      ema_decay=ema_decay, seed=seed, multi_label=multi_label, pooling=pooling)
     args = dict(train=list(train_paths), validation=list(validation_paths), test=list(test_paths),
                 text_column=text_column, label_column=label_column,
                 label_names=label_names.split(",") if label_names else None, base=base,

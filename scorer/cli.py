@@ -10,7 +10,7 @@ import sys
 import click
 
 import scorer
-from scorer import encode, modeldir, source
+from scorer import commit, encode, modeldir, source
 from scorer.errors import Interrupted, ScorerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -29,10 +29,13 @@ def fail(error: ScorerError):
 @contextlib.contextmanager
 def stop_on_signals():
     """SIGTERM (Airflow, Kubernetes, systemd) and SIGINT stop the run the way an error does: open
-    part files are dropped, committed ones kept, exit 128 + signal; the same command resumes."""
+    part files are dropped, committed ones kept, exit 128 + signal; the same command resumes.
+    Once the run's _SUCCESS is written there is nothing left to stop: the command ends as usual."""
     def handler(signum, frame):
-        raise Interrupted(signum, signal.Signals(signum).name)
+        if not commit.completed.is_set():
+            raise Interrupted(signum, signal.Signals(signum).name)
 
+    commit.completed.clear()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
@@ -159,13 +162,26 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
             else:
                 result = run_pipeline(list(inputs), output, model, options,
                                       progress=terminal_progress if show_progress else None)
+            report(result, follow_dir, log_format, show_progress)  # a stop now ends nothing
     except ScorerError as e:
         if show_progress:
             click.echo("", err=True)
         fail(e)
+
+
+def report(result, follow_dir: str | None, log_format: str, show_progress: bool) -> None:
+    """The run's summary on stderr: one line (or one JSON object), plus its warnings."""
     m = result.manifest
+    if result.already_complete:
+        if log_format == "json":
+            click.echo(json.dumps({"already_complete": True, "output": str(result.output),
+                                   "rows_out": m["rows_out"], "finished": m["finished"]}), err=True)
+        else:
+            click.echo(f"already complete: {m['rows_out']:,} rows, finished at {m['finished']}: "
+                       f"nothing rescored in {result.output}/ (--overwrite scores again)", err=True)
+        return
     if follow_dir:
-        click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {output}/ "
+        click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {result.output}/ "
                    f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all)", err=True)
         return
     for warning in m["warnings"]:
@@ -207,18 +223,31 @@ def info(model, as_json):
         click.echo(json.dumps({"path": str(md.path), "id": md.id, **json.loads(spec.to_json())}, indent=2))
         return
     base = spec.base.get("id") or spec.base.get("path") or spec.base.get("architecture")
+    ckpt = md.checkpoint
     lines = [
-        f"model:        {spec.name} (version {spec.version})",
+        f"model:        {spec.name}" + (f" (version {spec.version})" if ckpt is None else ""),
         f"path:         {md.path}",
+    ]
+    if ckpt is not None:
+        lines += [f"format:       Hugging Face checkpoint, {ckpt.architecture} ({ckpt.model_type})",
+                  f"head:         first token -> dense + {spec.head_activation} -> classifier"]
+    lines += [
         f"labels:       {', '.join(f'{i}={n}' for i, n in enumerate(spec.labels))}",
         f"problem type: {spec.problem_type}" + (f" (threshold {spec.threshold})"
                                                 if spec.problem_type == "multi_label" else ""),
-        f"base encoder: {spec.base['kind']} {base}",
-        "adapter:      " + (f"LoRA rank {spec.lora_rank} on {', '.join(spec.lora_targets or ['query', 'value'])}"
-                             if spec.lora_rank else "none (all weights in the directory)"),
-        f"pooling:      {spec.pooling}",
+    ]
+    if ckpt is None:
+        lines += [
+            f"base encoder: {spec.base['kind']} {base}",
+            "adapter:      " + (f"LoRA rank {spec.lora_rank} on {', '.join(spec.lora_targets or ['query', 'value'])}"
+                                 if spec.lora_rank else "none (all weights in the directory)"),
+            f"pooling:      {spec.pooling}" + (f", then dense + {spec.head_activation}"
+                                                if spec.head_activation else ""),
+        ]
+    lines += [
         f"max length:   {spec.max_length} tokens",
-        f"checksum:     {md.id['checksum']} ({modeldir.SPEC_FILE})",
+        f"checksum:     {md.id['checksum']} "
+        + ("(of the files below)" if ckpt is not None else f"({modeldir.SPEC_FILE})"),
     ]
     lines += [f"  {name}: {digest}" for name, digest in spec.checksums.items()]
     for split, values in spec.metrics.items():
