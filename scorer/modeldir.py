@@ -60,6 +60,14 @@ class ModelSpec:
         def bad(msg):
             raise ModelError(f"{where}: {msg}")
 
+        for name, types in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+                bad(f"{name!r} must be {_TYPE_WORDS[types]}, not {type(value).__name__}")
+        _check_base(self.base, bad)
+        for name in (self.weights_file, self.tokenizer_file):
+            if name is not None and not _is_plain_file_name(name):
+                bad(f"file name {name!r} must be a plain name inside the model directory")
         if not self.labels or not all(isinstance(x, str) and x for x in self.labels):
             bad("'labels' must be a non-empty list of label names")
         if len(set(self.labels)) != len(self.labels):
@@ -72,11 +80,42 @@ class ModelSpec:
             bad(f"'head_activation' must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not isinstance(self.max_length, int) or not 2 <= self.max_length <= 8192:
             bad(f"'max_length' must be an integer from 2 to 8192, not {self.max_length!r}")
-        if self.base.get("kind") not in ("packaged", "hf_dir", "config"):
-            bad(f"'base.kind' must be packaged, hf_dir or config, not {self.base.get('kind')!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+# JSON types of the spec's fields (bool, a subclass of int, is refused where it is not listed).
+_FIELD_TYPES = {
+    "name": (str,), "labels": (list,), "base": (dict,), "version": (str, int),
+    "problem_type": (str,), "threshold": (int, float), "max_length": (int,), "pooling": (str,),
+    "head_activation": (str, type(None)), "dropout": (int, float),
+    "lora_rank": (int, type(None)), "lora_targets": (list, type(None)), "weights_file": (str,),
+    "tokenizer_file": (str, type(None)), "checksums": (dict,), "training": (dict,),
+    "metrics": (dict,), "format_version": (int,),
+}
+_TYPE_WORDS = {(str,): "a string", (list,): "a list", (dict,): "a JSON object",
+               (str, int): "a string", (int, float): "a number", (int,): "an integer",
+               (str, type(None)): "a string or null", (int, type(None)): "an integer or null",
+               (list, type(None)): "a list or null"}
+# What each base kind must hold, and of which type.
+_BASE_FIELDS = {"packaged": {"id": str}, "hf_dir": {"path": str},
+                "config": {"architecture": str, "config": dict}}
+
+
+def _check_base(base: dict, bad) -> None:
+    kind = base.get("kind")
+    if kind not in _BASE_FIELDS:
+        bad(f"'base.kind' must be packaged, hf_dir or config, not {kind!r}")
+    for key, kind_type in _BASE_FIELDS[kind].items():
+        if not isinstance(base.get(key), kind_type):
+            bad(f"'base' of kind {kind} needs {key!r} as {_TYPE_WORDS[(kind_type,)]}, "
+                f"not {type(base.get(key)).__name__}")
+
+
+def _is_plain_file_name(name: str) -> bool:
+    """A file directly inside the model directory: no separator, no '..', not absolute."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 @dataclass
@@ -140,11 +179,17 @@ def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
     missing = [k for k in ("name", "labels", "base") if k not in raw]
     if missing:
         raise ModelError(f"{spec_path}: missing {', '.join(missing)}")
-    if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    version = raw.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"{spec_path}: 'format_version' must be an integer, not {type(version).__name__}")
+    if version > FORMAT_VERSION:
         raise ModelError(f"{spec_path}: format_version {raw['format_version']} is newer than this "
                          f"scorer reads ({FORMAT_VERSION}); upgrade scorer")
     spec = ModelSpec(**{k: v for k, v in raw.items() if k in known})
     spec.validate(str(spec_path))
+    for name in (spec.weights_file, spec.tokenizer_file):
+        if name is not None and not (path / name).resolve().is_relative_to(path.resolve()):
+            raise ModelError(f"{path / name}: a symlink out of the model directory")
     model_dir = ModelDir(path, spec)
     if verify:
         verify_files(model_dir)

@@ -89,3 +89,52 @@ def test_scoring_in_a_process_with_no_network_interfaces(tmp_path):
                           capture_output=True, text=True, cwd=REPO, env=offline_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "_manifest.json").read_text())["rows_scored"] == 300
+
+
+# --------------------------------------------------------------------------- model file names
+
+def copy_model(tiny_model, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    return d, json.loads((d / "scorer_model.json").read_text())
+
+
+@pytest.mark.parametrize("field", ["weights_file", "tokenizer_file"])
+@pytest.mark.parametrize("name", ["../elsewhere/{}", "{ABS}/elsewhere/{}", "sub/{}", "..", ".", ""])
+def test_spec_file_names_are_plain_names_inside_the_model_directory(tiny_model, tmp_path, field, name):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    d, spec = copy_model(tiny_model, tmp_path)
+    original = spec[field]
+    for folder in (tmp_path / "elsewhere", d / "sub"):  # the named file exists, checksum and all
+        folder.mkdir()
+        shutil.copy(d / original, folder / original)
+    name = name.format(original, ABS=tmp_path)
+    spec[field] = name
+    spec["checksums"][name] = spec["checksums"][original]
+    (d / "scorer_model.json").write_text(json.dumps(spec))
+    r = CliRunner().invoke(main, ["info", "--model", str(d)])
+    assert r.exit_code == 4, r.output
+    assert r.stderr.strip() == (f"error: {d / 'scorer_model.json'}: file name {name!r} must be a "
+                                "plain name inside the model directory")
+
+
+@pytest.mark.parametrize("field", ["weights_file", "tokenizer_file"])
+def test_a_model_file_may_not_be_a_symlink_out_of_its_directory(tiny_model, tmp_path, field):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    d, spec = copy_model(tiny_model, tmp_path)
+    outside = tmp_path / "outside.bin"
+    shutil.move(d / spec[field], outside)
+    (d / spec[field]).symlink_to(outside)  # the same bytes: its checksum matches
+    r = CliRunner().invoke(main, ["info", "--model", str(d)])
+    assert r.exit_code == 4, r.output
+    assert r.stderr.strip() == f"error: {d / spec[field]}: a symlink out of the model directory"
+    (d / spec[field]).unlink()
+    shutil.move(outside, d / "real.bin")
+    (d / spec[field]).symlink_to("real.bin")  # a link that stays inside is fine
+    assert CliRunner().invoke(main, ["info", "--model", str(d)]).exit_code == 0
