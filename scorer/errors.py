@@ -8,6 +8,13 @@ class ScorerError(Exception):
     exit_code = 1
 
 
+class ConfigError(ScorerError):
+    """A setting outside the command line is unusable (an environment variable such as
+    SCORER_THREADS): the same exit code as click's usage errors."""
+
+    exit_code = 2
+
+
 class InputError(ScorerError):
     """An input file, glob or column is missing, unreadable or of the wrong type."""
 

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from scorer.errors import ConfigError
+
 _gpus: list | None = None
 _CACHE_MIN_FREE_BYTES = 1 << 30
 threads_in_use: int | None = None
@@ -60,14 +62,26 @@ def xla_cache_dir() -> str | None:
     return path
 
 
+def threads_setting() -> int | None:
+    """$SCORER_THREADS as a thread count (None when unset or empty)."""
+    value = os.environ.get("SCORER_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"SCORER_THREADS={value!r}: give a whole number of threads, 1 or more "
+                          "(or unset it: the cores this process may use)")
+    return int(value)
+
+
 def start(threads: int | None = None) -> list:
     """Import TensorFlow and keras-hub, size their thread pools, and list the GPUs, with native
     start-up output silenced. threads (default: available_cpus()) bounds TensorFlow's and the
     tokenizer's pools so that a container's CPU quota is not oversubscribed."""
     global _gpus, threads_in_use
+    configured = threads_setting()  # checked even when TensorFlow has already started
     if _gpus is not None:
         return _gpus
-    threads_in_use = threads or int(os.environ.get("SCORER_THREADS", 0)) or available_cpus()
+    threads_in_use = threads or configured or available_cpus()
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads_in_use))  # the tokenizer's pool
     cache = xla_cache_dir()
     if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):

@@ -39,3 +39,18 @@ def test_tensorflow_pools_follow_the_chosen_thread_count():
     assert runtime.threads_in_use >= 1
     assert tf.config.threading.get_intra_op_parallelism_threads() == runtime.threads_in_use
     assert os.environ["RAYON_NUM_THREADS"]
+
+
+def test_scorer_threads_sets_the_count_and_a_bad_value_is_a_config_error(monkeypatch):
+    import pytest
+
+    from scorer.errors import ConfigError
+
+    monkeypatch.setenv("SCORER_THREADS", " 3 ")
+    assert runtime.threads_setting() == 3
+    monkeypatch.setenv("SCORER_THREADS", "")
+    assert runtime.threads_setting() is None
+    for value in ("abc", "0", "-1", "2.5", "1e3"):
+        monkeypatch.setenv("SCORER_THREADS", value)
+        with pytest.raises(ConfigError, match=f"SCORER_THREADS={value!r}: give a whole number"):
+            runtime.start()
