@@ -8,18 +8,22 @@ be read (invalid UTF-8, malformed JSON): such a row is kept, with null text, nev
 
 from __future__ import annotations
 
+import csv
+import functools
 import glob
 import hashlib
 import json
 import queue
+import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from scorer import faults, storage
 from scorer.errors import InputError
@@ -32,7 +36,9 @@ _EXTENSIONS = {
     ".txt": "text", ".text": "text",
 }
 DEFAULT_CHUNK_ROWS = 8192
-DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, text) is a bad row, never read whole
+DEFAULT_CHUNK_BYTES = 16 << 20  # a chunk also ends at this much text, so long rows stay bounded
+DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, CSV, text) is a bad row, never read whole
+_PARQUET_READ_BUFFER = 1 << 20  # Parquet pages are read through this buffer, not a column chunk at once
 
 
 @dataclass
@@ -151,6 +157,7 @@ class _Reading:
 
     text_column: str
     chunk_rows: int
+    chunk_bytes: int
     stats: SourceStats
     skip: _Skip
     max_line_bytes: int
@@ -160,16 +167,19 @@ class _Reading:
 def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 stats: SourceStats | None = None, skip: int = 0,
                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                flush_seconds: float | None = None) -> Iterator[Chunk]:
-    """Chunks of at most chunk_rows rows, in input order, after the first `skip` rows (which are
-    counted but not returned: Parquet skips them from metadata, line formats scan past them).
+                flush_seconds: float | None = None,
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """Chunks of at most chunk_rows rows and about chunk_bytes bytes of input, in input order,
+    after the first `skip` rows (which are counted but not returned: Parquet skips whole row
+    groups from their footers, line formats scan past them).
 
     With flush_seconds, a stream on stdin yields a partial chunk once its oldest row has waited
     flush_seconds / 2, and an empty chunk every quarter second while no row arrives, so that
     the stages downstream can commit on time whatever the producer's pace."""
     stats = stats if stats is not None else SourceStats()
     readers = {"parquet": _parquet, "jsonl": _jsonl, "csv": _csv, "text": _text}
-    reading = _Reading(text_column, chunk_rows, stats, _Skip(skip), max_line_bytes, flush_seconds)
+    reading = _Reading(text_column, chunk_rows, chunk_bytes, stats, _Skip(skip), max_line_bytes,
+                       flush_seconds)
     for inp in inputs:
         stats.files.append(inp.path)
         before = reading.skip.remaining
@@ -186,44 +196,120 @@ def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT
 def _parquet(path, r: _Reading) -> Iterator[Chunk]:
     import pyarrow.dataset as ds
 
-    text_column, skip = r.text_column, r.skip
     try:
         if path == "-":
-            source = pa.BufferReader(sys.stdin.buffer.read())  # Parquet needs random access
-            dataset = ds.dataset(source, format="parquet")
-            fragments = [(path, f) for f in dataset.get_fragments()]
+            data = pa.BufferReader(sys.stdin.buffer.read())  # Parquet needs random access
+            schema = pq.read_schema(data)
+            files = [_ParquetFile(path, lambda: data, {})]
         else:
             fs, base, scheme = None, path, ""
             if storage.is_remote(path):
                 fs, base = storage.filesystem(path)
                 scheme = path[:path.index("://") + 3]
             dataset = ds.dataset(base, format="parquet", partitioning="hive", filesystem=fs)
-            fragments = sorted(((scheme + f.path, f) for f in dataset.get_fragments()),
-                               key=lambda x: x[0])
-            if not fragments:
+            schema = dataset.schema
+            files = sorted((_ParquetFile(scheme + f.path, functools.partial(f.filesystem.open_input_file, f.path),
+                                         ds.get_partition_keys(f.partition_expression))
+                            for f in dataset.get_fragments()), key=lambda f: f.name)
+            if not files:
                 raise InputError(f"{path}: no Parquet files in this directory")
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: not readable as Parquet ({_first_line(e)})") from None
-    schema = dataset.schema
-    _check_text_type(path, schema, text_column)
-    for name, fragment in fragments:
-        offset = 0
+    _check_text_type(path, schema, r.text_column)
+    for file in files:
         try:
-            if skip.remaining and skip.remaining >= fragment.count_rows():
-                skip.take(fragment.count_rows())  # from the footer: the file is not read
-                continue
-            for batch in fragment.to_batches(schema=schema, batch_size=r.chunk_rows):
-                skipped = skip.take(batch.num_rows)
-                offset += skipped
-                batch = batch.slice(skipped)
-                if batch.num_rows == 0:
-                    continue
-                table = pa.Table.from_batches([batch])
-                texts = table.column(text_column).to_pylist()
-                yield Chunk(table, texts, [None] * len(texts), name, offset)
-                offset += batch.num_rows
+            yield from _parquet_file(file, schema, r)
         except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{name}: not readable as Parquet ({_first_line(e)})") from None
+            raise InputError(f"{file.name}: not readable as Parquet ({_first_line(e)})") from None
+
+
+@dataclass
+class _ParquetFile:
+    name: str  # as rows' positions name it
+    open: Callable[[], object]  # -> a random-access file
+    partition: dict  # hive partition column -> value, from the file's path
+
+
+def _parquet_file(file: _ParquetFile, schema: pa.Schema, r: _Reading) -> Iterator[Chunk]:
+    """One file's chunks. Committed row groups (resume) are skipped from the footer, unread; the
+    rest is decoded a batch at a time through a small read buffer, never a whole row group."""
+    with file.open() as f:
+        parquet = pq.ParquetFile(f, buffer_size=_PARQUET_READ_BUFFER, pre_buffer=False)
+        meta = parquet.metadata
+        offset, groups = 0, []
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if not groups and r.skip.remaining >= rows:
+                offset += r.skip.take(rows)
+            else:
+                groups.append(g)
+        if not groups:
+            return
+        for batch in parquet.iter_batches(_batch_rows(meta, groups, r), row_groups=groups,
+                                          use_threads=False):
+            skipped = r.skip.take(batch.num_rows)
+            offset += skipped
+            if batch.num_rows == skipped:
+                continue
+            table = _conform(pa.Table.from_batches([batch.slice(skipped)]), schema, file.partition)
+            texts, errors = _texts(table.column(r.text_column))
+            table = table.set_column(table.schema.get_field_index(r.text_column), r.text_column,
+                                     pa.array(texts, pa.string()))
+            yield Chunk(table, texts, errors, file.name, offset)
+            offset += table.num_rows
+
+
+def _batch_rows(meta, groups: list[int], r: _Reading) -> int:
+    """Rows a batch may hold to stay near chunk_bytes, from the row groups' uncompressed sizes."""
+    row_bytes = max(meta.row_group(g).total_byte_size / max(1, meta.row_group(g).num_rows)
+                    for g in groups)
+    return max(1, min(r.chunk_rows, int(r.chunk_bytes / max(row_bytes, 1))))
+
+
+def _conform(table: pa.Table, schema: pa.Schema, partition: dict) -> pa.Table:
+    """A file's batch with the input's columns: its hive partition values added, a column the
+    file lacks as nulls, a column of another type cast where it can be (else kept as it is:
+    a new part file starts)."""
+    n = table.num_rows
+    columns = {}
+    for f in schema:
+        if f.name in partition:
+            columns[f.name] = pa.array([partition[f.name]] * n, f.type)
+        elif f.name not in table.column_names:
+            columns[f.name] = pa.nulls(n, f.type)
+        else:
+            column = table.column(f.name)
+            try:
+                columns[f.name] = column.cast(f.type) if column.type != f.type else column
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                columns[f.name] = column
+    return pa.table(columns)
+
+
+def _texts(column: pa.ChunkedArray) -> tuple[list, list]:
+    """A string-like or binary text column (dictionary-encoded or not) as str per row, with
+    "invalid UTF-8" where a value does not decode (Parquet writers do not all check)."""
+    if pa.types.is_null(column.type):
+        return [None] * len(column), [None] * len(column)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    texts, errors = [], []
+    for value in column.cast(pa.large_binary()).to_pylist():
+        try:
+            texts.append(None if value is None else value.decode("utf-8"))
+            errors.append(None)
+        except UnicodeDecodeError:
+            texts.append(None)
+            errors.append("invalid UTF-8")
+    return texts, errors
+
+
+def _is_text_type(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(test(kind) for test in (
+        pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary,
+        pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_null))
 
 
 def _check_text_type(path, schema: pa.Schema, text_column: str) -> None:
@@ -231,40 +317,207 @@ def _check_text_type(path, schema: pa.Schema, text_column: str) -> None:
         raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(schema.names)});"
                          " pick one with --text-column")
     kind = schema.field(text_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_string_view(kind) or pa.types.is_null(kind)):
+    if not _is_text_type(kind):
         raise InputError(f"{path}: column {text_column!r} is {kind}, not a string column")
 
 
 # ----------------------------------------------------------------------------- CSV
 
 def _csv(path, r: _Reading) -> Iterator[Chunk]:
-    import pyarrow.csv as pacsv
+    """CSV with a header, parsed by the csv module over bounded lines, so that a row with the
+    wrong number of fields, invalid UTF-8, a field over 1 MiB, a quoted multi-line value or a
+    column whose values change kind is one row's business, never the whole run's."""
+    lines = _CsvLines(_lines(path, r.max_line_bytes))
+    csv.field_size_limit(max(r.max_line_bytes, csv.field_size_limit()))  # a field spans lines
+    rows = _csv_rows(csv.reader(lines), lines, r.max_line_bytes)
+    header = next(rows, None)
+    if header is None:
+        return  # an empty file: no rows
+    names = [_escape_surrogates(n) for n in header.fields]
+    if r.text_column not in names:
+        raise InputError(f"{path}: no column {r.text_column!r} (columns: {', '.join(names)});"
+                         " pick one with --text-column")
+    columns = _Columns(r.text_column)
 
-    text_column, skip, chunk_rows = r.text_column, r.skip, r.chunk_rows
+    def parse(row: _CsvRow) -> _Row:
+        if row.error:
+            return _Row({}, None, f"{row.error} (line {row.line})", 0)
+        if len(row.fields) != len(names):
+            return _Row({}, None, f"wrong number of fields: expected {len(names)}, got "
+                                  f"{len(row.fields)} (line {row.line})", 0)
+        record = dict(zip(names, (_escape_surrogates(v) for v in row.fields)))
+        text = row.fields[names.index(r.text_column)]
+        if _has_surrogate(text):  # bytes that are not UTF-8, as the decoder escaped them
+            record[r.text_column] = None
+            return _Row(record, None, "invalid UTF-8", sum(map(len, row.fields)))
+        return _Row(record, text, None, sum(map(len, row.fields)))
+
+    def to_table(rows: list[_Row]) -> pa.Table:
+        records = [x.record for x in rows]
+        typed = {n: _csv_values([x.get(n) for x in records]) if n != r.text_column
+                 else [x.get(n) for x in records] for n in names}
+        return columns.table([dict(zip(names, values)) for values in zip(*typed.values())])
+
+    yield from _chunks(path, r, rows, parse, to_table)
+
+
+class _CsvLines:
+    """Bytes lines -> str lines for the csv module (undecodable bytes escaped as surrogates);
+    a line over --max-line-bytes, read past unheld, is counted so its row becomes an error."""
+
+    def __init__(self, lines: Iterator):
+        self.lines = lines
+        self.too_long: int | None = None  # the size of the latest over-long line
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        if isinstance(line, int):
+            self.too_long = line
+            return "\n"
+        return line.decode("utf-8", "surrogateescape") + "\n"
+
+
+@dataclass
+class _CsvRow:
+    fields: list[str]
+    line: int  # the physical line the row ends on
+    error: str | None = None
+
+
+def _csv_rows(reader, lines: _CsvLines, max_line_bytes: int) -> Iterator[_CsvRow]:
+    """The csv module's rows with their line number, blank lines left out; a csv.Error (a field
+    over the limit) or an over-long line makes that row an error, and reading goes on."""
+    while True:
+        lines.too_long = None
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield _CsvRow([], reader.line_num, f"malformed CSV: {e}")
+            continue
+        if lines.too_long is not None:
+            yield _CsvRow([], reader.line_num, _too_long(lines.too_long, max_line_bytes))
+        elif fields:
+            yield _CsvRow(fields, reader.line_num)
+
+
+_CSV_INT = re.compile(r"[-+]?\d+\Z")
+_CSV_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z|[-+]?(nan|inf)\Z", re.IGNORECASE)
+_CSV_BOOL = {"true": True, "false": False}
+
+
+def _csv_values(values: list) -> list:
+    """A chunk's CSV fields of one column as what they spell: all integers -> int, all numbers
+    -> float, all true/false -> bool (an empty field is then null), all empty -> null; else
+    the text as it is."""
+    present = [v for v in values if v]
+    if not present:
+        return [None] * len(values)
+    if all(_CSV_INT.match(v) for v in present):
+        return [int(v) if v else None for v in values]
+    if all(_CSV_FLOAT.match(v) for v in present):
+        return [float(v) if v else None for v in values]
+    if all(v.lower() in _CSV_BOOL for v in present):
+        return [_CSV_BOOL[v.lower()] if v else None for v in values]
+    return values
+
+
+# ----------------------------------------------------------------------------- column types
+
+class _Columns:
+    """The columns of a line format's rows so far (JSON Lines, CSV). Each chunk's column keeps
+    the type it had where its values fit (a column absent or null in a chunk too), widens where
+    they fit a common type (int -> float, null -> anything, new struct fields) and becomes JSON
+    text where they fit none; the text column is always a string. A column never disappears,
+    and a new one is added: a changed schema starts a new part file (scorer.sink)."""
+
+    def __init__(self, text_column: str):
+        self.text_column = text_column
+        self.types: dict[str, pa.DataType | None] = {}  # in order of first appearance
+
+    def table(self, records: list[dict]) -> pa.Table:
+        for record in records:
+            for name in record:
+                self.types.setdefault(name, None)
+        arrays = {}
+        for name, before in self.types.items():
+            values = [x.get(name) for x in records]
+            arrays[name] = (_as_json_text(values) if name == self.text_column
+                            else _column(values, before))
+            self.types[name] = arrays[name].type
+        return pa.table(arrays) if arrays else pa.table({"": pa.nulls(len(records))}).drop_columns([""])
+
+
+def _column(values: list, before: pa.DataType | None) -> pa.Array:
+    own = _array(values)
+    if own is None or not _parquet_can_hold(own.type):
+        return _as_json_text(values)
+    if before is None or own.type == before:
+        return own
+    common = _common_type(before, own.type)
+    fitted = _array(values, common) if common is not None else None
+    return fitted if fitted is not None else _as_json_text(values)
+
+
+def _array(values: list, kind: pa.DataType | None = None) -> pa.Array | None:
     try:
-        stream = sys.stdin.buffer if path == "-" else _open_remote(path) if storage.is_remote(path) else path
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=1 << 20),
-            convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}),
-        )
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"{path}: not readable as CSV ({_first_line(e)})") from None
-    _check_text_type(path, reader.schema, text_column)
-    offset = 0
+        return pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError,
+            ValueError, TypeError):
+        return None
+
+
+def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     try:
-        for batch in reader:
-            skipped = skip.take(batch.num_rows)
-            offset += skipped
-            batch = batch.slice(skipped)
-            for start in range(0, batch.num_rows, chunk_rows):
-                table = pa.Table.from_batches([batch.slice(start, chunk_rows)])
-                texts = table.column(text_column).to_pylist()
-                yield Chunk(table, texts, [None] * len(texts), path, offset)
-                offset += len(texts)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"{path}: CSV read failed near row {offset} ({_first_line(e)})") from None
+        merged = pa.unify_schemas([pa.schema([("x", a)]), pa.schema([("x", b)])],
+                                  promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return merged.field("x").type
+
+
+def _parquet_can_hold(kind: pa.DataType) -> bool:
+    """False for a struct with no fields (JSON {}) anywhere inside: Parquet cannot write it."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_parquet_can_hold(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _parquet_can_hold(kind.value_type)
+    return True
+
+
+def _as_json_text(values: list) -> pa.Array:
+    return pa.array([v if isinstance(v, str) or v is None else json.dumps(v) for v in values],
+                    type=pa.string())
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _escape_surrogates(value):
+    """A JSON value (or CSV field) with every string and key made encodable: a byte that is not
+    UTF-8 (CSV) or a lone surrogate (JSON) kept as its backslash escape (\\xe9, \\ud83d)."""
+    if isinstance(value, str):
+        if not _has_surrogate(value):
+            return value
+        try:
+            raw = value.encode("utf-8", "surrogateescape")  # CSV: the bytes as they were
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "backslashreplace")  # JSON: a lone surrogate
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_surrogates(v) for v in value]
+    return value
 
 
 # ----------------------------------------------------------------------------- line formats
@@ -378,37 +631,49 @@ def _too_long(size: int, limit: int) -> str:
     return f"line too long: {size:,} bytes (limit {limit:,}; see --max-line-bytes)"
 
 
-def _line_chunks(path, r: _Reading, parse, to_table) -> Iterator[Chunk]:
-    """Chunks of a line format: parse(line) -> (record, text, error), or None for a line that is
-    not a row; to_table(records, texts) -> the chunk's Arrow columns."""
-    offset = 0
-    rows: list[tuple] = []
+@dataclass
+class _Row:
+    """One row of a line format as parsed, before it joins a chunk."""
+
+    record: dict | None  # its fields (JSON Lines, CSV); None for plain text
+    text: str | None
+    error: str | None  # why it cannot be scored
+    size: int  # bytes it holds, for the chunk's byte bound
+
+
+def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chunk]:
+    """Chunks of a line format, cut at chunk_rows rows or chunk_bytes bytes: parse(item) -> a
+    _Row, or None for an item that is not a row; to_table(rows) -> the chunk's columns."""
+    offset, held = 0, 0
+    rows: list[_Row] = []
     oldest = 0.0  # when the oldest row in `rows` arrived
 
     def chunk() -> Chunk:
-        nonlocal rows, offset
-        records, texts, errors = (list(x) for x in zip(*rows)) if rows else ([], [], [])
-        c = Chunk(to_table(records, texts) if rows else pa.table({}), texts, errors, path, offset)
+        nonlocal rows, offset, held
+        table = to_table(rows) if rows else pa.table({})
+        c = Chunk(table, [x.text for x in rows], [x.error for x in rows], path, offset)
         offset += len(rows)
-        rows = []
+        rows, held = [], 0
         return c
 
     due = r.flush_seconds / 2 if r.flush_seconds else None
-    for line in _lines(path, r.max_line_bytes, ticks=due is not None):
-        if line is _TICK:
+    for item in items:
+        if item is _TICK:
             if not rows or time.monotonic() - oldest >= due:
                 yield chunk()  # an empty chunk lets the writer commit on time
             continue
-        parsed = parse(line)
-        if parsed is None:
+        row = parse(item)
+        if row is None:
             continue
         if r.skip.take(1):
             offset += 1
             continue
         if not rows:
             oldest = time.monotonic()
-        rows.append(parsed)
-        if len(rows) == r.chunk_rows or (due is not None and time.monotonic() - oldest >= due):
+        rows.append(row)
+        held += row.size
+        if (len(rows) == r.chunk_rows or held >= r.chunk_bytes
+                or (due is not None and time.monotonic() - oldest >= due)):
             yield chunk()
     if rows:
         yield chunk()
@@ -416,90 +681,79 @@ def _line_chunks(path, r: _Reading, parse, to_table) -> Iterator[Chunk]:
 
 def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
     text_column = r.text_column
-    schema: pa.Schema | None = None  # taken from the first chunk; later chunks are cast to it
+    columns = _Columns(text_column)
 
-    def parse(line):
-        if isinstance(line, bytes) and not line.strip():
+    def parse(line) -> _Row | None:
+        if isinstance(line, int):
+            return _Row({}, None, _too_long(line, r.max_line_bytes), 0)
+        if not line.strip():
             r.stats.blank_lines += 1  # white space only: not a record
             return None
-        record, error = None, None
-        try:
-            if isinstance(line, int):
-                raise _LineTooLong(_too_long(line, r.max_line_bytes))
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                record, error = None, f"not a JSON object: a {type(record).__name__}"
-        except UnicodeDecodeError:
-            error = "invalid UTF-8"
-        except json.JSONDecodeError as e:
-            error = f"malformed JSON: {e.msg} at column {e.colno}"
-        except _LineTooLong as e:
-            error = str(e)
+        record, error = _json_record(line)
         text = None
-        if record is not None:
+        if record is not None and error is None:
             text = record.get(text_column)
             if text_column not in record:
                 error = f"no field {text_column!r}"
             elif text is not None and not isinstance(text, str):
                 error = f"text is not a string ({type(text).__name__})"
                 text = None
-        return record or {}, text, error
+            if _SURROGATE_ESCAPE.search(line):  # \udXXX: maybe a lone surrogate, not encodable
+                if text is not None and _has_surrogate(text):
+                    error = (f"invalid Unicode: a lone surrogate ({_first_surrogate(text)}) in "
+                             f"field {text_column!r}")
+                    text = None
+                record = _escape_surrogates(record)  # other fields keep theirs as \udXXX
+        return _Row(record or {}, text, error, len(line))
 
-    def to_table(records, texts):
-        nonlocal schema
-        if schema is None and any(records) and not any(text_column in x for x in records):
+    def to_table(rows: list[_Row]) -> pa.Table:
+        records = [x.record for x in rows]
+        if not columns.types and any(records) and not any(text_column in x for x in records):
             keys = sorted({k for x in records for k in x})
             raise InputError(f"{path}: no field {text_column!r} in any record (fields: "
                              f"{', '.join(keys) or 'none'}); pick one with --text-column")
-        table = _records_to_table(path, records, schema)
-        schema = schema or table.schema
-        return table
+        return columns.table(records)
 
-    yield from _line_chunks(path, r, parse, to_table)
-
-
-def _records_to_table(path, records: list[dict], schema: pa.Schema | None) -> pa.Table:
-    if schema is None:
-        names = list(dict.fromkeys(k for r in records for k in r))
-        columns = {n: [r.get(n) for r in records] for n in names}
-        try:
-            return pa.table(columns)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Mixed types in a column: keep every value, as its JSON text.
-            return pa.table({n: _as_json_text(v) for n, v in columns.items()})
-    arrays = []
-    for f in schema:
-        values = [r.get(f.name) for r in records]
-        try:
-            arrays.append(pa.array(values, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            raise InputError(f"{path}: field {f.name!r} changes type after the first chunk "
-                             f"(was {f.type})") from None
-    return pa.Table.from_arrays(arrays, schema=schema)
+    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds)),
+                       parse, to_table)
 
 
-def _as_json_text(values: list) -> pa.Array:
-    return pa.array([v if isinstance(v, str) or v is None else json.dumps(v) for v in values],
-                    type=pa.string())
+def _json_record(line: bytes) -> tuple[dict | None, str | None]:
+    """A line as a JSON object, or None and why not."""
+    try:
+        record = json.loads(line)
+    except UnicodeDecodeError:
+        return None, "invalid UTF-8"
+    except json.JSONDecodeError as e:
+        return None, f"malformed JSON: {e.msg} at column {e.colno}"
+    except RecursionError:
+        return None, "malformed JSON: nested too deeply"
+    if not isinstance(record, dict):
+        return None, f"not a JSON object: a {type(record).__name__}"
+    return record, None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _first_surrogate(text: str) -> str:
+    return next(f"\\u{ord(c):04x}" for c in text if 0xD800 <= ord(c) <= 0xDFFF)
 
 
 def _text(path, r: _Reading) -> Iterator[Chunk]:
-    def parse(line):
+    def parse(line) -> _Row:
         if isinstance(line, int):
-            return None, None, _too_long(line, r.max_line_bytes)
+            return _Row(None, None, _too_long(line, r.max_line_bytes), 0)
         try:
-            return None, line.decode("utf-8"), None
+            return _Row(None, line.decode("utf-8"), None, len(line))
         except UnicodeDecodeError:
-            return None, None, "invalid UTF-8"
+            return _Row(None, None, "invalid UTF-8", len(line))
 
-    def to_table(records, texts):
-        return pa.table({r.text_column: pa.array(texts, pa.string())})
+    def to_table(rows: list[_Row]) -> pa.Table:
+        return pa.table({r.text_column: pa.array([x.text for x in rows], pa.string())})
 
-    yield from _line_chunks(path, r, parse, to_table)
-
-
-class _LineTooLong(Exception):
-    pass
+    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds)),
+                       parse, to_table)
 
 
 def _first_line(e: Exception) -> str:

@@ -1,6 +1,9 @@
 """Source stage: every input kind, streamed in chunks, bad rows kept with a reason."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,3 +105,165 @@ def test_file_level_problems_are_one_line_errors(tmp_path, name, make, message):
 def test_stdin_needs_a_format():
     with pytest.raises(InputError, match="needs --format"):
         source.expand_inputs(["-"])
+
+
+# ----------------------------------------------------------------------------- every input shape
+
+def read_rows(chunks) -> list[dict]:
+    return [r for c in chunks for r in c.columns.to_pylist()]
+
+
+TEXTS = ["good film", None, "très bien 😍", ""]
+
+
+@pytest.mark.parametrize("column", [
+    pa.array(TEXTS, pa.large_string()),
+    pa.array(TEXTS, pa.string_view()),
+    pa.array(TEXTS, pa.string()).dictionary_encode(),  # pandas category, Spark/Polars categoricals
+    pa.array(TEXTS, pa.large_string()).dictionary_encode(),
+    pa.array([t and t.encode() for t in TEXTS], pa.binary()),
+    pa.array([t and t.encode() for t in TEXTS], pa.large_binary()),
+    pa.array([t and t.encode() for t in TEXTS], pa.binary()).dictionary_encode(),
+], ids=lambda a: str(a.type))
+def test_parquet_text_column_of_every_string_like_type(tmp_path, column):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": column, "n": range(4)}), p)
+    chunks, _ = read_all([p], chunk_rows=3)
+    assert [t for c in chunks for t in c.texts] == TEXTS
+    assert [e for c in chunks for e in c.read_errors] == [None] * 4
+    assert {c.columns.schema.field("text").type for c in chunks} == {pa.string()}
+    assert [r["text"] for r in read_rows(chunks)] == TEXTS
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary(), pa.string()])
+def test_parquet_invalid_utf8_is_a_row_error(tmp_path, kind):
+    values = pa.array([b"ok", b"caf\xe9", None], pa.binary())
+    # a string column can hold invalid UTF-8 too when its writer did not check
+    column = values.view(pa.string()) if kind == pa.string() else values.cast(kind)
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": column}), p)
+    (c,), _ = read_all([p])
+    assert c.texts == ["ok", None, None]
+    assert c.read_errors == [None, "invalid UTF-8", None]
+    assert c.columns.column("text").to_pylist() == ["ok", None, None]
+
+
+def test_jsonl_field_types_may_change_after_the_first_chunk(tmp_path):
+    records = [
+        {"text": "a", "n": 1, "late": None, "s": 1},
+        {"text": "b", "n": 2, "late": None, "s": 2},
+        {"text": "c", "n": 2.5, "late": "set", "s": "three"},  # int -> float, null -> set, int -> str
+        {"text": 4, "n": 4, "late": None, "s": 4, "new": True},  # text not a string; a new field
+        {"text": "e", "n": 5, "late": "x", "s": {"nested": [1]}},
+        {"text": "f", "n": 6, "late": "y", "s": "six", "new": False},
+    ]
+    p = tmp_path / "a.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in records))
+    chunks, stats = read_all([p], chunk_rows=2)
+    assert stats.rows == 6 and [len(c) for c in chunks] == [2, 2, 2]
+    assert [t for c in chunks for t in c.texts] == ["a", "b", "c", None, "e", "f"]
+    assert [e for c in chunks for e in c.read_errors] == [None] * 3 + ["text is not a string (int)"] + [None] * 2
+    rows = read_rows(chunks)
+    assert [r["text"] for r in rows] == ["a", "b", "c", "4", "e", "f"]  # the bad value kept, as JSON
+    assert [r["n"] for r in rows] == [1, 2, 2.5, 4, 5, 6]
+    assert [r["late"] for r in rows] == [None, None, "set", None, "x", "y"]
+    assert [r["s"] for r in rows] == [1, 2, "three", "4", '{"nested": [1]}', "six"]
+    assert [r.get("new") for r in rows] == [None, None, None, True, None, False]  # never dropped
+    # Widening: int then float gives float from then on; a column never loses its earlier type's values
+    assert chunks[1].columns.schema.field("n").type == pa.float64()
+    assert chunks[2].columns.schema.field("n").type == pa.float64()
+
+
+def test_jsonl_values_parquet_cannot_hold_become_json_text(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"text": "a", "empty": {}, "big": 100000000000000000000000}\n')
+    (c,), _ = read_all([p])
+    assert c.columns.to_pylist() == [{"text": "a", "empty": "{}", "big": "100000000000000000000000"}]
+    pq.write_table(c.columns, tmp_path / "out.parquet")  # a struct with no fields cannot be written
+
+
+def test_jsonl_lone_surrogate_is_a_row_error_and_escaped_elsewhere(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"text": "broken \\ud83d emoji"}\n{"text": "fine", "tag": "\\udc00x", "\\ud800": 1}\n')
+    (c,), _ = read_all([p])
+    assert c.texts == [None, "fine"]
+    assert c.read_errors == ["invalid Unicode: a lone surrogate (\\ud83d) in field 'text'", None]
+    assert c.columns.to_pylist()[1] == {"text": "fine", "tag": "\\udc00x", "\\ud800": 1}
+    pa.array(c.columns.column("text").to_pylist(), pa.string())  # every string is encodable
+
+
+def test_csv_invalid_utf8_and_wrong_field_counts_are_row_errors(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_bytes(b'id,text\n1,fine\n2,caf\xe9\n3,too,many\n4\n5,"multi\nline"\n6,last\n')
+    chunks, stats = read_all([p], chunk_rows=100)
+    texts = [t for c in chunks for t in c.texts]
+    errors = [e for c in chunks for e in c.read_errors]
+    assert stats.rows == 6 and len(texts) == 6
+    got = sorted(zip(texts, errors), key=str)
+    assert got == sorted([("fine", None), (None, "invalid UTF-8"),
+                          (None, "wrong number of fields: expected 2, got 3 (line 4)"),
+                          (None, "wrong number of fields: expected 2, got 1 (line 5)"),
+                          ("multi\nline", None), ("last", None)], key=str)
+    assert texts[:2] == ["fine", None]  # good rows keep their order
+
+
+def test_csv_later_blocks_with_late_filled_long_and_multiline_values(tmp_path):
+    rows = [("", f"row {i}") for i in range(3000)] + [("late", "x" * (2 << 20)), ("v", 'a "quoted"\nvalue')]
+    p = tmp_path / "a.csv"
+    p.write_text("extra,text\n" + "".join(f'{a},"{b.replace(chr(34), chr(34) * 2)}"\n' for a, b in rows))
+    chunks, stats = read_all([p], chunk_rows=8192)
+    assert stats.rows == len(rows)
+    assert [t for c in chunks for t in c.texts] == [b for _, b in rows]
+    assert [r["extra"] for r in read_rows(chunks)][-2:] == ["late", "v"]
+
+
+def test_line_chunks_are_bounded_by_bytes(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text("".join(json.dumps({"text": "x" * 1000}) + "\n" for _ in range(20)))
+    stats = source.SourceStats()
+    chunks = list(source.read_chunks(source.expand_inputs([str(p)]), "text", chunk_rows=8192,
+                                     stats=stats, chunk_bytes=4000))
+    assert stats.rows == 20 and max(len(c) for c in chunks) <= 4 and len(chunks) >= 5
+
+
+def test_parquet_chunks_are_bounded_by_bytes(tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": [f"{i} " + "y" * 10_000 for i in range(100)]}), p)
+    chunks = list(source.read_chunks(source.expand_inputs([str(p)]), "text", chunk_rows=8192,
+                                     chunk_bytes=100_000))
+    assert sum(len(c) for c in chunks) == 100 and max(len(c) for c in chunks) <= 10
+
+
+def test_resume_skips_parquet_row_groups_without_reading_them(tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(300)]}), p, row_group_size=100,
+                   compression="none", use_dictionary=False)
+    meta = pq.ParquetFile(p).metadata
+    data = bytearray(p.read_bytes())
+    for g in range(2):  # wreck the first two row groups' pages: reading them would fail
+        chunk = meta.row_group(g).column(0)
+        start = chunk.data_page_offset
+        data[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    p.write_bytes(bytes(data))
+    stats = source.SourceStats()
+    chunks = list(source.read_chunks(source.expand_inputs([str(p)]), "text", 64, stats, skip=210))
+    assert [t for c in chunks for t in c.texts] == [f"row {i}" for i in range(210, 300)]
+    assert chunks[0].offset == 210 and stats.rows == 300 and stats.rows_skipped == 210
+
+
+def test_parquet_one_huge_row_group_is_not_decoded_whole(tmp_path):
+    """Peak Arrow memory while reading a 96 MB row group in 4 MB chunks (own process: the
+    memory pool's peak is per process)."""
+    p = tmp_path / "one_group.parquet"
+    texts = pa.array([os.urandom(1500).hex() for _ in range(32_000)], pa.string())  # 3000 chars each
+    pq.write_table(pa.table({"text": texts}), p, row_group_size=len(texts))
+    del texts
+    code = ("import pyarrow as pa, sys\nfrom scorer import source\n"
+            f"n = sum(len(c) for c in source.read_chunks(source.expand_inputs([{str(p)!r}]), 'text',"
+            " chunk_bytes=4 << 20))\n"
+            "print(n, pa.default_memory_pool().max_memory())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows, peak = map(int, proc.stdout.split())
+    assert rows == 32_000
+    assert peak < 40e6, f"peak Arrow memory {peak / 1e6:.0f} MB for a 96 MB row group"
