@@ -2,7 +2,9 @@
 
     out/
       part-00000.parquet ...     committed part files (written as .part-*.tmp, then renamed)
-      _manifest.json, _SUCCESS    written last, only when the whole run completed
+      _manifest.json, _SUCCESS    written last, only when the whole run completed; the manifest
+                                   keeps the run's identity, so the same command run again is
+                                   recognised as already complete (and a different one refused)
       _scorer_run/               only while a run is unfinished (Spark, pyarrow and Hive skip
         lock                       paths starting with _ or .)
         run.json                 what the run is: inputs (size, mtime), model checksum, options
@@ -26,6 +28,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +40,11 @@ SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
 _PART = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp|\.manifest\.json\.tmp)$")
+
+# Set once this process has written a run's _SUCCESS (or found its output already complete): a stop
+# signal (SIGTERM, SIGINT) after that has no run left to stop, so scorer.cli lets the command end
+# normally (exit 0).
+completed = threading.Event()
 
 
 @dataclass
@@ -111,13 +119,14 @@ class OutputDir:
     """An output location (and its dead-letter location, if any) under this run's lock.
 
         d = OutputDir.open("out/", identity, overwrite, dead_letter)  # lock; fresh or resume
+        d.finished             # the manifest, if out/ already holds this very run, finished
         d.prepare()            # after the input checks: clear (fresh) or drop uncommitted parts
         d.checkpoint(progress) # after committing part files
         d.finish(manifest)     # _manifest.json, _SUCCESS, state removed, lock released
     """
 
     def __init__(self, out, identity: dict, dead_letter, lock, progress: Progress, resumed: bool,
-                 created: bool):
+                 created: bool, finished: dict | None = None):
         self.out = out  # a scorer.storage LocalStorage or ArrowStorage
         self.identity = identity
         self.dead_letter = dead_letter
@@ -125,6 +134,7 @@ class OutputDir:
         self.progress = progress
         self.resumed = resumed
         self._created = created  # the directory did not exist before this run
+        self.finished = finished  # the manifest of the identical run the output already holds
 
     @classmethod
     def open(cls, out, identity: dict, overwrite: bool = False, dead_letter=None) -> "OutputDir":
@@ -139,11 +149,17 @@ class OutputDir:
         lock = _NoLock() if out.remote else OutputLock(out.root)
         lock.acquire()
         try:
-            progress, resumed = _inspect(out, identity, overwrite, dead_letter)
+            finished = None if overwrite else _finished_run(out, identity)
+            progress, resumed = (Progress(), False) if finished else _inspect(out, identity, overwrite,
+                                                                               dead_letter)
         except BaseException:
             lock.release()
             raise
-        return cls(out, identity, dead_letter, lock, progress, resumed, created)
+        if finished:  # nothing to do: leave the output as it was (minus our lock, or a crash's)
+            out.delete_dir(STATE_DIR)
+            lock.release()
+            completed.set()
+        return cls(out, identity, dead_letter, lock, progress, resumed, created, finished)
 
     def prepare(self) -> None:
         """Make the locations ready to write: emptied for a fresh run, or with every part file
@@ -180,10 +196,13 @@ class OutputDir:
         self.out.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
     def finish(self, manifest: dict) -> None:
-        """_manifest.json, then _SUCCESS: their presence says the run completed."""
-        self.write_manifest(manifest)
+        """_manifest.json (with the run's identity), then _SUCCESS: their presence says the run
+        completed."""
+        self.write_manifest({**manifest, "identity": self.identity})
         faults.point("manifest")
         self.out.write_text(SUCCESS, "")
+        completed.set()
+        faults.point("success")
         self.out.delete_dir(STATE_DIR)
         self.lock.release()
 
@@ -195,6 +214,24 @@ class OutputDir:
             if self._created:
                 self.out.remove_root_if_empty()
         self.lock.release()
+
+
+def _finished_run(out, identity: dict) -> dict | None:
+    """The manifest of the finished run the location holds if it is this very run (same inputs,
+    model and options); an error naming the difference if it is another; None if there is none."""
+    if not out.exists(SUCCESS):
+        return None
+    try:
+        manifest = json.loads(out.read_text(MANIFEST))
+    except (OSError, ValueError):
+        manifest = {}
+    previous = manifest.get("identity")
+    difference = (describe_difference(previous, identity) if previous
+                  else "its identity was not recorded")
+    if difference:
+        raise OutputError(f"{out}: holds a finished run of another command ({difference}); "
+                          "pass --overwrite to replace it")
+    return manifest
 
 
 def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progress, bool]:
@@ -210,8 +247,6 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
                     if out.exists(f"{STATE_DIR}/progress.json") else Progress())
         return progress, True
     if not overwrite:
-        if out.exists(SUCCESS):
-            raise OutputError(f"{out}: holds a finished run; pass --overwrite to replace it")
         if any(not f.startswith(STATE_DIR + "/") for f in out.files()) or (
                 not out.remote and any(p.name != STATE_DIR for p in out.root.iterdir())):
             raise OutputError(f"{out}: output directory is not empty; pass --overwrite to replace it")

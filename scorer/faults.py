@@ -6,7 +6,8 @@ With SCORER_CRASH_AT=<point>[:<n>] in the environment, the process SIGKILLs itse
 mid-part-file, between a part's rename and the checkpoint, mid-manifest), which no timing-based
 kill could hit reliably. SCORER_PAUSE_AT=<point>[:<n>] instead stops there until a signal ends
 the process, so a test can act on a run that is certainly still in progress (a fast run could
-otherwise finish first). Unset, `point` is two string comparisons.
+otherwise finish first). SCORER_TERM_AT=<point>[:<n>] sends the process a SIGTERM there (a stop
+request landing at an exact moment). Unset, `point` is three string comparisons.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ def _parse(variable: str) -> list:
 
 _crash = _parse("SCORER_CRASH_AT")
 _pause = _parse("SCORER_PAUSE_AT")
+_term = _parse("SCORER_TERM_AT")
 
 
 def point(name: str) -> None:
     if _passed(_crash, name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _passed(_term, name):
+        os.kill(os.getpid(), signal.SIGTERM)
     if _passed(_pause, name):
         while True:  # SIGTERM's handler raises here (pause only at main-thread points)
             time.sleep(0.05)

@@ -61,6 +61,7 @@ DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()
 class RunResult:
     output: Path | str  # a local directory, or an object store URI
     manifest: dict = field(default_factory=dict)
+    already_complete: bool = False  # the output held this very run, finished: nothing was done
 
 
 def run(inputs: list[str], output: str | Path, model=None, options: RunOptions | None = None,
@@ -70,7 +71,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
 
     Options are RunOptions fields, given as an object or as keyword arguments. Everything that
     can be checked before scoring is: inputs exist, the model loads, the output can be written.
-    An unfinished run of the same inputs, model and options in `output` is resumed.
+    An unfinished run of the same inputs, model and options in `output` is resumed; a finished
+    one is left as it is (RunResult.already_complete, with its manifest).
     """
     opts = options or RunOptions(**kwargs)
     error_limit = parse_max_errors(opts.max_errors)
@@ -85,6 +87,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
     compiled_before = model_scorer.predictor.compile_seconds
     outdir = open_output(out, [source.fingerprint(i) for i in expanded], model_scorer, opts)
+    if outdir.finished:
+        return RunResult(out, outdir.finished, already_complete=True)
     stats = source.SourceStats()
     timer = {"read": 0.0, "write": 0.0}
 

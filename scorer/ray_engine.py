@@ -87,6 +87,8 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
     load_seconds = time.perf_counter() - t0
     model_dir = driver_scorer.model_dir
     outdir = open_output(out, [source.fingerprint(i) for i in expanded], driver_scorer, opts)
+    if outdir.finished:
+        return RunResult(out, outdir.finished, already_complete=True)
     skip = outdir.progress.rows
     timer = {"read": 0.0, "write": 0.0}
     try:

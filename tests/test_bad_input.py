@@ -333,7 +333,8 @@ OUTPUT_CASES = [
     ("output is a file", lambda o: o.write_text(""), "o: exists and is not a directory"),
     ("output not empty", lambda o: (o.mkdir(), (o / "x").write_text("")), "o: output directory is not empty"),
     ("output under a file", lambda o: (o.write_text(""), None), "cannot write there"),
-    ("output holds a finished run", None, "holds a finished run; pass --overwrite"),
+    ("output holds another finished run", None,
+     "holds a finished run of another command (its inputs were "),
 ]
 
 
@@ -343,7 +344,7 @@ def test_output_problem(tiny_model, tmp_path, case, make, message):
     if make:
         make(out)
     else:
-        assert invoke("run", SAMPLE / "sst2_dev_sample.txt", "-o", out, "--model", tiny_model).exit_code == 0
+        assert invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model).exit_code == 0
     target = out / "sub" if case == "output under a file" else out
     r = invoke("run", SAMPLE / "sst2_dev_sample.txt", "-o", target, "--model", tiny_model)
     one_error_line(r, 5, message)

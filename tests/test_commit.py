@@ -27,7 +27,7 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
     d.checkpoint(commit.Progress(rows=3, parts=[{"file": "part-00000.parquet", "rows": 3}]))
     d.finish({"rows_out": 3})
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
-    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3}
+    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3, "identity": IDENTITY}
 
 
 def test_refusals(tmp_path):
@@ -49,12 +49,49 @@ def test_refusals(tmp_path):
         open_dir(tmp_path / "out2", dead_letter=dead)
 
 
-def test_a_finished_run_is_not_resumed(tmp_path):
+def snapshot(out):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+
+
+def test_an_identical_finished_run_is_recognised_and_left_as_it_is(tmp_path):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    d.finish({"rows_out": 3, "finished": "2026-12-01T00:00:00Z"})
+    assert json.loads((out / "_manifest.json").read_text())["identity"] == IDENTITY
+    before = snapshot(out)
+    again = open_dir(out)
+    assert again.finished == {"rows_out": 3, "finished": "2026-12-01T00:00:00Z", "identity": IDENTITY}
+    assert snapshot(out) == before and sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json"]
+    assert open_dir(out).finished  # the lock was released
+    assert open_dir(out, overwrite=True).finished is None  # --overwrite scores again
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda i: i["inputs"][0].update(size=11), "input in.jsonl changed since"),
+    (lambda i: i.update(model="def"), "it used model abc"),
+    (lambda i: i["options"].update(rows_per_file=7), "its --rows-per-file was 100"),
+])
+def test_a_different_command_on_a_finished_run_names_the_difference(tmp_path, change, message):
     out = tmp_path / "out"
     d = open_dir(out)
     d.prepare()
     d.finish({})
-    with pytest.raises(OutputError, match="holds a finished run; pass --overwrite"):
+    other = json.loads(json.dumps(IDENTITY))
+    change(other)
+    with pytest.raises(OutputError, match=rf"holds a finished run of another command \({message}.*\); "
+                                          "pass --overwrite to replace it"):
+        open_dir(out, identity=other)
+
+
+def test_a_finished_run_without_a_recorded_identity_is_not_taken_for_this_one(tmp_path):
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    d.finish({})
+    (out / "_manifest.json").write_text("{}")  # as scorer wrote it before it recorded identities
+    with pytest.raises(OutputError, match=r"holds a finished run of another command \(its identity "
+                                          r"was not recorded\)"):
         open_dir(out)
 
 

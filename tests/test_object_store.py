@@ -134,9 +134,18 @@ def test_s3_output_resumes_exactly_once_after_sigkill(s3, tiny_model, crash_at):
     assert not [o for o in objects(s3, out[5:]) if o.startswith("_scorer_run")]
 
 
-def test_s3_output_refuses_a_finished_run(s3, tiny_model):
+def test_s3_output_holding_the_same_finished_run_is_already_complete(s3, tiny_model):
     args = ["run", "s3://bkt/in/dir", "-o", "s3://bkt/out-twice", "--model", str(tiny_model)]
     assert CliRunner().invoke(main, args).exit_code == 0
+    before = {o: (s3.get_file_info(f"bkt/out-twice/{o}").mtime, s3.open_input_stream(f"bkt/out-twice/{o}").read())
+              for o in objects(s3, "bkt/out-twice")}
     r = CliRunner().invoke(main, args)
-    assert r.exit_code == 5 and "holds a finished run" in r.stderr
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("already complete: 30 rows, finished at ")
+    after = {o: (s3.get_file_info(f"bkt/out-twice/{o}").mtime, s3.open_input_stream(f"bkt/out-twice/{o}").read())
+             for o in objects(s3, "bkt/out-twice")}
+    assert after == before
+    r = CliRunner().invoke(main, [*args, "--text-column", "text", "--max-length", "16"])
+    assert r.exit_code == 5
+    assert "holds a finished run of another command (its --max-length was None)" in r.stderr
 

@@ -169,3 +169,37 @@ def test_sigterm_stops_cleanly_a_busy_directory_fails_fast_and_the_run_resumes(t
     table = ds.dataset(out, format="parquet").to_table()
     ids = table.column("row_id").to_pylist()
     assert len(ids) == len(set(ids)) == 12_000
+
+
+def snapshot(out) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+
+
+def test_the_same_command_on_a_finished_run_is_already_complete(inputs, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, cli_args(inputs, out, tiny_model)).exit_code == 0
+    finished = json.loads((out / "_manifest.json").read_text())["finished"]
+    before = snapshot(out)
+    r = CliRunner().invoke(main, cli_args(inputs, out, tiny_model))  # an Airflow retry, a cron tick
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [f"already complete: 600 rows, finished at {finished}: nothing "
+                                     f"rescored in {out}/ (--overwrite scores again)"]
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS", "_manifest.json", *sorted(p.name for p in out.glob("part-*"))]
+    r = CliRunner().invoke(main, cli_args(inputs, out, tiny_model, "--max-length", "32"))
+    assert r.exit_code == 5
+    assert r.stderr.strip() == (f"error: {out}: holds a finished run of another command (its "
+                                "--max-length was None); pass --overwrite to replace it")
+    r = CliRunner().invoke(main, cli_args(inputs, out, tiny_model, "--overwrite"))
+    assert r.exit_code == 0 and r.stderr.startswith("scored 600 rows")
+
+
+def test_sigterm_after_success_does_not_fail_a_finished_run(inputs, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "SCORER_TERM_AT": "success"}  # SIGTERM lands just after _SUCCESS
+    proc = subprocess.run([sys.executable, "-m", "scorer.cli", *cli_args(inputs, out, tiny_model)],
+                          env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("scored 600 rows")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("part-")) == [
+        "_SUCCESS", "_manifest.json"]
