@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 
@@ -11,7 +12,7 @@ import click
 
 import scorer
 from scorer import commit, encode, modeldir, source
-from scorer.errors import Interrupted, ScorerError
+from scorer.errors import InputError, Interrupted, OutputError, ScorerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -147,6 +148,7 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
         with stop_on_signals():
+            check_utf8_names(inputs, follow_dir, output, dead_letter)
             if engine == "ray":
                 if follow_dir:
                     raise click.UsageError("--engine ray does not follow directories")
@@ -167,6 +169,24 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         if show_progress:
             click.echo("", err=True)
         fail(e)
+    except OSError as e:
+        # Inputs and models turn their OSErrors into errors of their own where they are read;
+        # one that gets here failed writing the output's state (_manifest.json, _SUCCESS).
+        fail(OutputError(f"{output}: cannot write {e.filename or 'the output'} ({e.strerror or e}); "
+                         "committed part files are kept: run the same command again to finish"))
+
+
+def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: str | None) -> None:
+    """Paths are written into row ids, manifests and Parquet metadata as UTF-8: a name that is
+    not (Python hands it over with surrogate escapes) is refused before anything is read."""
+    for path, error in ([(p, InputError) for p in (*inputs, follow_dir) if p] +
+                        [(p, OutputError) for p in (output, dead_letter) if p]):
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(os.fsencode(path))[2:-1]
+            raise error(f"{shown}: the name is not valid UTF-8; rename it") from None
+
 
 
 def report(result, follow_dir: str | None, log_format: str, show_progress: bool) -> None:

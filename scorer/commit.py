@@ -58,6 +58,7 @@ class Progress:
     dead_letter_next_index: dict = field(default_factory=dict)
     unit: str | None = None  # --follow: the landing entry `rows` counts in
     units_done: list = field(default_factory=list)  # --follow: landing entries fully committed
+    entries: list = field(default_factory=list)  # --follow: a record per entry taken (follow.EntryRecord)
     counters: dict = field(default_factory=lambda: {
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
@@ -197,7 +198,11 @@ class OutputDir:
 
     def finish(self, manifest: dict) -> None:
         """_manifest.json (with the run's identity), then _SUCCESS: their presence says the run
-        completed."""
+        completed; not before every row it counts is in the part files it lists."""
+        _check_part_rows(self.out, manifest["parts"], manifest["rows_out"])
+        if self.dead_letter:
+            _check_part_rows(self.dead_letter, manifest["dead_letter"]["parts"],
+                             manifest["rows_dead_lettered"])
         self.write_manifest({**manifest, "identity": self.identity})
         faults.point("manifest")
         self.out.write_text(SUCCESS, "")
@@ -214,6 +219,18 @@ class OutputDir:
             if self._created:
                 self.out.remove_root_if_empty()
         self.lock.release()
+
+
+def _check_part_rows(location, parts: list[dict], rows: int) -> None:
+    """The part files' own row counts (their Parquet footers) must add up to the rows written."""
+    try:
+        held = sum(location.parquet_rows(p["file"]) for p in parts)
+    except OSError as e:
+        raise OutputError(f"{location}: cannot read back a part file ({e}); the run is not marked "
+                          "complete") from None
+    if held != rows:
+        raise OutputError(f"{location}: its part files hold {held} rows but {rows} were written to "
+                          "them; the run is not marked complete")
 
 
 def _finished_run(out, identity: dict) -> dict | None:

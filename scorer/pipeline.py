@@ -111,7 +111,11 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     manifest.update(blank_lines_skipped=stats.blank_lines, resumed=outdir.resumed,
                     rows_resumed_from_checkpoint=stats.rows_skipped, warnings=warnings,
                     rows_per_second=round((stats.rows - stats.rows_skipped) / manifest["timing"]["total_seconds"], 1))
-    outdir.finish(manifest)
+    try:
+        outdir.finish(manifest)
+    except BaseException:
+        outdir.abandon()  # the lock goes; the checkpoint stays, so the same command finishes it
+        raise
     return RunResult(out, manifest)
 
 
@@ -298,6 +302,11 @@ class _Sinks:
         self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
         self.counters = copy.deepcopy(p.counters)
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
+        committed_bad = self.counters["rows_with_error"]
+        if error_limit and error_limit[0] == "rows" and committed_bad > error_limit[1]:
+            raise DataError(f"{outdir.out}: the unfinished run there already has {committed_bad} bad "
+                            f"rows, more than --max-errors {opts.max_errors}; resume it with a higher "
+                            "limit, or pass --overwrite to start again")
 
     def write(self, scored: pa.Table) -> None:
         """Write a scored_table(): pieces end where a checkpoint falls."""
@@ -396,6 +405,8 @@ def _kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
         keep = [opts.id_column] + list(keep)
     if opts.drop_text:
         keep = [c for c in keep if c != opts.text_column]
+    if opts.partition_by in names and opts.partition_by not in keep:
+        keep = list(keep) + [opts.partition_by]  # it names the directories (and leaves the files)
     table = table.select(list(keep))
     if not opts.id_column:
         ids = [f"{chunk.source}:{chunk.offset + i}" for i in range(len(chunk))]
@@ -404,16 +415,35 @@ def _kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
 
 
 def check_columns(first: source.Chunk | None, model_scorer: Scorer, opts: RunOptions) -> None:
-    """On the first chunk, before the output is touched: the kept columns exist and none has an
-    output column's name."""
+    """On the first chunk, before the output is touched: the kept columns exist, none has an
+    output column's name, and the --partition-by column can name directories."""
     if first is None:
         return
-    kept = _kept_columns(first, opts).column_names
-    clash = [c for c in output_names(model_scorer.multi_label, opts.output_prefix) if c in kept]
+    kept = _kept_columns(first, opts)
+    clash = [c for c in output_names(model_scorer.multi_label, opts.output_prefix) if c in kept.column_names]
     if clash:
         raise OutputError(f"input column {clash[0]!r} has the name of an output column; keep both "
                           f"with --output-prefix (e.g. --output-prefix pred_ gives pred_{clash[0]}) "
                           f"or leave it out with --keep-columns")
+    if opts.partition_by:
+        check_partition_column(kept, opts)
+
+
+# Output columns holding lists; the others are strings and numbers.
+_LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.string())}
+
+
+def check_partition_column(kept: pa.Table, opts: RunOptions) -> None:
+    """--partition-by names directories after its values' text: a list or binary cannot."""
+    column = opts.partition_by
+    if column in kept.column_names:
+        column_type = kept.schema.field(column).type
+    else:
+        column_type = _LIST_OUTPUTS.get(column.removeprefix(opts.output_prefix), pa.string())
+    if not sink.can_name_directories(column_type):
+        kind = "list" if pa.types.is_list(column_type) else str(column_type)
+        raise OutputError(f"--partition-by {column}: a {kind} column cannot name directories; "
+                          "partition by a column of strings, numbers, booleans, dates or times")
 
 
 def _join(kept: pa.Table, scored: pa.Table) -> pa.Table:

@@ -50,11 +50,13 @@ class PartWriter:
         if self.partition_by is None:
             self._write_to("", table)
             return
-        keys = table.column(self.partition_by)
+        # Grouped by the value's text, not the value: NaN != NaN and -0.0 == 0.0 would lose or
+        # duplicate rows, while every distinct text is exactly one partition.
+        keys = partition_text(table.column(self.partition_by))
         for value in keys.unique().to_pylist():
             mask = pc.is_null(keys) if value is None else pc.equal(keys, value)
             subset = table.filter(mask).drop_columns([self.partition_by])
-            self._write_to(_partition_dir(self.partition_by, value), subset)
+            self._write_to(partition_dir(self.partition_by, value), subset)
 
     def _write_to(self, part_dir: str, table: pa.Table) -> None:
         if part_dir in self._open and not self._open[part_dir].writer.schema.remove_metadata().equals(
@@ -125,7 +127,33 @@ class _OpenPart:
             self.sink.close()  # completes the upload
 
 
-def _partition_dir(column: str, value) -> str:
-    # Hive convention: a null value is __HIVE_DEFAULT_PARTITION__; values are URL-escaped.
-    text = "__HIVE_DEFAULT_PARTITION__" if value is None else quote(str(value), safe="")
-    return f"{column}={text}"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def partition_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A partition column's values as the text that names their directory: Arrow's cast to
+    string (1.5 -> "1.5", NaN -> "nan", -0.0 -> "-0", true -> "true"), null staying null."""
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+
+
+def can_name_directories(column_type: pa.DataType) -> bool:
+    """Whether partition_text() can name a directory after every value of this type."""
+    if pa.types.is_binary(column_type) or pa.types.is_large_binary(column_type) \
+            or pa.types.is_fixed_size_binary(column_type):
+        return False  # bytes need not be text
+    try:
+        pc.cast(pa.array([], column_type), pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return False
+    return True
+
+
+def partition_dir(column: str, value: str | None) -> str:
+    """`column=value`, both percent-encoded (RFC 3986: every byte but letters, digits and -._~),
+    as pyarrow, Spark and Hive decode them; null is Hive's __HIVE_DEFAULT_PARTITION__ and the
+    empty string an empty value (`column=`), which pyarrow reads back as ""."""
+    text = HIVE_NULL if value is None else quote(value, safe="")
+    name = quote(column, safe="")
+    if name.startswith((".", "_")):  # readers skip such directories: escape the first character
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    return f"{name}={text}"

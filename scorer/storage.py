@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from scorer.errors import InputError, OutputError
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "viewfs://", "abfs://", "abfss://")
@@ -98,6 +100,9 @@ class LocalStorage:
         self.path(rel).parent.mkdir(parents=True, exist_ok=True)
         return str(self.path(rel))
 
+    def parquet_rows(self, rel: str) -> int:
+        return pq.read_metadata(self.path(rel)).num_rows
+
     def commit_part(self, written: str, final: str) -> None:
         with open(self.path(written), "rb+") as f:
             os.fsync(f.fileno())  # the rename must not outlive the data on a power cut
@@ -171,6 +176,9 @@ class ArrowStorage:
 
     def open_output(self, rel: str):
         return self.fs.open_output_stream(self.path(rel))
+
+    def parquet_rows(self, rel: str) -> int:
+        return pq.read_metadata(self.path(rel), filesystem=self.fs).num_rows
 
     def commit_part(self, written: str, final: str) -> None:
         pass  # the upload completed when the writer closed

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from scorer import commit
@@ -12,6 +14,7 @@ from scorer.errors import OutputBusy, OutputError
 
 IDENTITY = {"inputs": [{"path": "in.jsonl", "format": "jsonl", "size": 10, "mtime_ns": 1}],
             "model": "abc", "options": {"text_column": "text", "rows_per_file": 100}}
+NO_ROWS = {"rows_out": 0, "parts": []}  # the least a manifest says
 
 
 def open_dir(out, identity=IDENTITY, overwrite=False, dead_letter=None):
@@ -23,11 +26,13 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
     d = open_dir(out)
     assert not d.resumed
     d.prepare()
-    (out / "part-00000.parquet").write_bytes(b"x")
-    d.checkpoint(commit.Progress(rows=3, parts=[{"file": "part-00000.parquet", "rows": 3}]))
-    d.finish({"rows_out": 3})
+    pq.write_table(pa.table({"x": [1, 2, 3]}), out / "part-00000.parquet")
+    parts = [{"file": "part-00000.parquet", "rows": 3}]
+    d.checkpoint(commit.Progress(rows=3, parts=parts))
+    d.finish({"rows_out": 3, "parts": parts})
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
-    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3, "identity": IDENTITY}
+    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3, "parts": parts,
+                                                                "identity": IDENTITY}
 
 
 def test_refusals(tmp_path):
@@ -57,11 +62,11 @@ def test_an_identical_finished_run_is_recognised_and_left_as_it_is(tmp_path):
     out = tmp_path / "out"
     d = open_dir(out)
     d.prepare()
-    d.finish({"rows_out": 3, "finished": "2026-12-01T00:00:00Z"})
+    d.finish({**NO_ROWS, "finished": "2026-12-01T00:00:00Z"})
     assert json.loads((out / "_manifest.json").read_text())["identity"] == IDENTITY
     before = snapshot(out)
     again = open_dir(out)
-    assert again.finished == {"rows_out": 3, "finished": "2026-12-01T00:00:00Z", "identity": IDENTITY}
+    assert again.finished == {**NO_ROWS, "finished": "2026-12-01T00:00:00Z", "identity": IDENTITY}
     assert snapshot(out) == before and sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json"]
     assert open_dir(out).finished  # the lock was released
     assert open_dir(out, overwrite=True).finished is None  # --overwrite scores again
@@ -76,7 +81,7 @@ def test_a_different_command_on_a_finished_run_names_the_difference(tmp_path, ch
     out = tmp_path / "out"
     d = open_dir(out)
     d.prepare()
-    d.finish({})
+    d.finish(NO_ROWS)
     other = json.loads(json.dumps(IDENTITY))
     change(other)
     with pytest.raises(OutputError, match=rf"holds a finished run of another command \({message}.*\); "
@@ -88,7 +93,7 @@ def test_a_finished_run_without_a_recorded_identity_is_not_taken_for_this_one(tm
     out = tmp_path / "out"
     d = open_dir(out)
     d.prepare()
-    d.finish({})
+    d.finish(NO_ROWS)
     (out / "_manifest.json").write_text("{}")  # as scorer wrote it before it recorded identities
     with pytest.raises(OutputError, match=r"holds a finished run of another command \(its identity "
                                           r"was not recorded\)"):

@@ -5,8 +5,10 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from scorer import sink
+from tests.conftest import SAMPLE
 
 MODEL_ID = {"name": "m", "version": "1", "checksum": "abc"}
 
@@ -75,3 +77,119 @@ def test_a_schema_change_starts_a_new_part(tmp_path):
     w.commit()
     assert [p["rows"] for p in w.parts] == [3, 1]
     assert pq.read_table(tmp_path / "part-00001.parquet").column_names == ["x"]
+
+
+def test_every_partition_value_gets_its_partition_and_reads_back(tmp_path):
+    import pyarrow.dataset as ds
+
+    x = [1.0, float("nan"), None, 0.0, -0.0, 0.5, float("nan"), float("inf")]
+    w = sink.PartWriter(tmp_path / "f", partition_by="x")
+    w.write(pa.table({"x": x, "n": list(range(len(x)))}))
+    w.commit()
+    assert sum(p["rows"] for p in w.parts) == len(x)
+    assert sorted(p["file"].split("/")[0] for p in w.parts) == sorted(
+        ["x=1", "x=nan", "x=__HIVE_DEFAULT_PARTITION__", "x=0", "x=-0", "x=0.5", "x=inf"])
+    back = ds.dataset(tmp_path / "f", partitioning="hive").to_table().sort_by("n")
+    assert back.column("n").to_pylist() == list(range(len(x)))
+    assert back.column("x").to_pylist() == ["1", "nan", None, "0", "-0", "0.5", "nan", "inf"]
+
+    s = ["", None, "a/b", "ü é", "..", "%", "k=v", ".hidden", "_x", "plain"]
+    w = sink.PartWriter(tmp_path / "s", partition_by="s")
+    w.write(pa.table({"s": s, "n": list(range(len(s)))}))
+    w.commit()
+    back = ds.dataset(tmp_path / "s", partitioning=ds.HivePartitioning.discover(
+        infer_dictionary=False)).to_table().sort_by("n")
+    assert back.column("n").to_pylist() == list(range(len(s)))
+    assert back.column("s").to_pylist() == s
+
+
+def test_a_partition_column_name_is_escaped_too(tmp_path):
+    import pyarrow.dataset as ds
+
+    w = sink.PartWriter(tmp_path, partition_by="a/b=c")
+    w.write(pa.table({"a/b=c": ["x", "y"], "n": [0, 1]}))
+    w.commit()
+    back = ds.dataset(tmp_path, partitioning="hive").to_table().sort_by("n")
+    assert back.column("a/b=c").to_pylist() == ["x", "y"]
+    w = sink.PartWriter(tmp_path / "u", partition_by="_x")  # readers skip _x=... directories
+    w.write(pa.table({"_x": ["x", "y"], "n": [0, 1]}))
+    w.commit()
+    back = ds.dataset(tmp_path / "u", partitioning="hive").to_table().sort_by("n")
+    assert back.column("_x").to_pylist() == ["x", "y"]
+
+
+# --------------------------------------------------------------------------- through `scorer run`
+
+def scorer_run(*args):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def odd_values(tmp_path):
+    """Rows whose partition values are NaN, null, -0.0, empty, and characters unsafe in a path."""
+    f = [0.5, float("nan"), None, -0.0, 0.0, float("nan"), 1e300]
+    s = ["a", "", None, "x/../y", "%2F", "é ü", "k=v"]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(len(f))], "f": f, "s": s,
+                             "n": list(range(len(f)))}), path)
+    return path
+
+
+@pytest.mark.parametrize("column", ["f", "s"])
+def test_a_run_partitioned_by_odd_values_keeps_every_row(tiny_model, tmp_path, odd_values, column):
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "out"
+    r = scorer_run("run", odd_values, "-o", out, "--model", tiny_model, "--partition-by", column)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["rows_out"] == sum(p["rows"] for p in m["parts"]) == 7
+    back = ds.dataset(out, format="parquet", partitioning=ds.HivePartitioning.discover(
+        infer_dictionary=False)).to_table().sort_by("n")
+    assert back.column("n").to_pylist() == list(range(7))
+    if column == "s":
+        assert back.column("s").to_pylist() == ["a", "", None, "x/../y", "%2F", "é ü", "k=v"]
+
+
+def test_parts_that_do_not_add_up_to_rows_out_fail_the_run_before_success(tiny_model, tmp_path,
+                                                                          monkeypatch):
+    write_to = sink.PartWriter._write_to
+    monkeypatch.setattr(sink.PartWriter, "_write_to",
+                        lambda self, part_dir, table: write_to(self, part_dir, table.slice(1)))
+    out = tmp_path / "out"
+    r = scorer_run("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model)
+    assert r.exit_code == 5
+    assert r.stderr.strip() == (f"error: {out}: its part files hold 299 rows but 300 were written "
+                                "to them; the run is not marked complete")
+    assert not (out / "_SUCCESS").exists() and not (out / "_manifest.json").exists()
+
+
+def test_keep_columns_without_the_partition_column_still_partitions_by_it(tiny_model, tmp_path,
+                                                                          odd_values):
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "out"
+    assert scorer_run("run", SAMPLE / "sst2_dev_sample.txt", "-o", out, "--model", tiny_model).exit_code == 0
+    r = scorer_run("run", odd_values, "-o", out, "--model", tiny_model, "--overwrite",
+                   "--keep-columns", "n", "--partition-by", "s")
+    assert r.exit_code == 0, r.output
+    back = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert back.num_rows == 7 and "text" not in back.column_names and "f" not in back.column_names
+
+
+def test_a_column_that_cannot_name_a_directory_is_refused_before_the_output_is_touched(
+        tiny_model, tmp_path):
+    out = tmp_path / "out"
+    assert scorer_run("run", SAMPLE / "sst2_dev_sample.txt", "-o", out, "--model", tiny_model).exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    r = scorer_run("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model,
+                   "--overwrite", "--partition-by", "probabilities")
+    assert r.exit_code == 5
+    assert r.stderr.strip() == ("error: --partition-by probabilities: a list column cannot name "
+                                "directories; partition by a column of strings, numbers, booleans, "
+                                "dates or times")
+    assert sorted(p.name for p in out.iterdir()) == before
