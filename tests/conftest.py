@@ -1,13 +1,18 @@
 """Shared fixtures: a tiny randomly initialised BERT model directory (seconds to load and
-compile), and the real packaged default model for the few end-to-end tests."""
+compile), the real packaged default model for the few end-to-end tests, and tiny Hugging Face
+checkpoints with transformers' own output for them (`hf_reference`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Compiled XLA programs persist in a cache; tests get a fresh one, shared by their subprocesses.
@@ -130,3 +135,94 @@ def make_hf_checkpoint(path: Path, model_type: str, seed: int = 0) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / name, path / name)
     return path
+
+
+# ---------------------------------------------------------------------------- Hugging Face reference
+# Tiny Hugging Face checkpoints and what transformers + PyTorch (in .venv-hfref, never in .venv)
+# make of them: the independent reference for scorer's import of such checkpoints.
+
+HF_REFERENCE = REPO / "tests" / "hf_reference"
+HF_REFERENCE_PYTHON = REPO / ".venv-hfref" / "bin" / "python"
+HF_REFERENCE_CASES = ("bert", "bert_vocab_only", "bert_multilabel", "bert_no_labels", "distilbert",
+                      "roberta", "xlm_roberta", "albert", "deberta_v3")
+_LONG_REVIEW = ("The film was a delight from start to finish, although the long and tedious second act "
+                "made us wonder whether the director had ever met an editor. ")
+HF_REFERENCE_TEXTS = (
+    "Hello world.",
+    "ok",
+    "The film was a DELIGHT from start to finish!",
+    "i did NOT enjoy the Long and Tedious second act.",
+    "Café naïve résumé: Zoë and José visited Zürich and São Paulo.",
+    "東京は日本の首都です。中文 水 火",
+    "Great phone 😀👍 would buy again 🎉",
+    "  leading and trailing spaces,\ttabs and\nnew lines  ",
+    "x" * 250,  # one word longer than WordPiece's 100-character limit
+    _LONG_REVIEW * 4,  # a little over the max length
+    _LONG_REVIEW * 20,  # far over it
+    " ".join(f"word{i} café 東京 😀" for i in range(200)),  # far over it, with every kind of symbol
+)
+
+
+@dataclass(frozen=True)
+class HFReferenceCase:
+    """One tiny Hugging Face checkpoint (tests/hf_reference/make_checkpoints.py) and transformers'
+    output for `texts` (tests/hf_reference/score.py). The directory is shared by the session: copy
+    it before changing anything in it."""
+
+    name: str
+    path: Path  # the save_pretrained directory
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]  # in label-id order
+    problem_type: str | None  # config.problem_type, e.g. "multi_label_classification"; often None
+    max_length: int  # min(tokenizer's model_max_length, the model's position limit)
+    token_ids: tuple[tuple[int, ...], ...]  # per text, special tokens included, truncated
+    logits: np.ndarray  # (texts, labels), float64 holding transformers' float32 values
+    probabilities: np.ndarray  # softmax, or sigmoid when multi-label; same shape
+
+    @property
+    def multi_label(self) -> bool:
+        return self.problem_type == "multi_label_classification"
+
+
+def run_hf_reference(script: str, *args: str | Path) -> None:
+    """Run a tests/hf_reference script in .venv-hfref; a failure fails the test with its stderr."""
+    if not HF_REFERENCE_PYTHON.exists():
+        pytest.fail(f"{HF_REFERENCE_PYTHON} is missing: run `./install.sh test` to create .venv-hfref "
+                    "(transformers + PyTorch CPU, the Hugging Face reference)", pytrace=False)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([str(HF_REFERENCE_PYTHON), str(HF_REFERENCE / script), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"{script} exited {proc.returncode}:\n{proc.stderr[-3000:]}", pytrace=False)
+
+
+def hf_reference_scores(checkpoints: dict[str, Path], texts: tuple[str, ...],
+                        work: Path) -> dict[str, HFReferenceCase]:
+    """transformers' tokens, logits and probabilities for `texts` on each checkpoint (one process)."""
+    work.mkdir(parents=True, exist_ok=True)
+    texts_json = work / "texts.json"
+    texts_json.write_text(json.dumps(list(texts)), encoding="utf-8")
+    args = []
+    for name, path in checkpoints.items():
+        args += [path, texts_json, work / f"{name}.json"]
+    run_hf_reference("score.py", *args)
+    cases = {}
+    for name, path in checkpoints.items():
+        out = json.loads((work / f"{name}.json").read_text(encoding="utf-8"))
+        cases[name] = HFReferenceCase(
+            name=name, path=path, texts=texts, labels=tuple(out["labels"]),
+            problem_type=out["problem_type"], max_length=out["max_length"],
+            token_ids=tuple(tuple(ids) for ids in out["token_ids"]),
+            logits=np.array(out["logits"], dtype=np.float64).reshape(len(texts), -1),
+            probabilities=np.array(out["probabilities"], dtype=np.float64).reshape(len(texts), -1))
+    return cases
+
+
+@pytest.fixture(scope="session")
+def hf_reference(tmp_path_factory) -> dict[str, HFReferenceCase]:
+    """Every tiny Hugging Face checkpoint by case name (HF_REFERENCE_CASES), with transformers'
+    output for HF_REFERENCE_TEXTS. Made once per session (about half a minute)."""
+    root = tmp_path_factory.mktemp("hf_reference")
+    run_hf_reference("make_checkpoints.py", root / "checkpoints")
+    checkpoints = {name: root / "checkpoints" / name for name in HF_REFERENCE_CASES}
+    return hf_reference_scores(checkpoints, HF_REFERENCE_TEXTS, root / "scores")
