@@ -157,3 +157,156 @@ def test_one_scorer_serves_several_runs_with_separate_counts(tiny_scorer, tmp_pa
     b = run([str(SAMPLE / "sst2_dev_sample.parquet")], tmp_path / "b", scorer_=tiny_scorer)
     assert a.manifest["rows_scored"] == 272 and b.manifest["rows_scored"] == 300
     assert b.manifest["rows_with_error"] == 0 and b.manifest["rows_in"] == 300
+
+
+# --------------------------------------------------------------------------- errors, not tracebacks
+
+def one_error_line(r, code: int, *fragments: str) -> None:
+    """The run failed with exactly one `error:` line on stderr naming each fragment."""
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == code, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("base", "x"), ("base", {"kind": "config", "architecture": "BertBackbone", "config": []}),
+    ("labels", "negative"), ("labels", ["a", 1]), ("name", 3), ("max_length", "64"),
+    ("threshold", "high"), ("dropout", None), ("lora_rank", "8"), ("lora_targets", "query"),
+    ("checksums", []), ("training", "x"), ("metrics", 1), ("format_version", "2"),
+    ("weights_file", 7), ("tokenizer_file", ["tokenizer.json"]), ("version", [1]),
+])
+def test_a_spec_field_of_the_wrong_type_is_a_model_error(tiny_model, tmp_path, field, value):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    spec = json.loads((d / "scorer_model.json").read_text())
+    spec[field] = value
+    (d / "scorer_model.json").write_text(json.dumps(spec))
+    for command in (["info"], ["run", SAMPLE / "sst2_dev_sample.txt", "-o", tmp_path / "o"]):
+        r = CliRunner().invoke(main, [str(a) for a in command] + ["--model", str(d)])
+        one_error_line(r, 4, f"{d / 'scorer_model.json'}: ", repr(field))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_manifest_write_is_one_line_and_resumable(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    from scorer import storage
+
+    real_write = storage.LocalStorage.write_text
+
+    def full_disk_for_the_manifest(self, rel, text):
+        if rel == "_manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path(".manifest.tmp")))
+        real_write(self, rel, text)
+
+    out = tmp_path / "o"
+    monkeypatch.setattr(storage.LocalStorage, "write_text", full_disk_for_the_manifest)
+    r = CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o", str(out),
+                                  "--model", str(tiny_model)])
+    one_error_line(r, 5, str(out), "No space left on device", "run the same command again")
+    assert not (out / "_SUCCESS").exists()
+    monkeypatch.setattr(storage.LocalStorage, "write_text", real_write)
+    r = invoke("run", SAMPLE / "sst2_dev_sample.txt", "-o", out, "--model", tiny_model)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "_manifest.json").read_text())["rows_out"] == 272
+
+
+@pytest.mark.parametrize("value", ["abc", "-2", "1.5", "0"])
+def test_a_bad_scorer_threads_is_one_line(tiny_model, tmp_path, value):
+    r = CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o", str(tmp_path / "o"),
+                                  "--model", str(tiny_model)], env={"SCORER_THREADS": value})
+    one_error_line(r, 2, f"SCORER_THREADS={value!r}", "a whole number of threads, 1 or more")
+    assert not (tmp_path / "o").exists()
+
+
+def test_resuming_with_max_errors_below_the_committed_bad_rows(tiny_model, tmp_path):
+    (tmp_path / "in.txt").write_text("".join(["a fine film\n", "\n"] * 6 + ["a fine film\n"] * 10))
+    out = tmp_path / "o"
+    args = ["run", tmp_path / "in.txt", "-o", out, "--model", tiny_model, "--rows-per-file", "2",
+            "--chunk-rows", "4"]
+    r = CliRunner().invoke(main, [str(a) for a in args + ["--max-errors", "3"]])
+    one_error_line(r, 6, "more than 3 bad rows (--max-errors)")
+    committed = json.loads((out / "_scorer_run" / "progress.json").read_text())
+    assert committed["counters"]["rows_with_error"] == 3
+    r = CliRunner().invoke(main, [str(a) for a in args + ["--max-errors", "2"]])
+    one_error_line(r, 6, f"{out}", "already has 3 bad rows", "more than --max-errors 2")
+    assert json.loads((out / "_scorer_run" / "progress.json").read_text()) == committed
+    r = CliRunner().invoke(main, [str(a) for a in args + ["--max-errors", "6"]])
+    assert r.exit_code == 0, r.stderr
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["rows_in"] == 22 and m["rows_with_error"] == 6
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tiny_model, tmp_path):
+    import os
+
+    name = os.fsdecode(b"caf\xe9.txt")  # a Latin-1 name, as Python hands it over from argv
+    (tmp_path / name).write_text("a fine film\n")
+    r = CliRunner().invoke(main, ["run", str(tmp_path / name), "-o", str(tmp_path / "o"),
+                                  "--model", str(tiny_model)])
+    one_error_line(r, 3, "caf\\xe9.txt", "not valid UTF-8")
+    r = CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o",
+                                  str(tmp_path / os.fsdecode(b"out\xff")), "--model", str(tiny_model)])
+    one_error_line(r, 5, "out\\xff", "not valid UTF-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.fixture(scope="module")
+def s3_writer_without_manifest_rights():
+    """moto's S3 server on loopback with IAM checks on, and the environment of a user who may
+    read and write the bucket except under denied/ and its scored/_manifest.json (AccessDenied)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The first 4 requests (bucket, user, policy, key) are let through before IAM applies.
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "testing",
+                 "aws_secret_access_key": "testing"}
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        boto3.client("s3", **admin).create_bucket(Bucket="bkt")
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="scorer")
+        iam.put_user_policy(UserName="scorer", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:PutObject", "Resource": [
+                    "arn:aws:s3:::bkt/denied/*", "arn:aws:s3:::bkt/scored/_manifest.json"]}]}))
+        key = iam.create_access_key(UserName="scorer")["AccessKey"]
+        yield {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_s3_access_denied_on_the_output_is_one_line(s3_writer_without_manifest_rights, tiny_model):
+    env = s3_writer_without_manifest_rights
+    for output, fragment in [("s3://bkt/denied/out", "denied/out/_scorer_run/run.json"),
+                             ("s3://bkt/scored", "scored/_manifest.json")]:
+        r = CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o", output,
+                                      "--model", str(tiny_model)], env=env)
+        one_error_line(r, 5, output, fragment, "ACCESS_DENIED")
