@@ -17,7 +17,9 @@ progress.json are deleted, the first `rows` input rows are skipped unread by the
 scoring goes on from there. Resume holds one integer and a list of part names, never row ids.
 
 The lock is a flock on _scorer_run/lock: the kernel drops it when its holder dies, so a crashed
-run never leaves the directory locked (on local disks and NFSv4; not on object stores).
+run never leaves the directory locked (on local disks and NFSv4; not on object stores). A
+dead-letter directory is locked the same way, may not overlap the output, and records whose dead
+letters it holds (_scorer_output), so that another output's --overwrite cannot delete them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from scorer.errors import OutputBusy, OutputError
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
+DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
 _PART = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp|\.manifest\.json\.tmp)$")
 
 # Set once this process has written a run's _SUCCESS (or found its output already complete): a stop
@@ -116,6 +119,26 @@ class _NoLock:
         pass
 
 
+class _Locks:
+    """The output's lock and its dead-letter directory's, taken in that order, released together."""
+
+    def __init__(self, locations):
+        self._locks = [_NoLock() if loc.remote else OutputLock(loc.root) for loc in locations]
+
+    def acquire(self) -> None:
+        for i, lock in enumerate(self._locks):
+            try:
+                lock.acquire()
+            except BaseException:
+                for taken in self._locks[:i]:
+                    taken.release()
+                raise
+
+    def release(self) -> None:
+        for lock in self._locks:
+            lock.release()
+
+
 class OutputDir:
     """An output location (and its dead-letter location, if any) under this run's lock.
 
@@ -127,27 +150,30 @@ class OutputDir:
     """
 
     def __init__(self, out, identity: dict, dead_letter, lock, progress: Progress, resumed: bool,
-                 created: bool, finished: dict | None = None):
+                 created: set[str], finished: dict | None = None):
         self.out = out  # a scorer.storage LocalStorage or ArrowStorage
         self.identity = identity
         self.dead_letter = dead_letter
         self.lock = lock
         self.progress = progress
         self.resumed = resumed
-        self._created = created  # the directory did not exist before this run
+        self._created = created  # the locations (as str) that did not exist before this run
         self.finished = finished  # the manifest of the identical run the output already holds
 
     @classmethod
     def open(cls, out, identity: dict, overwrite: bool = False, dead_letter=None) -> "OutputDir":
         out = storage.open_storage(out)
         dead_letter = storage.open_storage(dead_letter) if dead_letter else None
+        if dead_letter:
+            _check_apart(out, dead_letter)
+        locations = [out, dead_letter] if dead_letter else [out]
         try:
             if out.is_file_or_not_dir():
                 raise OutputError(f"{out}: exists and is not a directory")
-            created = not out.exists()
+            created = {str(location) for location in locations if not location.exists()}
         except OSError as e:
             raise OutputError(f"{out}: cannot use this location ({e})") from None
-        lock = _NoLock() if out.remote else OutputLock(out.root)
+        lock = _Locks(locations)
         lock.acquire()
         try:
             finished = None if overwrite else _finished_run(out, identity)
@@ -157,7 +183,8 @@ class OutputDir:
             lock.release()
             raise
         if finished:  # nothing to do: leave the output as it was (minus our lock, or a crash's)
-            out.delete_dir(STATE_DIR)
+            for location in locations:
+                location.delete_dir(STATE_DIR)
             lock.release()
             completed.set()
         return cls(out, identity, dead_letter, lock, progress, resumed, created, finished)
@@ -174,8 +201,8 @@ class OutputDir:
             else:
                 _clear(self.out, keep=f"{STATE_DIR}/lock")
                 if self.dead_letter:
-                    _clear(self.dead_letter)
-                    self.dead_letter.makedirs()
+                    _clear(self.dead_letter, keep=f"{STATE_DIR}/lock")
+                    self.dead_letter.write_text(DEAD_LETTER_OWNER, _location_key(self.out) + "\n")
                 self.out.write_text(f"{STATE_DIR}/run.json", json.dumps(self.identity, indent=2) + "\n")
                 self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(self.progress)) + "\n")
             self.out.write_text(".scorer-write-test", "")
@@ -208,17 +235,22 @@ class OutputDir:
         self.out.write_text(SUCCESS, "")
         completed.set()
         faults.point("success")
-        self.out.delete_dir(STATE_DIR)
+        for location in self._locations():
+            location.delete_dir(STATE_DIR)
         self.lock.release()
 
     def abandon(self) -> None:
         """Release the lock after a failure. A run that never started writing leaves no trace;
         one that did keeps its state, so the same command resumes it."""
         if not self.out.exists(f"{STATE_DIR}/run.json"):
-            self.out.delete_dir(STATE_DIR)
-            if self._created:
-                self.out.remove_root_if_empty()
+            for location in self._locations():
+                location.delete_dir(STATE_DIR)
+                if str(location) in self._created:
+                    location.remove_root_if_empty()
         self.lock.release()
+
+    def _locations(self) -> list:
+        return [self.out, self.dead_letter] if self.dead_letter else [self.out]
 
 
 def _check_part_rows(location, parts: list[dict], rows: int) -> None:
@@ -267,10 +299,37 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
         if any(not f.startswith(STATE_DIR + "/") for f in out.files()) or (
                 not out.remote and any(p.name != STATE_DIR for p in out.root.iterdir())):
             raise OutputError(f"{out}: output directory is not empty; pass --overwrite to replace it")
-        if dead_letter and dead_letter.files():
+        if dead_letter and _dead_letter_files(dead_letter):
             raise OutputError(f"{dead_letter}: dead-letter directory is not empty; pass --overwrite "
                               "to replace it")
+    elif dead_letter and _dead_letter_files(dead_letter):
+        owner = (dead_letter.read_text(DEAD_LETTER_OWNER).strip()
+                 if dead_letter.exists(DEAD_LETTER_OWNER) else None)
+        if owner != _location_key(out):
+            whose = f"the dead letters of another output ({owner})" if owner else \
+                f"files that are not the dead letters of {out}"
+            raise OutputError(f"{dead_letter}: holds {whose}; give each output its own "
+                              "--dead-letter directory")
     return Progress(), False
+
+
+def _dead_letter_files(dead_letter) -> list[str]:
+    """What a dead-letter directory holds besides a run's lock and its owner record."""
+    return [f for f in dead_letter.files()
+            if not f.startswith(STATE_DIR + "/") and f != DEAD_LETTER_OWNER]
+
+
+def _location_key(location) -> str:
+    """A location as one absolute name, to compare two of them."""
+    return location.uri if location.remote else str(location.root.resolve())
+
+
+def _check_apart(out, dead_letter) -> None:
+    """Resume and --overwrite clean each location on its own terms: neither may hold the other."""
+    a, b = _location_key(out), _location_key(dead_letter)
+    if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
+        raise OutputError(f"--dead-letter {dead_letter} overlaps the output {out}: give them "
+                          "separate directories")
 
 
 def describe_difference(previous: dict, current: dict) -> str | None:

@@ -173,3 +173,41 @@ def test_the_lock_excludes_a_second_run_and_dies_with_its_holder(tmp_path):
         holder.kill()
         holder.wait()
     open_dir(out).abandon()  # a dead holder's lock is free at once: no stale-lock timeout
+
+
+@pytest.mark.parametrize("dead, out", [("o", "o"), ("o/bad", "o"), ("d", "d/out"), ("o/./", "o")])
+def test_a_dead_letter_directory_overlapping_the_output_is_refused(tmp_path, dead, out):
+    with pytest.raises(OutputError, match=r"--dead-letter .* overlaps the output .*: give them "
+                                          "separate directories"):
+        open_dir(tmp_path / out, dead_letter=tmp_path / dead)
+    assert not (tmp_path / out).exists()
+
+
+def test_a_dead_letter_directory_is_locked_like_the_output(tmp_path):
+    dead = tmp_path / "dead"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(dead)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusy, match=rf"{dead}: another scorer run is writing there"):
+            open_dir(tmp_path / "out", dead_letter=dead)
+        open_dir(tmp_path / "out").abandon()  # the output's own lock was released
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_overwrite_does_not_clobber_another_outputs_dead_letters(tmp_path):
+    dead = tmp_path / "dead"
+    a = open_dir(tmp_path / "a", dead_letter=dead)
+    a.prepare()
+    (dead / "part-00000.parquet").write_bytes(b"a's bad rows")
+    a.abandon()
+    with pytest.raises(OutputError, match=rf"{dead}: holds the dead letters of another output "
+                                          rf"\({tmp_path / 'a'}\); give each output its own"):
+        open_dir(tmp_path / "b", overwrite=True, dead_letter=dead)
+    assert (dead / "part-00000.parquet").exists()
+    again = open_dir(tmp_path / "a", overwrite=True, dead_letter=dead)  # its own: replaced
+    again.prepare()
+    assert not (dead / "part-00000.parquet").exists()
+    again.finish({**NO_ROWS, "dead_letter": {"parts": []}, "rows_dead_lettered": 0})
+    assert sorted(os.listdir(dead)) == ["_scorer_output"]
