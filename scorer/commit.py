@@ -24,12 +24,14 @@ letters it holds (_scorer_output), so that another output's --overwrite cannot d
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,27 +77,29 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        state = self.path.parent
+        dir_fd = _open_state_dir(state)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"{self.path.parent.parent}: cannot write there ({e.strerror})") from None
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            while True:
+                fd = _open_lock_file(self.path, dir_fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                    os.close(fd)
+                    raise OutputBusy(f"{state.parent}: another scorer run is writing there "
+                                     f"({holder}); wait for it or use another output directory") from None
+                # A finishing run unlinks the lock file: make sure ours is still the one at the path.
+                try:
+                    same = os.stat(self.path.name, dir_fd=dir_fd, follow_symlinks=False).st_ino == \
+                        os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
                 os.close(fd)
-                raise OutputBusy(f"{self.path.parent.parent}: another scorer run is writing there "
-                                 f"({holder}); wait for it or use another output directory") from None
-            # A finishing run unlinks the lock file: make sure ours is still the one at the path.
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
+        finally:
+            os.close(dir_fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode())
@@ -105,6 +109,36 @@ class OutputLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_state_dir(state: Path) -> int:
+    """The state directory, created if need be and opened without following a symlink: a link
+    planted there would make this run lock, write and clear files somewhere else."""
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        return os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        if state.is_symlink():
+            raise OutputError(f"{state}: a symlink, not scorer's state directory; refusing to "
+                              "follow it (remove it)") from None
+        raise OutputError(f"{state.parent}: cannot write there ({e.strerror})") from None
+
+
+def _open_lock_file(path: Path, dir_fd: int) -> int:
+    """The lock file inside the opened state directory, never through a symlink, and never a
+    hard link to another file (the lock is truncated and written)."""
+    try:
+        fd = os.open(path.name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise OutputError(f"{path}: cannot open the lock ({e.strerror})") from None
+        fd = None
+    if fd is None or os.fstat(fd).st_nlink != 1:
+        if fd is not None:
+            os.close(fd)
+        raise OutputError(f"{path}: a symlink or a hard link, not a lock this run can trust; "
+                          "remove it")
+    return fd
 
 
 class _NoLock:
@@ -287,6 +321,7 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
     """(progress, resumed) for this run, or an error saying why the location cannot be used."""
     unfinished = out.exists(f"{STATE_DIR}/run.json") and not out.exists(SUCCESS)
     if unfinished and not overwrite:
+        _check_state_owner(out)
         previous = json.loads(out.read_text(f"{STATE_DIR}/run.json"))
         difference = describe_difference(previous, identity)
         if difference:
@@ -332,6 +367,26 @@ def _check_apart(out, dead_letter) -> None:
                           "separate directories")
 
 
+def _check_state_owner(out) -> None:
+    """A resumed run trusts its checkpoint (which rows to skip, which parts to keep): only state
+    that this user's runs wrote, no symlinks. Object stores have no file owners to check."""
+    if out.remote:
+        return
+    for rel in (STATE_DIR, f"{STATE_DIR}/run.json", f"{STATE_DIR}/progress.json"):
+        try:
+            st = os.lstat(out.path(rel))
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            problem = "a symlink"
+        elif st.st_uid != os.geteuid():
+            problem = f"owned by another user (uid {st.st_uid})"
+        else:
+            continue
+        raise OutputError(f"{out.path(rel)}: {problem}, so its checkpoint cannot be trusted: "
+                          "refusing to resume from it; pass --overwrite to start again")
+
+
 def describe_difference(previous: dict, current: dict) -> str | None:
     """What differs between two run identities, in words; None if they are the same run."""
     if any(i.get("path") == "-" for i in previous["inputs"]):
@@ -367,9 +422,9 @@ def _clear(out, keep: str | None = None) -> None:
     if not out.root.is_dir():
         return
     for child in out.root.iterdir():
-        if keep and child == out.path(keep).parent:
+        if keep and child == out.path(keep).parent and not child.is_symlink():
             for inner in child.iterdir():
-                if inner != out.path(keep):
-                    shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
+                if inner != out.path(keep):  # a symlink is unlinked, never followed
+                    shutil.rmtree(inner) if inner.is_dir() and not inner.is_symlink() else inner.unlink()
             continue
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

@@ -138,3 +138,85 @@ def test_a_model_file_may_not_be_a_symlink_out_of_its_directory(tiny_model, tmp_
     shutil.move(outside, d / "real.bin")
     (d / spec[field]).symlink_to("real.bin")  # a link that stays inside is fine
     assert CliRunner().invoke(main, ["info", "--model", str(d)]).exit_code == 0
+
+
+# --------------------------------------------------------------------------- the output's state
+
+def score(tiny_model, out, *extra):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    return CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o", str(out),
+                                     "--model", str(tiny_model), *extra])
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tiny_model, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "o" / "_scorer_run").mkdir(parents=True)
+    (tmp_path / "o" / "_scorer_run" / "lock").symlink_to(victim)
+    for extra in ([], ["--overwrite"]):
+        r = score(tiny_model, tmp_path / "o", *extra)
+        assert r.exit_code == 5, r.output
+        assert r.stderr.strip() == (f"error: {tmp_path / 'o' / '_scorer_run' / 'lock'}: a symlink or "
+                                    "a hard link, not a lock this run can trust; remove it")
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+def test_a_symlinked_state_directory_is_never_followed(tiny_model, tmp_path, extra):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("precious\n")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "_scorer_run").symlink_to(elsewhere)
+    r = score(tiny_model, tmp_path / "o", *extra)
+    assert r.exit_code == 5, r.output
+    assert r.stderr.strip() == (f"error: {tmp_path / 'o' / '_scorer_run'}: a symlink, not scorer's "
+                                "state directory; refusing to follow it (remove it)")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
+
+
+def test_clearing_the_state_directory_unlinks_symlinks_in_it(tiny_model, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "sub" / "keep.txt").write_text("precious\n")
+    (tmp_path / "o" / "_scorer_run").mkdir(parents=True)
+    (tmp_path / "o" / "_scorer_run" / "planted").symlink_to(elsewhere)
+    r = score(tiny_model, tmp_path / "o", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert (elsewhere / "sub" / "keep.txt").read_text() == "precious\n"
+    assert (tmp_path / "o" / "_SUCCESS").exists()
+
+
+def test_state_files_of_another_user_are_not_resumed(tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    lines = (SAMPLE / "sst2_dev_sample.txt").read_text().splitlines()
+    # An unfinished run of this very command (a checkpoint, as a killed run leaves it) ...
+    r = score(tiny_model, out, "--rows-per-file", "100", "--max-errors", "0")
+    assert r.exit_code == 0 and len(lines) == 272
+    state = json.loads((out / "_manifest.json").read_text())["identity"]
+    for name in ("_SUCCESS", "_manifest.json", "part-00002.parquet"):
+        (out / name).unlink()
+    (out / "_scorer_run").mkdir()
+    (out / "_scorer_run" / "run.json").write_text(json.dumps(state))
+    (out / "_scorer_run" / "progress.json").write_text(json.dumps({
+        "rows": 200, "parts": [{"file": "part-00000.parquet", "rows": 100},
+                               {"file": "part-00001.parquet", "rows": 100}],
+        "next_index": {"": 2}, "counters": {"rows_out": 200, "rows_dead_lettered": 0,
+                                            "rows_with_error": 0, "rows_truncated": 0,
+                                            "error_reasons": {}}}))
+    # ... whose files, to this process, belong to someone else (another uid planted them).
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 4242)
+    r = score(tiny_model, out, "--rows-per-file", "100", "--max-errors", "0")
+    assert r.exit_code == 5, r.output
+    assert r.stderr.strip() == (
+        f"error: {out / '_scorer_run'}: owned by another user (uid {me}), so its checkpoint cannot "
+        "be trusted: refusing to resume from it; pass --overwrite to start again")
+    assert (out / "_scorer_run" / "progress.json").exists()
+    monkeypatch.setattr(os, "geteuid", lambda: me)
+    r = score(tiny_model, out, "--rows-per-file", "100", "--max-errors", "0")
+    assert r.exit_code == 0, r.output
+    assert "resumed after 200 committed rows" in r.stderr
