@@ -101,6 +101,9 @@ def main():
               "a _SUCCESS file.")
 @click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="With --follow: how often to look for new files.")
+@click.option("--settle-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="With --follow: take a file only once its size and mtime have not changed for "
+              "this long (producers writing in place: scp, curl, cp).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: score on a Ray cluster with Ray Data (pip install 'scorer[ray]').")
 @click.option("--address", help="With --engine ray: the cluster to join (default: auto / a local one).")
@@ -111,7 +114,7 @@ def main():
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
         partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
         dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
-        require_marker, poll_seconds, engine, address, workers, log_format):
+        require_marker, poll_seconds, settle_seconds, engine, address, workers, log_format):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -131,7 +134,7 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     A killed run is resumed by running the same command again; see the README's "Failure
     behaviour" for exit codes, dead letters and locking.
     """
-    from scorer.follow import follow
+    from scorer.follow import EXIT_ENTRIES_FAILED, follow
     from scorer.pipeline import RunOptions, run as run_pipeline, terminal_progress
 
     if bool(inputs) == bool(follow_dir):
@@ -160,11 +163,15 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
                                         workers=workers)
             elif follow_dir:
                 result = follow(follow_dir, output, model, options, once=once,
-                                require_marker=require_marker, poll_seconds=poll_seconds)
+                                require_marker=require_marker, poll_seconds=poll_seconds,
+                                settle_seconds=settle_seconds,
+                                notify=lambda message: click.echo(f"error: {message}", err=True))
             else:
                 result = run_pipeline(list(inputs), output, model, options,
                                       progress=terminal_progress if show_progress else None)
             report(result, follow_dir, log_format, show_progress)  # a stop now ends nothing
+            if follow_dir and result.manifest["units_failed_now"]:
+                sys.exit(EXIT_ENTRIES_FAILED)
     except ScorerError as e:
         if show_progress:
             click.echo("", err=True)
@@ -188,7 +195,6 @@ def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: s
             raise error(f"{shown}: the name is not valid UTF-8; rename it") from None
 
 
-
 def report(result, follow_dir: str | None, log_format: str, show_progress: bool) -> None:
     """The run's summary on stderr: one line (or one JSON object), plus its warnings."""
     m = result.manifest
@@ -201,8 +207,10 @@ def report(result, follow_dir: str | None, log_format: str, show_progress: bool)
                        f"nothing rescored in {result.output}/ (--overwrite scores again)", err=True)
         return
     if follow_dir:
+        failed = (f"; {len(m['units_failed_now'])} failed: {', '.join(m['units_failed_now'])} "
+                  f"(reasons in _manifest.json)" if m["units_failed_now"] else "")
         click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {result.output}/ "
-                   f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all)", err=True)
+                   f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all){failed}", err=True)
         return
     for warning in m["warnings"]:
         click.echo(f"warning: {warning}", err=True)
@@ -274,6 +282,28 @@ def info(model, as_json):
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         lines.append(f"metrics {split}: {shown}")
     click.echo("\n".join(lines))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("out", type=click.Path())
+def export(model, out):
+    """Write MODEL as a Hugging Face checkpoint in OUT (new or empty) that transformers loads
+    with AutoModelForSequenceClassification: LoRA merged, head mapped, id2label, problem_type,
+    tokenizer files, safetensors.
+
+    Example:
+
+        scorer export models/sentiment@champion exported/sentiment-hf/
+    """
+    from scorer.hf import export as hf_export
+
+    try:
+        config = hf_export.export(modeldir.read(model), out)
+    except ScorerError as e:
+        fail(e)
+    click.echo(f"exported {config['architectures'][0]} ({len(config['id2label'])} labels) to {out}",
+               err=True)
 
 
 if __name__ == "__main__":
