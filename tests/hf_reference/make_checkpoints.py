@@ -29,8 +29,8 @@ from transformers import (AlbertConfig, AlbertForSequenceClassification, AlbertT
                           BertForSequenceClassification, BertTokenizer, DebertaV2Config,
                           DebertaV2ForSequenceClassification, DebertaV2Tokenizer, DistilBertConfig,
                           DistilBertForSequenceClassification, DistilBertTokenizer, PretrainedConfig,
-                          PreTrainedModel,
-                          PreTrainedTokenizerBase, RobertaConfig, RobertaForSequenceClassification,
+                          PreTrainedModel, PreTrainedTokenizerBase, RobertaConfig,
+                          RobertaForSequenceClassification,
                           RobertaTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification,
                           XLMRobertaTokenizer)
 
