@@ -237,6 +237,8 @@ class OutputDir:
                 if self.dead_letter:
                     _clear(self.dead_letter, keep=f"{STATE_DIR}/lock")
                     self.dead_letter.write_text(DEAD_LETTER_OWNER, _location_key(self.out) + "\n")
+                for location in self._locations():
+                    location.sync_root()  # the lock may just have created it
                 self.out.write_text(f"{STATE_DIR}/run.json", json.dumps(self.identity, indent=2) + "\n")
                 self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(self.progress)) + "\n")
             self.out.write_text(".scorer-write-test", "")

@@ -5,7 +5,9 @@
       _aliases/champion     {"version": 2, ...}: small JSON files, replaced atomically
 
 A model reference is a directory, `REGISTRY@alias` or `REGISTRY@N`; a bare registry directory
-means its champion.
+means its champion. Every write is durable before it is visible: a version's files and
+directories are fsync'd before the rename that publishes it, and the directory a rename changed
+is fsync'd after it, so a power cut never leaves an alias pointing at a half-written version.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from scorer import storage
 from scorer.errors import ModelError
 
 ALIASES = "_aliases"
@@ -61,7 +64,9 @@ def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int
         raise ModelError(f"{registry}: no version {version}")
     previous = read_alias(registry, alias)
     folder = registry / ALIASES
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        storage.fsync_dir(registry)
     record = {"version": version, "previous": previous, "reason": reason,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{alias}.")
@@ -70,6 +75,7 @@ def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, folder / alias)
+    storage.fsync_dir(folder)
     return previous
 
 
@@ -81,10 +87,12 @@ def register(registry: Path, model_dir: Path) -> int:
     try:
         for item in model_dir.iterdir():
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        _fsync_tree(tmp)
         while True:  # another job may take a number at the same time: rename is the lock
             version = (versions(registry) or [0])[-1] + 1
             try:
                 os.rename(tmp, registry / str(version))
+                storage.fsync_dir(registry)
                 return version
             except OSError:
                 if not (registry / str(version)).exists():
@@ -92,6 +100,18 @@ def register(registry: Path, model_dir: Path) -> int:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under root, directories after what they hold."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        storage.fsync_dir(Path(directory))
 
 
 def resolve(ref: str) -> Path:

@@ -97,9 +97,14 @@ class PartWriter:
         self.parts.append({"file": part.final, "rows": part.rows})
 
     def commit(self) -> None:
-        """Commit every open part (in a fixed order, so names stay deterministic)."""
+        """Commit every open part (in a fixed order, so names stay deterministic), durably: the
+        directories they were renamed into are fsync'd before anything may list them."""
         for part_dir in sorted(self._open):
             self._commit(part_dir)
+        try:
+            self.out.sync()
+        except OSError as e:
+            raise OutputError(f"{self.out}: could not make the part files durable ({e.strerror or e})") from None
 
     def abort(self) -> None:
         """Drop open parts; committed parts stay (the run has no _SUCCESS)."""

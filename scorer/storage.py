@@ -1,8 +1,10 @@
 """Where output goes: a local directory, or a prefix in an object store (s3://, gs://, hdfs://
 through pyarrow.fs), behind the few operations the commit protocol and the sink need.
 
-Local: a part file is written under a temporary name, fsync'd and renamed; small files are
-replaced atomically by rename; the output directory is locked with flock.
+Local: a part file is written under a temporary name, fsync'd and renamed, and sync() then fsyncs
+every directory those renames (and new partition directories) changed, so a checkpoint that
+lists a part is never more durable than the part; small files are replaced atomically by rename;
+the output directory is locked with flock.
 Object stores have no rename and no locks, but an object appears whole or not at all when its
 upload completes: parts are written under their final names, and what makes them part of the
 output is the checkpoint (progress.json) and, at the end, _manifest.json and _SUCCESS. A resumed
@@ -42,6 +44,7 @@ class LocalStorage:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._unsynced: set[Path] = set()  # directories with entries not yet fsync'd
 
     def __str__(self) -> str:
         return str(self.root)
@@ -77,7 +80,7 @@ class LocalStorage:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def delete(self, rel: str) -> None:
         self.path(rel).unlink(missing_ok=True)
@@ -97,7 +100,13 @@ class LocalStorage:
         return os.path.join(directory, f".{name}.tmp"), rel
 
     def open_output(self, rel: str):
+        directory = self.path(rel).parent
+        created = []
+        while not directory.exists():
+            created.append(directory)
+            directory = directory.parent
         self.path(rel).parent.mkdir(parents=True, exist_ok=True)
+        self._unsynced.update(d.parent for d in created)  # a new partition directory's entry
         return str(self.path(rel))
 
     def parquet_rows(self, rel: str) -> int:
@@ -107,6 +116,17 @@ class LocalStorage:
         with open(self.path(written), "rb+") as f:
             os.fsync(f.fileno())  # the rename must not outlive the data on a power cut
         os.replace(self.path(written), self.path(final))
+        self._unsynced.add(self.path(final).parent)
+
+    def sync(self) -> None:
+        """fsync every directory whose entries changed since the last sync (renames, mkdirs)."""
+        for directory in sorted(self._unsynced, key=lambda d: len(d.parts), reverse=True):
+            fsync_dir(directory)
+        self._unsynced.clear()
+
+    def sync_root(self) -> None:
+        """fsync the directory holding the root, which this run may just have created."""
+        fsync_dir(self.root.parent)
 
 
 class ArrowStorage:
@@ -183,12 +203,18 @@ class ArrowStorage:
     def commit_part(self, written: str, final: str) -> None:
         pass  # the upload completed when the writer closed
 
+    def sync(self) -> None:
+        pass  # a completed upload is durable
+
+    def sync_root(self) -> None:
+        pass  # a prefix is not a directory
+
 
 def open_storage(location: str | Path):
     return ArrowStorage(str(location)) if is_remote(str(location)) else LocalStorage(Path(location))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -193,3 +193,42 @@ def test_a_column_that_cannot_name_a_directory_is_refused_before_the_output_is_t
                                 "directories; partition by a column of strings, numbers, booleans, "
                                 "dates or times")
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_every_directory_a_commit_touched_is_fsynced_before_the_checkpoint_lists_it(
+        tiny_scorer, tmp_path, monkeypatch):
+    """A power cut after a checkpoint must not lose a part: the renames (and new partition and
+    dead-letter directories) are durable only once their directories are fsync'd."""
+    from pathlib import Path
+
+    from scorer import commit, pipeline, storage
+
+    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    texts[::7] = [""] * len(texts[::7])  # bad rows, for the dead letters
+    pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet")
+    out, dead = tmp_path / "out", tmp_path / "nested" / "dead"
+    synced: list[Path] = []
+    fsync_dir = storage.fsync_dir
+    monkeypatch.setattr(storage, "fsync_dir", lambda path: (synced.append(Path(path)), fsync_dir(path)))
+    checkpoint = commit.OutputDir.checkpoint
+    seen: set[tuple[Path, str]] = set()
+    dirs_seen: set[Path] = set()
+
+    def check_then_checkpoint(self, progress):
+        listed = [(out, p["file"]) for p in progress.parts] + [(dead, p["file"]) for p in progress.dead_letter_parts]
+        for root, file in listed:
+            if (root, file) in seen:
+                continue
+            seen.add((root, file))
+            part_dir = (root / file).parent
+            assert part_dir in synced, f"{part_dir} not fsynced before the checkpoint listing {file}"
+            if part_dir not in dirs_seen:  # a directory this run made: its own entry too
+                dirs_seen.add(part_dir)
+                assert part_dir.parent in synced, f"{part_dir.parent} (holding {part_dir.name}) not fsynced"
+        synced.clear()
+        checkpoint(self, progress)
+
+    monkeypatch.setattr(commit.OutputDir, "checkpoint", check_then_checkpoint)
+    pipeline.run([str(tmp_path / "in.parquet")], out, scorer_=tiny_scorer, partition_by="label",
+                 dead_letter=str(dead), rows_per_file=100, chunk_rows=64)
+    assert {f for r, f in seen if r == dead} and len({f for r, f in seen if r == out}) >= 3
