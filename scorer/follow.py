@@ -4,98 +4,343 @@
     follow("landing/", "scored/", once=True)   # what is there now, then exit (cron)
 
 Each top-level entry of the landing directory is a unit: a file (format by extension or
---format), or a directory read as a Parquet dataset. Names starting with '.' or '_' and temp
-suffixes (.tmp, .inprogress, .partial, .crc) are never taken, since producers write under such
-names and rename when done; with require_marker, only directories holding a _SUCCESS file are
-taken. Units are scored in name order, through the same stages and commit protocol as a batch
-run: a checkpoint inside a unit every --rows-per-file rows, and one at its end that also records
-the unit as done (scorer.commit Progress.units_done). A restart continues where the last
-checkpoint left off. The output never "finishes": `_manifest.json` is rewritten after every unit
-with the cumulative counts and parts, and there is no _SUCCESS.
+--format), or a directory read as a Parquet dataset. Names starting with '.' or '_' and the
+in-flight names of common producers (TEMP_SUFFIXES) are never taken; with require_marker, only
+directories holding a _SUCCESS file are. An entry is taken once it has settled (its size and
+mtime unchanged for settle_seconds), and its rows are committed only while it is still as it was
+when taken (checked at every checkpoint, the last one after reading it all).
+
+Entries are scored in name order, through the same stages and commit protocol as a batch run: a
+checkpoint inside an entry every --rows-per-file rows, and one at its end that records it done.
+A restart first finishes the entry a killed run left half done, then goes on. An entry that
+cannot be scored (unknown format, missing text column, column clash, too many bad rows, changed
+after some of its rows were committed) is recorded as failed, with the reason, and the follower
+goes on. Between entries the model reference is resolved again, so a registry's new champion is
+picked up; every entry records the model that scored it (EntryRecord, in the checkpoint and in
+`_manifest.json`, which is rewritten after every entry). A followed output never "finishes":
+there is no _SUCCESS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-from scorer import commit, source
+import pyarrow as pa
+
+from scorer import commit, modeldir, source
 from scorer.api import Scorer, ScoreStats
-from scorer.errors import InputError
-from scorer.pipeline import (RunOptions, RunResult, _manifest, _Sinks, _stream, check_columns,
-                             open_output, output_location, parse_max_errors)
+from scorer.errors import DataError, InputError, ModelError, OutputError
+from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunOptions, RunResult, _manifest, _Sinks, _stream,
+                             check_columns, open_output, output_location, parse_max_errors)
 
-_TEMP_SUFFIXES = (".tmp", ".inprogress", ".partial", ".crc", ".part")
+# Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
+# (.gstmp), WinSCP (.filepart), editors and backups (~).
+TEMP_SUFFIXES = (".tmp", ".inprogress", ".partial", ".crc", ".part", "._COPYING_", ".gstmp",
+                 ".filepart", "~")
+DEFAULT_SETTLE_SECONDS = 5.0
+EXIT_ENTRIES_FAILED = 7  # --once ended, but some entries failed (README: exit codes)
+SCORING, SCORED, FAILED = "scoring", "scored", "failed"
 
 
-def pending_units(landing: Path, done: set[str], require_marker: bool = False) -> list[Path]:
-    """Landing entries ready to score and not yet done, in name order."""
-    ready = []
-    for entry in sorted(landing.iterdir()):
-        name = entry.name
-        if name in done or name.startswith((".", "_")) or name.endswith(_TEMP_SUFFIXES):
-            continue
-        if require_marker and not (entry.is_dir() and (entry / commit.SUCCESS).exists()):
-            continue
-        ready.append(entry)
-    return ready
+@dataclass(frozen=True)
+class Signature:
+    """An entry as it is on disk: any write to any of its files changes it."""
+
+    size: int  # bytes, over all its files
+    newest_mtime_ns: int
+    digest: str  # over every file's relative name, size and mtime
+
+    @classmethod
+    def of(cls, entry: Path) -> "Signature | None":
+        """None if the entry is gone."""
+        try:
+            files = sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+            stats = [(f.relative_to(entry).as_posix(), f.stat()) for f in files]
+            own_mtime = entry.stat().st_mtime_ns  # a directory's changes when files come and go
+        except FileNotFoundError:
+            return None
+        digest = hashlib.sha256()
+        for name, st in stats:
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return cls(sum(st.st_size for _, st in stats),
+                   max([own_mtime] + [st.st_mtime_ns for _, st in stats]), digest.hexdigest())
+
+    def change_from(self, before: "Signature") -> str:
+        return f"size {before.size} -> {self.size} bytes, modified again"
+
+
+@dataclass
+class EntryRecord:
+    """One landing entry taken: in the checkpoint (commit.Progress.entries) and the manifest."""
+
+    name: str
+    status: str  # SCORING (its rows are being committed), SCORED or FAILED
+    signature: dict  # the Signature it had when taken
+    model: dict | None = None  # the model that scored its rows (modeldir.ModelDir.id)
+    rows: int = 0  # its input rows committed to the output
+    reason: str | None = None  # why it failed
+
+
+class Settling:
+    """Which entries have stopped changing. An entry has settled once its Signature has stayed the
+    same for settle_seconds: seen unchanged by this process for that long, or last modified that
+    long ago by the clock (so a cron run takes an old file at once)."""
+
+    def __init__(self, settle_seconds: float):
+        self.settle_seconds = settle_seconds
+        self._seen: dict[str, tuple[Signature, float]] = {}  # name -> signature, since (monotonic)
+
+    def settled(self, name: str, signature: Signature) -> bool:
+        seen = self._seen.get(name)
+        if seen is None or seen[0] != signature:
+            seen = self._seen[name] = (signature, time.monotonic())
+        unchanged_for = max(time.monotonic() - seen[1],
+                            time.time() - signature.newest_mtime_ns / 1e9)
+        return unchanged_for >= self.settle_seconds
+
+
+class _EntryFailed(Exception):
+    """The entry cannot be scored (the reason is the message); the follower goes on."""
+
+
+class _EntryChanged(Exception):
+    """The entry changed after it was taken: its uncommitted rows are dropped."""
+
+
+class _EntrySinks(_Sinks):
+    """_Sinks that commit an entry's rows only while entry_check() finds it as it was taken."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.entry_check: Callable[[], None] | None = None
+
+    def checkpoint(self) -> None:
+        if self.entry_check is not None:
+            self.entry_check()
+        super().checkpoint()
+
+
+def is_candidate(entry: Path, require_marker: bool = False) -> bool:
+    """Whether a landing entry is data to score at all (not a temp name, marker present)."""
+    name = entry.name
+    if name.startswith((".", "_")) or name.endswith(TEMP_SUFFIXES):
+        return False
+    return not require_marker or (entry.is_dir() and (entry / commit.SUCCESS).exists())
 
 
 def follow(landing: str | Path, output: str | Path, model=None, options: RunOptions | None = None,
            once: bool = False, require_marker: bool = False, poll_seconds: float = 2.0,
-           progress=None, scorer_: Scorer | None = None, **kwargs) -> RunResult:
-    opts = options or RunOptions(**kwargs)
-    error_limit = parse_max_errors(opts.max_errors)
+           settle_seconds: float = DEFAULT_SETTLE_SECONDS, progress=None,
+           notify: Callable[[str], None] | None = None, **kwargs) -> RunResult:
+    """Score the landing directory's entries into `output`; with once, those there now, then
+    return. notify(message) is told of every entry that fails."""
     landing = Path(landing)
-    out = output_location(output)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
-    started = time.time()
-    t0 = time.perf_counter()
-    model_scorer = scorer_ or Scorer.load(model, max_length=opts.max_length,
-                                          batch_tokens=opts.batch_tokens, precision=opts.precision,
-                                          threads=opts.threads)
-    load_seconds = time.perf_counter() - t0
-    model_scorer.stats = ScoreStats()
-    compiled_before = model_scorer.predictor.compile_seconds
-    outdir = open_output(out, [{"path": str(landing), "follow": True}], model_scorer, opts)
-    timer = {"read": 0.0, "write": 0.0}
-    sinks = None
-    scored_units: list[str] = []
-
-    def write_manifest() -> dict:
-        """Cumulative over every unit ever scored into this output; rewritten after each."""
-        c = sinks.counters
-        manifest = _manifest(model_scorer, [{"path": str(landing), "follow": True}], opts,
-                             c["rows_out"] + c["rows_dead_lettered"], sinks, timer, load_seconds,
-                             compiled_before, started)
-        manifest.update(units_done=sinks.units_done, units_scored_now=scored_units, warnings=[])
-        outdir.write_manifest(manifest)
-        return manifest
+    follower = _Follower(landing, output_location(output), model, options or RunOptions(**kwargs),
+                         require_marker, Settling(settle_seconds), progress, notify)
     try:
-        outdir.prepare()
-        sinks = _Sinks(outdir, opts, model_scorer, error_limit)
-        while True:
-            for unit in pending_units(landing, set(sinks.units_done), require_marker):
-                inputs = source.expand_inputs([str(unit)], opts.format)
-                skip = sinks.rows if sinks.unit == unit.name else 0
-                sinks.unit, sinks.rows, sinks.start_rows = unit.name, skip, skip
-
-                def start(first, sinks=sinks):
-                    check_columns(first, model_scorer, opts)
-                    return sinks
-
-                _stream(inputs, skip, model_scorer, opts, source.SourceStats(), timer, start,
-                        progress, started)
-                sinks.units_done.append(unit.name)
-                sinks.unit, sinks.rows = None, 0
-                sinks.checkpoint()  # the unit is done: recorded with its last parts
-                scored_units.append(unit.name)
-                manifest = write_manifest()
-            if once:
-                break
-            time.sleep(poll_seconds)  # SIGTERM lands here between units, or in _stream
-        manifest = write_manifest()
+        follower.run(once, poll_seconds)
     finally:
-        outdir.abandon()  # releases the lock; the state stays: it is what the next run continues
-    return RunResult(out, manifest)
+        follower.outdir.abandon()  # releases the lock; the state stays: the next run continues it
+    return RunResult(follower.out, follower.manifest)
+
+
+class _Follower:
+    def __init__(self, landing: Path, out, model, opts: RunOptions, require_marker: bool,
+                 settling: Settling, progress, notify):
+        self.landing, self.out, self.opts = landing, out, opts
+        self.model_ref = str(model) if model is not None else "default"
+        self.require_marker, self.settling = require_marker, settling
+        self.progress, self.notify = progress, notify or (lambda message: None)
+        self.error_limit = parse_max_errors(opts.max_errors)  # applied to each entry
+        self.started = time.time()
+        self.timer = {"read": 0.0, "write": 0.0}
+        self.scored_now: list[str] = []
+        self.failed_now: list[str] = []
+        self._load_model(modeldir.resolve(model))  # a model problem stops us before the output
+        self.outdir = open_output(out, [{"path": str(landing), "follow": True}], self.scorer, opts,
+                                  model_key=self.model_ref)
+        self.sinks: _EntrySinks | None = None
+        self.manifest: dict = {}
+
+    def run(self, once: bool, poll_seconds: float) -> None:
+        self.outdir.prepare()
+        self.sinks = self._new_sinks()
+        self._finish_entry_in_progress()
+        waiting_for = None  # --once: the entries there at the start
+        while True:
+            pending = self._pending()
+            if once:
+                waiting_for = {e.name for e in pending} if waiting_for is None else waiting_for
+                pending = [e for e in pending if e.name in waiting_for]
+            unsettled = [e for e in pending if not self._take_if_settled(e)]
+            if once and not unsettled:
+                break
+            time.sleep(poll_seconds)  # SIGTERM lands here between entries, or in _stream
+        self._write_manifest()
+
+    def _pending(self) -> list[Path]:
+        """Landing entries to score, not yet scored or failed, in name order."""
+        taken = set(self.sinks.units_done) | {e["name"] for e in self.sinks.entries}
+        return [e for e in sorted(self.landing.iterdir())
+                if e.name not in taken and is_candidate(e, self.require_marker)]
+
+    def _take_if_settled(self, entry: Path) -> bool:
+        """Score the entry if it has settled; False if it is still to be taken (not settled yet,
+        or changed before any of its rows were committed)."""
+        signature = Signature.of(entry)
+        if signature is None:
+            return True  # gone before it was taken: nothing to do
+        if not self.settling.settled(entry.name, signature):
+            return False
+        self._use_model(modeldir.resolve(self.model_ref))  # between entries: a new champion
+        return self._score(entry, EntryRecord(entry.name, SCORING, asdict(signature)), skip=0)
+
+    def _finish_entry_in_progress(self) -> None:
+        """A killed run's half-done entry comes first, from its committed rows on, with the model
+        that scored them, if it is still what it was."""
+        name, rows = self.sinks.unit, self.sinks.rows
+        if name is None:
+            return
+        record = next((EntryRecord(**e) for e in self.sinks.entries if e["name"] == name), None)
+        if record is None:  # not written by this version of scorer
+            raise OutputError(f"{self.out}: its checkpoint does not record how entry {name} was "
+                              "taken; pass --overwrite to start again")
+        entry = self.landing / name
+        signature = Signature.of(entry)
+        if signature is None or asdict(signature) != record.signature:
+            self._fail(entry, record, f"{'removed' if signature is None else 'changed'} after "
+                       f"{rows} of its rows were committed; land it again under a new name")
+            return
+        try:
+            self._use_model(Path(record.model["path"]), record.model["checksum"])
+        except ModelError as e:
+            self._fail(entry, record, f"cannot finish it with the model that scored its first "
+                       f"{rows} rows: {e}")
+            return
+        self._score(entry, record, skip=rows)
+
+    def _score(self, entry: Path, record: EntryRecord, skip: int) -> bool:
+        """Score the entry from row `skip` on; False if it changed before any row was committed."""
+        sinks = self.sinks
+        record.model = self.scorer.model_dir.id
+        taken = Signature(**record.signature)
+        sinks.unit, sinks.rows, sinks.start_rows = entry.name, skip, skip
+        self._set_record(record)  # recorded with the entry's first checkpoint
+        bad_before = sinks.counters["rows_with_error"]
+        if self.error_limit and self.error_limit[0] == "rows":
+            sinks.error_limit = ("rows", bad_before + self.error_limit[1])
+        sinks.entry_check = lambda: self._check_unchanged(entry, taken)
+        try:
+            inputs = source.expand_inputs([str(entry)], self.opts.format)
+            _stream(inputs, skip, self.scorer, self.opts, source.SourceStats(), self.timer,
+                    self._start_entry, self.progress, self.started)
+            self._check_error_fraction(sinks.counters["rows_with_error"] - bad_before, sinks.rows - skip)
+        except (InputError, DataError, _EntryFailed) as e:
+            self._fail(entry, record, str(e))
+            return True
+        except _EntryChanged as e:
+            committed = self.outdir.progress.rows if self.outdir.progress.unit == entry.name else 0
+            if not committed:
+                self.sinks = self._new_sinks()  # back to the last checkpoint; taken again later
+                return False
+            self._fail(entry, record, f"changed while being scored ({e}) after {committed} of its "
+                       "rows were committed; land the new version under a new name")
+            return True
+        sinks.units_done.append(entry.name)
+        record.status, record.rows = SCORED, sinks.rows
+        self._close_entry(record)
+        self.scored_now.append(entry.name)
+        return True
+
+    def _start_entry(self, first: source.Chunk | None) -> _EntrySinks:
+        try:
+            check_columns(first, self.scorer, self.opts)
+        except OutputError as e:  # a column clash is this entry's problem, not the output's
+            raise _EntryFailed(str(e)) from None
+        return self.sinks
+
+    def _check_unchanged(self, entry: Path, taken: Signature) -> None:
+        now = Signature.of(entry)
+        if now is None:
+            raise _EntryChanged("removed")
+        if now != taken:
+            raise _EntryChanged(now.change_from(taken))
+
+    def _check_error_fraction(self, bad: int, rows: int) -> None:
+        limit = self.error_limit
+        if limit and limit[0] == "fraction" and rows and bad / rows > limit[1]:
+            raise DataError(f"{bad} of {rows} rows are bad ({bad / rows:.2%}), more than "
+                            f"--max-errors {self.opts.max_errors}")
+
+    def _fail(self, entry: Path, record: EntryRecord, reason: str) -> None:
+        """Record the entry as failed (with a dead-letter note), keeping its committed rows."""
+        self.sinks = sinks = self._new_sinks()  # back to the last checkpoint: what is committed
+        record.status, record.reason = FAILED, reason
+        record.rows = sinks.rows if sinks.unit == entry.name else 0
+        if sinks.dead is not None:
+            sinks.dead.write(pa.table({"source": [str(entry)], "position": [None],
+                                       "error": [f"entry failed: {reason}"], "text": [None]},
+                                      schema=DEAD_LETTER_SCHEMA))
+        self._close_entry(record)
+        self.failed_now.append(entry.name)
+        self.notify(f"entry {entry.name} failed, recorded and skipped: {reason}")
+
+    def _close_entry(self, record: EntryRecord) -> None:
+        sinks = self.sinks
+        sinks.entry_check = None
+        sinks.unit, sinks.rows = None, 0
+        self._set_record(record)
+        sinks.checkpoint()  # the entry is done: recorded with its last parts
+        self._write_manifest()
+
+    def _set_record(self, record: EntryRecord) -> None:
+        entries = self.sinks.entries
+        index = next((i for i, e in enumerate(entries) if e["name"] == record.name), len(entries))
+        entries[index:index + 1] = [asdict(record)]
+
+    def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
+        """Score with the model in model_dir from the next entry on (loading it if it is not the
+        one loaded); checksum: the spec checksum it must have."""
+        spec = model_dir / modeldir.SPEC_FILE
+        current = self.scorer.model_dir.id
+        if str(model_dir) == current["path"] and spec.is_file() and \
+                modeldir.sha256_file(spec) == current["checksum"]:
+            return
+        self._load_model(model_dir)
+        if checksum and self.scorer.model_dir.id["checksum"] != checksum:
+            raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
+        self.sinks = self._new_sinks()  # new part files carry the new model's id
+
+    def _load_model(self, model_dir: Path) -> None:
+        opts = self.opts
+        t0 = time.perf_counter()
+        self.scorer = Scorer.load(model_dir, max_length=opts.max_length,
+                                  batch_tokens=opts.batch_tokens, precision=opts.precision,
+                                  threads=opts.threads)
+        self.load_seconds = time.perf_counter() - t0
+        self.scorer.stats = ScoreStats()
+        self.compiled_before = self.scorer.predictor.compile_seconds
+
+    def _new_sinks(self) -> _EntrySinks:
+        """Sinks at the last checkpoint (the per-entry --max-errors limit is set per entry)."""
+        return _EntrySinks(self.outdir, self.opts, self.scorer, None)
+
+    def _write_manifest(self) -> None:
+        """Cumulative over every entry ever taken into this output; rewritten after each."""
+        sinks = self.sinks
+        c = sinks.counters
+        manifest = _manifest(self.scorer, [{"path": str(self.landing), "follow": True}], self.opts,
+                             c["rows_out"] + c["rows_dead_lettered"], sinks, self.timer,
+                             self.load_seconds, self.compiled_before, self.started)
+        manifest.update(units_done=list(sinks.units_done),
+                        units_failed=[e["name"] for e in sinks.entries if e["status"] == FAILED],
+                        entries=sinks.entries, units_scored_now=self.scored_now,
+                        units_failed_now=self.failed_now, warnings=[])
+        self.outdir.write_manifest(manifest)
+        self.manifest = manifest

@@ -218,10 +218,12 @@ def output_location(output) -> Path | str:
     return output if storage.is_remote(str(output)) else Path(output)
 
 
-def open_output(out, inputs: list[dict], model_scorer: Scorer, opts: RunOptions) -> commit.OutputDir:
+def open_output(out, inputs: list[dict], model_scorer: Scorer, opts: RunOptions,
+                model_key: str | None = None) -> commit.OutputDir:
     """Lock the output and decide fresh run or resume; what identifies this run is its inputs'
-    fingerprints, the model's checksum and the options that shape the output."""
-    identity = {"inputs": inputs, "model": model_scorer.model_dir.id["checksum"],
+    fingerprints, the model's checksum (or model_key: --follow's model reference, since a
+    follower moves to a new champion between entries) and the options that shape the output."""
+    identity = {"inputs": inputs, "model": model_key or model_scorer.model_dir.id["checksum"],
                 "options": {k: getattr(opts, k) for k in _RESUME_OPTIONS}}
     return commit.OutputDir.open(out, identity, opts.overwrite, opts.dead_letter)
 
@@ -302,6 +304,7 @@ class _Sinks:
         self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
         self.counters = copy.deepcopy(p.counters)
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
+        self.entries = copy.deepcopy(p.entries)  # --follow only
         committed_bad = self.counters["rows_with_error"]
         if error_limit and error_limit[0] == "rows" and committed_bad > error_limit[1]:
             raise DataError(f"{outdir.out}: the unfinished run there already has {committed_bad} bad "
@@ -363,6 +366,7 @@ class _Sinks:
             self.dead.commit()
         self.outdir.checkpoint(commit.Progress(
             rows=self.rows, unit=self.unit, units_done=list(self.units_done),
+            entries=copy.deepcopy(self.entries),
             parts=list(self.writer.parts),
             dead_letter_parts=list(self.dead.parts) if self.dead else [],
             next_index=dict(self.writer.next_index),

@@ -120,3 +120,205 @@ def test_sigterm_stops_a_follower_cleanly(tiny_model, tmp_path):
     land(landing, "b.jsonl", 3, start=7)
     assert follow_once(landing, out, tiny_model).exit_code == 0
     assert texts(out) == expected((0, 10))
+
+
+def test_a_restarted_follower_finishes_its_entry_in_progress_before_an_earlier_name(tiny_model, tmp_path):
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    for k in range(3):
+        land(landing, f"f{k}.jsonl", 40, start=40 * k)
+    args = ["run", "--follow", str(landing), "-o", str(out), "--model", str(tiny_model),
+            "--rows-per-file", "15", "--chunk-rows", "10", "--poll-seconds", "0.2"]
+    proc = subprocess.run([sys.executable, "-m", "scorer.cli", *args],  # dies inside f1.jsonl
+                          env={**os.environ, "SCORER_CRASH_AT": "checkpoint:6"},
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    state = json.loads((out / "_scorer_run" / "progress.json").read_text())
+    assert state["unit"] == "f1.jsonl" and state["rows"] > 0
+    land(landing, "a.jsonl", 5, start=120)  # lands meanwhile, and sorts before the half-done entry
+    r = CliRunner().invoke(main, [*args, "--once"])
+    assert r.exit_code == 0, r.output
+    assert texts(out) == expected((0, 125))  # no row of f1.jsonl twice
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["units_done"] == ["f0.jsonl", "f1.jsonl", "a.jsonl", "f2.jsonl"]
+
+
+def test_a_bad_entry_is_recorded_as_failed_and_the_follower_goes_on(tiny_model, tmp_path):
+    landing, out, dead = tmp_path / "landing", tmp_path / "out", tmp_path / "dead"
+    landing.mkdir()
+    land(landing, "a.jsonl", 10)
+    (landing / "b.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")  # unknown extension
+    pq.write_table(pa.table({"body": ["no text column here"]}), landing / "c.parquet")
+    pq.write_table(pa.table({"text": ["a column clash"], "label": ["x"]}), landing / "d.parquet")
+    (landing / "e.parquet").write_bytes(b"PAR1 not a parquet file")
+    land(landing, "f.jsonl", 5, start=40)
+    for in_flight in ("g.jsonl._COPYING_", "h.jsonl.gstmp", "i.jsonl.filepart", "j.jsonl~"):
+        (landing / in_flight).write_text('{"text": "half written"}\n{"te')
+    r = follow_once(landing, out, tiny_model, "--dead-letter", str(dead))
+    assert r.exit_code == 7, r.output
+    for name in ("b.jsonl.gz", "c.parquet", "d.parquet", "e.parquet"):
+        assert f"error: entry {name} failed" in r.stderr
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["units_done"] == ["a.jsonl", "f.jsonl"]
+    failed = {e["name"]: e for e in m["entries"] if e["status"] == "failed"}
+    assert sorted(failed) == ["b.jsonl.gz", "c.parquet", "d.parquet", "e.parquet"]
+    assert "extension" in failed["b.jsonl.gz"]["reason"] and "'text'" in failed["c.parquet"]["reason"]
+    assert "'label'" in failed["d.parquet"]["reason"]
+    assert texts(out) == expected((0, 10), (40, 45))
+    notes = ds.dataset(dead, format="parquet").to_table().to_pylist()
+    assert sorted(n["source"] for n in notes) == sorted(str(landing / n) for n in failed)
+    assert all(n["error"].startswith("entry failed: ") for n in notes)
+
+    r = follow_once(landing, out, tiny_model, "--dead-letter", str(dead))
+    assert r.exit_code == 0, r.output  # failed entries are not tried again on every restart
+    assert "error:" not in r.stderr and texts(out) == expected((0, 10), (40, 45))
+
+
+def _write_slowly(path, lines, pause, started):
+    """A producer writing in place (scp, curl, cp): a line every `pause` seconds."""
+    started.wait(120)
+    with open(path, "a") as f:
+        for line in lines:
+            f.write(line)
+            f.flush()
+            time.sleep(pause)
+
+
+def test_a_file_written_in_place_is_taken_only_once_it_has_settled(tiny_model, tmp_path):
+    import threading
+
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    lines = [json.dumps({"text": f"review {i}: a fine film"}) + "\n" for i in range(12)]
+    target = landing / "a.jsonl"
+    target.write_text("".join(lines[:2]))
+    started = threading.Event()
+    writer = threading.Thread(target=_write_slowly, args=(target, lines[2:], 0.3, started))
+    writer.start()
+    watcher = threading.Thread(target=lambda: (_wait_for(out / "_scorer_run" / "lock"), started.set()))
+    watcher.start()
+    try:
+        r = follow_once(landing, out, tiny_model, "--settle-seconds", "1.5", "--poll-seconds", "0.2")
+    finally:
+        started.set()
+        writer.join()
+        watcher.join()
+    assert r.exit_code == 0, r.output
+    assert texts(out) == expected((0, 12))
+
+
+def _wait_for(path, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def _appending_after_first_read(monkeypatch, path, extra: str):
+    """Make the first read of `path` be followed by a producer appending to it: the entry changes
+    after it was read (a producer that paused longer than the settle time)."""
+    from scorer import source
+
+    real = source.read_chunks
+    appended = []
+
+    def read_chunks(inputs, *args, **kwargs):
+        yield from real(inputs, *args, **kwargs)
+        if not appended and any(i.path == str(path) for i in inputs):
+            appended.append(True)
+            with open(path, "a") as f:
+                f.write(extra)
+
+    monkeypatch.setattr(source, "read_chunks", read_chunks)
+
+
+def test_an_entry_that_changed_while_it_was_read_is_scored_again_once_settled(tiny_model, tmp_path,
+                                                                               monkeypatch):
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    land(landing, "a.jsonl", 6)
+    _appending_after_first_read(monkeypatch, landing / "a.jsonl",
+                                "".join(json.dumps({"text": f"review {i}: a fine film"}) + "\n"
+                                        for i in range(6, 9)))
+    r = follow_once(landing, out, tiny_model, "--settle-seconds", "0.5", "--poll-seconds", "0.1")
+    assert r.exit_code == 0, r.output
+    assert texts(out) == expected((0, 9))  # all of it, once: nothing of the first read was kept
+
+
+def test_an_entry_that_changed_after_some_rows_were_committed_is_failed(tiny_model, tmp_path,
+                                                                        monkeypatch):
+    from scorer import faults
+
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    land(landing, "a.jsonl", 25)
+    land(landing, "b.jsonl", 5, start=100)
+    real_point, checkpoints = faults.point, []
+
+    def point(name):  # the producer appends once a.jsonl's first 20 rows are committed
+        real_point(name)
+        if name == "checkpoint" and len(checkpoints) < 2:
+            checkpoints.append(name)
+            if len(checkpoints) == 2:
+                with open(landing / "a.jsonl", "a") as f:
+                    f.write(json.dumps({"text": "late"}) + "\n")
+
+    monkeypatch.setattr(faults, "point", point)
+    r = follow_once(landing, out, tiny_model, "--settle-seconds", "0.5", "--rows-per-file", "10",
+                    "--chunk-rows", "10")
+    assert r.exit_code == 7, r.output
+    assert "error: entry a.jsonl failed" in r.stderr and "1 failed: a.jsonl" in r.stderr
+    m = json.loads((out / "_manifest.json").read_text())
+    failed = [e for e in m["entries"] if e["status"] == "failed"]
+    assert [e["name"] for e in failed] == ["a.jsonl"] and failed[0]["rows"] == 20
+    assert "changed" in failed[0]["reason"]
+    assert m["units_done"] == ["b.jsonl"] and texts(out) == expected((0, 20), (100, 105))
+
+
+def test_a_follower_picks_up_a_new_champion_between_entries(tiny_model, tmp_path):
+    from scorer import registry
+    from tests.conftest import make_tiny_model
+
+    reg = tmp_path / "registry"
+    v1 = registry.register(reg, tiny_model)
+    v2 = registry.register(reg, make_tiny_model(tmp_path / "tiny2", seed=2, name="tiny2"))
+    registry.set_alias(reg, "champion", v1)
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    ref = f"{reg}@champion"
+    manifest = out / "_manifest.json"
+
+    def done():
+        return json.loads(manifest.read_text())["units_done"] if manifest.exists() else []
+
+    proc = subprocess.Popen([sys.executable, "-m", "scorer.cli", "run", "--follow", str(landing),
+                             "-o", str(out), "--model", ref, "--poll-seconds", "0.2",
+                             "--settle-seconds", "0"], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        land(landing, "a.jsonl", 4)
+        while done() != ["a.jsonl"]:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        registry.set_alias(reg, "champion", v2)
+        land(landing, "b.jsonl", 4, start=4)
+        while done() != ["a.jsonl", "b.jsonl"]:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    land(landing, "c.jsonl", 4, start=8)  # and a restart after the promotion
+    r = follow_once(landing, out, ref, "--settle-seconds", "0")
+    assert r.exit_code == 0, r.output
+    assert texts(out) == expected((0, 12))
+    m = json.loads(manifest.read_text())
+    versions = {e["name"]: e["model"]["path"] for e in m["entries"]}
+    assert versions == {"a.jsonl": str(reg / "1"), "b.jsonl": str(reg / "2"), "c.jsonl": str(reg / "2")}
+    part_models = {}
+    for part in m["parts"]:
+        meta = pq.read_schema(out / part["file"]).metadata[b"scorer.model"]
+        rows = pq.read_table(out / part["file"]).column("text").to_pylist()
+        for text in rows:
+            part_models[int(text.split()[1].rstrip(":"))] = json.loads(meta)["name"]
+    assert part_models == {**{i: "tiny" for i in range(4)}, **{i: "tiny2" for i in range(4, 12)}}
