@@ -102,6 +102,10 @@ class Settling:
                             time.time() - signature.newest_mtime_ns / 1e9)
         return unchanged_for >= self.settle_seconds
 
+    def keep_only(self, names: set[str]) -> None:
+        """Forget entries taken or gone (a follower runs for months)."""
+        self._seen = {n: seen for n, seen in self._seen.items() if n in names}
+
 
 class _EntryFailed(Exception):
     """The entry cannot be scored (the reason is the message); the follower goes on."""
@@ -175,6 +179,7 @@ class _Follower:
         waiting_for = None  # --once: the entries there at the start
         while True:
             pending = self._pending()
+            self.settling.keep_only({e.name for e in pending})
             if once:
                 waiting_for = {e.name for e in pending} if waiting_for is None else waiting_for
                 pending = [e for e in pending if e.name in waiting_for]

@@ -322,3 +322,19 @@ def test_a_follower_picks_up_a_new_champion_between_entries(tiny_model, tmp_path
         for text in rows:
             part_models[int(text.split()[1].rstrip(":"))] = json.loads(meta)["name"]
     assert part_models == {**{i: "tiny" for i in range(4)}, **{i: "tiny2" for i in range(4, 12)}}
+
+
+def test_max_errors_applies_to_each_entry(tiny_model, tmp_path):
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    bad = json.dumps({"text": ""}) + "\n"
+    (landing / "a.jsonl").write_text(bad * 3)
+    for name, start in (("b.jsonl", 0), ("c.jsonl", 2)):  # 2 bad rows each: 4 in all
+        (landing / name).write_text(bad * 2 + "".join(json.dumps({"text": f"review {i}: a fine film"}) + "\n"
+                                                      for i in range(start, start + 2)))
+    r = follow_once(landing, out, tiny_model, "--max-errors", "2", "--settle-seconds", "0")
+    assert r.exit_code == 7, r.output
+    assert "error: entry a.jsonl failed" in r.stderr and "--max-errors" in r.stderr
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["units_done"] == ["b.jsonl", "c.jsonl"] and m["units_failed"] == ["a.jsonl"]
+    assert m["rows_with_error"] == 4 and sorted(t for t in texts(out) if t) == expected((0, 4))
