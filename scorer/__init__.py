@@ -9,7 +9,9 @@ import os
 
 # Set before TensorFlow or huggingface_hub is imported anywhere: nothing is ever downloaded,
 # Keras runs on TensorFlow, and TensorFlow's C++ start-up chatter stays off the terminal.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from scorer.runtime import force_offline  # imports nothing heavy
+
+force_offline()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # transformers (tokenizers and configs only, never its models) would announce that torch is absent.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

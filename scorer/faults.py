@@ -8,17 +8,31 @@ kill could hit reliably. SCORER_PAUSE_AT=<point>[:<n>] instead stops there until
 the process, so a test can act on a run that is certainly still in progress (a fast run could
 otherwise finish first). SCORER_TERM_AT=<point>[:<n>] sends the process a SIGTERM there (a stop
 request landing at an exact moment). Unset, `point` is three string comparisons.
+
+The hooks act only when SCORER_FAULT_HOOKS_KEY also holds the test suite's key, which
+tests/conftest.py sets for every test and its subprocesses (only its sha256 is here, and tests/
+is not installed or copied into the image): a bare SCORER_CRASH_AT in a production environment,
+set by mistake or left over, does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
 
 
+_KEY_SHA256 = "4e8c700aaf9f4489727ae180019def90b0c3e34a0c74401ea287bca9879befa9"
+
+
+def _armed() -> bool:
+    key = os.environ.get("SCORER_FAULT_HOOKS_KEY", "")
+    return hashlib.sha256(key.encode()).hexdigest() == _KEY_SHA256
+
+
 def _parse(variable: str) -> list:
-    target, _, nth = os.environ.get(variable, "").partition(":")
+    target, _, nth = (os.environ.get(variable, "") if _armed() else "").partition(":")
     return [target, int(nth or 1)]
 
 

@@ -20,6 +20,16 @@ _CACHE_MIN_FREE_BYTES = 1 << 30
 threads_in_use: int | None = None
 
 
+def force_offline() -> None:
+    """Nothing is ever downloaded: HF_HUB_OFFLINE=1 whatever the environment says, also for a
+    huggingface_hub that the embedding program imported before scorer (it reads the variable
+    once, at import)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
 def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs this cgroup may use (cgroup v2 cpu.max, or v1 cfs quota/period); None if unlimited."""
     try:

@@ -17,6 +17,8 @@ import pytest
 
 # Compiled XLA programs persist in a cache; tests get a fresh one, shared by their subprocesses.
 os.environ["SCORER_XLA_CACHE"] = tempfile.mkdtemp(prefix="scorer-test-xla-")
+# Arms scorer.faults' crash/pause hooks for the tests and their subprocesses (nowhere else).
+os.environ["SCORER_FAULT_HOOKS_KEY"] = "scorer-tests-082fd63a25415cded44c2f397f43b1db"
 
 import scorer  # noqa: F401  (sets HF_HUB_OFFLINE and KERAS_BACKEND before TensorFlow loads)
 from scorer import backbone as backbones

@@ -220,3 +220,35 @@ def test_state_files_of_another_user_are_not_resumed(tiny_model, tmp_path, monke
     r = score(tiny_model, out, "--rows-per-file", "100", "--max-errors", "0")
     assert r.exit_code == 0, r.output
     assert "resumed after 200 committed rows" in r.stderr
+
+
+# --------------------------------------------------------------------------- test-only hooks, offline
+
+def test_fault_hooks_do_nothing_without_the_test_suites_key(tiny_model, tmp_path):
+    """A bare SCORER_CRASH_AT / SCORER_PAUSE_AT in a production environment must not kill or
+    stall a run: the hooks act only beside the key that tests/conftest.py sets."""
+    env = {k: v for k, v in os.environ.items() if k != "SCORER_FAULT_HOOKS_KEY"}
+    env.update(SCORER_CRASH_AT="read", SCORER_PAUSE_AT="infer", SCORER_TERM_AT="encode")
+    args = [sys.executable, "-m", "scorer.cli", "run", str(SAMPLE / "sst2_dev_sample.txt"),
+            "--model", str(tiny_model), "-o"]
+    proc = subprocess.run(args + [str(tmp_path / "plain")], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env["SCORER_FAULT_HOOKS_KEY"] = "a guess"
+    proc = subprocess.run(args + [str(tmp_path / "guess")], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env["SCORER_FAULT_HOOKS_KEY"] = os.environ["SCORER_FAULT_HOOKS_KEY"]  # the suite's own
+    proc = subprocess.run(args + [str(tmp_path / "armed")], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+
+
+def test_hf_hub_offline_is_forced_not_defaulted():
+    code = ("import os, scorer, huggingface_hub.constants as c; "
+            "print(os.environ['HF_HUB_OFFLINE'], c.HF_HUB_OFFLINE)")
+    for preimport in ("", "import huggingface_hub; "):  # also when the hub was imported first
+        proc = subprocess.run([sys.executable, "-c", preimport + code], capture_output=True, text=True,
+                              cwd=REPO, env={**offline_env(), "HF_HUB_OFFLINE": "0"}, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["1", "True"]
