@@ -144,7 +144,10 @@ def build_backbone(ckpt: Checkpoint, tensors: Mapping[str, np.ndarray], dtype=No
     if ckpt.model_type == "deberta-v2":
         from scorer.hf import deberta
 
-        return deberta.build_backbone(ckpt.config, tensors, dtype=dtype)
+        try:
+            return deberta.build_backbone(ckpt.config, tensors, dtype=dtype)
+        except ModelError as e:
+            raise ModelError(f"{ckpt.path}: {e}") from None
     module_name, prefix = _KERAS_HUB_CONVERTERS[ckpt.model_type]
     converter = importlib.import_module(f"keras_hub.src.utils.transformers.{module_name}")
     kwargs = converter.convert_backbone_config(ckpt.config)
