@@ -10,8 +10,9 @@ directories holding a _SUCCESS file are. An entry is taken once it has settled (
 mtime unchanged for settle_seconds), and its rows are committed only while it is still as it was
 when taken (checked at every checkpoint, the last one after reading it all).
 
-Entries are scored in name order (one still settling after those that sort later), through the same stages and commit protocol as a batch run: a
-checkpoint inside an entry every --rows-per-file rows, and one at its end that records it done.
+Entries are scored in name order (one still settling after those that sort later), through the
+same stages and commit protocol as a batch run: a checkpoint inside an entry every
+--rows-per-file rows, and one at its end that records it done.
 A restart first finishes the entry a killed run left half done, then goes on. An entry that
 cannot be scored (unknown format, missing text column, column clash, too many bad rows, changed
 after some of its rows were committed) is recorded as failed, with the reason, and the follower
