@@ -75,7 +75,8 @@ def promote(path, version, alias):
         python -m jobs.registry promote models/sentiment 7
     """
     try:
-        previous = registry.set_alias(path, alias, version, reason="set by hand")
+        with registry.promotion_lock(path):  # not in the middle of a job's promotion
+            previous = registry.set_alias(path, alias, version, reason="set by hand")
     except ScorerError as e:
         fail(e)
     click.echo(json.dumps({"alias": alias, "version": version, "previous": previous}))

@@ -2,7 +2,9 @@
 
     models/sentiment/
       1/  2/  3/            model directories, each written to a temp dir and renamed into place
-      _aliases/champion     {"version": 2, ...}: small JSON files, replaced atomically
+      _aliases/champion     {"version": 2, ...}: small JSON files, replaced atomically (0644:
+                            every scorer reads them, whoever wrote them)
+      _aliases/.promotion.lock   flock'd by a promotion from reading the champion to moving it
 
 A model reference is a directory, `REGISTRY@alias` or `REGISTRY@N`; a bare registry directory
 means its champion. Every write is durable before it is visible: a version's files and
@@ -12,6 +14,8 @@ is fsync'd after it, so a power cut never leaves an alias pointing at a half-wri
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -63,13 +67,11 @@ def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int
     if version not in versions(registry):
         raise ModelError(f"{registry}: no version {version}")
     previous = read_alias(registry, alias)
-    folder = registry / ALIASES
-    if not folder.is_dir():
-        folder.mkdir(parents=True)
-        storage.fsync_dir(registry)
+    folder = _aliases_dir(registry)
     record = {"version": version, "previous": previous, "reason": reason,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{alias}.")
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; the scoring workers may run as another user
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
         f.flush()
@@ -77,6 +79,35 @@ def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int
     os.replace(tmp, folder / alias)
     storage.fsync_dir(folder)
     return previous
+
+
+@contextlib.contextmanager
+def promotion_lock(registry: Path):
+    """Held by whoever reads the champion, compares with it and moves it: two jobs finishing at
+    once take turns, so the second compares with the first one's result and cannot crown a
+    model worse than the champion it never saw."""
+    if not versions(registry):
+        raise ModelError(f"{registry}: no registered versions")
+    try:
+        fd = os.open(_aliases_dir(registry) / ".promotion.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise ModelError(f"{registry}: cannot take the promotion lock ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other job's promotion to finish
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _aliases_dir(registry: Path) -> Path:
+    """REGISTRY/_aliases, created readable by everyone (and durably) if it is not there."""
+    folder = registry / ALIASES
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)  # whatever the job's umask
+        storage.fsync_dir(registry)
+    return folder
 
 
 def register(registry: Path, model_dir: Path) -> int:

@@ -252,3 +252,70 @@ def test_hf_hub_offline_is_forced_not_defaulted():
                               cwd=REPO, env={**offline_env(), "HF_HUB_OFFLINE": "0"}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.split() == ["1", "True"]
+
+
+# --------------------------------------------------------------------------- registry
+
+def test_alias_files_are_readable_by_other_users(tiny_model, tmp_path):
+    from scorer import registry
+
+    reg = tmp_path / "reg"
+    registry.register(reg, tiny_model)
+    old = os.umask(0o077)  # a job started with a private umask
+    try:
+        registry.set_alias(reg, "champion", 1)
+        registry.set_alias(reg, "champion", 1)  # replaced: the new file too
+    finally:
+        os.umask(old)
+    assert (reg / "_aliases").stat().st_mode & 0o777 == 0o755
+    assert (reg / "_aliases" / "champion").stat().st_mode & 0o777 == 0o644
+
+
+def test_concurrent_promotions_cannot_crown_the_worse_model(tiny_model, tmp_path, monkeypatch):
+    """Two jobs finish at once: v2 (0.70) and v3 (0.60) both beat champion v1 (0.50). Whatever
+    the order, the champion must end as v2: the second job compares with the first's result."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import jobs.finetune
+    from jobs import gate
+    from scorer import registry
+
+    reg = tmp_path / "reg"
+    for _ in range(3):
+        registry.register(reg, tiny_model)
+    registry.set_alias(reg, "champion", 1)
+    metric_of = {1: 0.50, 2: 0.70, 3: 0.60}
+
+    class ChampionScorer:  # scores the champion's metric, slowly (as a real evaluation is)
+        def __init__(self, path):
+            self.version, self.multi_label, self.spec = int(path.name), False, SimpleNamespace(threshold=0.5)
+
+        load = classmethod(lambda cls, path: cls(path))
+
+        def probabilities(self, texts):
+            return metric_of[self.version], None
+
+    def evaluate(predict, validation, names, multi_label, threshold):
+        time.sleep(0.5)
+        return {"macro_f1": predict(None)}
+
+    monkeypatch.setattr(gate, "Scorer", ChampionScorer)
+    monkeypatch.setattr(jobs.finetune, "evaluate", evaluate)
+    results = {}
+
+    def job(version, delay):
+        time.sleep(delay)
+        results[version] = gate.decide(reg, version, None, ["negative", "positive"],
+                                       SimpleNamespace(metric="macro_f1"), 0.0, {},
+                                       {"macro_f1": metric_of[version]}, log=lambda message: None)
+
+    threads = [threading.Thread(target=job, args=(2, 0.0)), threading.Thread(target=job, args=(3, 0.2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert registry.read_alias(reg, "champion") == 2
+    assert results[2]["promoted"] and not results[3]["promoted"]
+    assert results[3]["champion_before"] == 2 and results[3]["champion"] == 0.70
