@@ -209,3 +209,30 @@ def test_max_length_option_caps_a_checkpoints_length(hf_reference):
     s = Scorer.load(case.path, max_length=16)
     ids, lengths, truncated = s.encoder.tokenize(list(case.texts))
     assert lengths.max() == 16 and truncated.sum() > truncated.size // 3
+
+
+def test_follow_scores_landed_files_with_a_checkpoint(hf_reference, tmp_path):
+    case = hf_reference["albert"]
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.txt").write_text("\n".join(case.texts[:4]) + "\n")
+    result = CliRunner().invoke(main, ["run", "--follow", str(landing), "--once", "-o",
+                                       str(tmp_path / "out"), "--model", str(case.path),
+                                       "--settle-seconds", "0"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    np.testing.assert_allclose(np.array(table.column("probabilities").to_pylist()),
+                               case.probabilities[:4], atol=TOLERANCE, rtol=0)
+
+
+def test_evaluate_measures_a_checkpoint(hf_reference, tmp_path):
+    from jobs import evaluate
+
+    case = hf_reference["distilbert"]
+    data = tmp_path / "labelled.jsonl"
+    predicted = case.probabilities.argmax(axis=1)
+    data.write_text("".join(json.dumps({"text": t, "label": case.labels[p]}) + "\n"
+                            for t, p in zip(case.texts, predicted)))
+    result = CliRunner().invoke(evaluate.main, ["--data", str(data), "--model", str(case.path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] == 1.0

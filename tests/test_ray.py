@@ -68,3 +68,16 @@ def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_m
         dead = [ds.dataset(tmp_path / f"dead-{e}", format="parquet").to_table().sort_by("position")
                 for e in ("local", "ray")]
         assert dead[0].equals(dead[1]) and dead[0].num_rows == 2
+
+
+def test_ray_engine_scores_a_hugging_face_checkpoint_as_the_local_engine_does(
+        ray_cluster, inputs, hf_reference, tmp_path):
+    model = hf_reference["roberta"].path
+    local = run([], inputs[:1], tmp_path / "local", model)
+    distributed = run(["--engine", "ray", "--workers", "1"], inputs[:1], tmp_path / "ray", model)
+    assert distributed["model"] == local["model"]
+    assert distributed["model"]["architecture"] == "RobertaForSequenceClassification"
+    a = ds.dataset(tmp_path / "local", format="parquet").to_table().sort_by("row_id")
+    b = ds.dataset(tmp_path / "ray", format="parquet").to_table().sort_by("row_id")
+    assert a.num_rows == b.num_rows == 300
+    assert a.column("label").to_pylist() == b.column("label").to_pylist()
