@@ -82,7 +82,9 @@ def resolve_base(base: str) -> tuple[dict, Path | None]:
         ours = modeldir.read(base)
         return ours.spec.base, ours.path
     if (path / "config.json").is_file():
-        return {"kind": "hf_dir", "path": str(path.resolve())}, None
+        # The checksums of its config and weights, checked whenever the model loads (backbone).
+        sha256 = checkpoint.read(path, classifier=False).checksums
+        return {"kind": "hf_dir", "path": str(path.resolve()), "sha256": sha256}, None
     raise ScorerError(f"--base {base}: not 'default', a packaged encoder id, a scorer model "
                       "directory, or a Hugging Face checkpoint directory (config.json)")
 

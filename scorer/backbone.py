@@ -35,7 +35,7 @@ PACKAGED = {
 # keras-hub backbone classes a spec may name (architecture -> class name); nothing else is imported.
 ARCHITECTURES = ("BertBackbone", "DistilBertBackbone", "RobertaBackbone")
 
-_verified: set[Path] = set()
+_verified: set = set()  # packaged paths, and (path, recorded sha256) of hf_dir bases, checked
 
 
 def packaged_path(encoder_id: str, verify: bool = True) -> Path:
@@ -61,14 +61,41 @@ def packaged_path(encoder_id: str, verify: bool = True) -> Path:
     return path
 
 
+def verify_hf_dir(path: Path, recorded) -> None:
+    """An hf_dir base's config and weight files must be the ones its model was trained on: their
+    sha256 were recorded then (base["sha256"]); checked once per process."""
+    from scorer.hf import checkpoint
+
+    if not isinstance(recorded, dict) or not recorded:
+        raise ModelError(f"base checkpoint {path} has no recorded sha256 of its files (a model "
+                         "trained before scorer recorded them): train it again")
+    key = (path.resolve(), tuple(sorted(recorded.items())))
+    if key in _verified:
+        return
+    actual = checkpoint.read(path, classifier=False).checksums  # the files a load reads
+    for name in sorted(set(actual) | set(recorded)):
+        if name not in actual:
+            problem = "missing, but recorded"
+        elif name not in recorded:
+            problem = "not among the files recorded"
+        elif actual[name] != recorded[name]:
+            problem = f"sha256 {actual[name][:12]}... is not the {recorded[name][:12]}... recorded"
+        else:
+            continue
+        raise ModelError(f"{path / name}: {problem} when the model was trained (the base "
+                         "checkpoint changed)")
+    _verified.add(key)
+
+
 def checkpoint_dir(base: dict) -> Path | None:
     """The Hugging Face checkpoint directory a base loads from (None for a config-only base)."""
     if base["kind"] == "packaged":
         return packaged_path(base["id"])
     if base["kind"] == "hf_dir":
         path = Path(base["path"])
-        if not (path / "config.json").is_file():  # weights are checked by scorer.hf.checkpoint
+        if not (path / "config.json").is_file():
             raise ModelError(f"base checkpoint {path} has no config.json")
+        verify_hf_dir(path, base.get("sha256"))
         return path
     return None
 

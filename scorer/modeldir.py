@@ -35,7 +35,8 @@ class ModelSpec:
     labels: list[str]  # label names in label-id order
     # Where the encoder comes from, one of:
     #   {"kind": "packaged", "id": "all-minilm-l6-v2"}      a pip-installed pretrained encoder
-    #   {"kind": "hf_dir", "path": "/abs/path"}               a local Hugging Face checkpoint
+    #   {"kind": "hf_dir", "path": "/abs/path", "sha256": {file: digest}}   a local Hugging Face
+    #       checkpoint, its config and weight files' sha256 recorded at training, checked at load
     #   {"kind": "config", "architecture": "BertBackbone", "config": {...}}   weights all in this dir
     base: dict
     version: str = "1"
@@ -212,7 +213,7 @@ def from_checkpoint(ckpt: "Checkpoint") -> ModelDir:
     convert.check_config(ckpt)
     spec = ModelSpec(
         name=ckpt.path.name, labels=ckpt.labels, problem_type=ckpt.problem_type,
-        base={"kind": "hf_dir", "path": str(ckpt.path)},
+        base={"kind": "hf_dir", "path": str(ckpt.path), "sha256": dict(ckpt.checksums)},
         max_length=ckpt.max_length(tokenizer_max if isinstance(tokenizer_max, (int, float)) else None),
         pooling="cls", head_activation=convert.head_activation(ckpt), dropout=0.0,
         weights_file=ckpt.weight_files[0], checksums=dict(ckpt.checksums),

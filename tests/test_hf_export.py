@@ -55,7 +55,7 @@ def model_probabilities(model, case, rows):
 
 def lora_spec(case, labels):
     ckpt = checkpoint.read(case.path)
-    base = {"kind": "hf_dir", "path": str(case.path)}
+    base = {"kind": "hf_dir", "path": str(case.path), "sha256": ckpt.checksums}
     spec = modeldir.ModelSpec(name="x", labels=labels, base=base, pooling="cls", lora_rank=4,
                               head_activation=finetune.convert.head_activation(ckpt))
     return ckpt, spec
@@ -96,7 +96,8 @@ def test_finetune_cli_from_a_checkpoint_records_it(hf_reference, lora_from_disti
     assert "head: DistilBertForSequenceClassification's, labels ['negative', 'positive']" in r.stderr
     spec = json.loads((out / "scorer_model.json").read_text())
     case = hf_reference["distilbert"]
-    assert spec["base"] == {"kind": "hf_dir", "path": str(case.path.resolve())}
+    assert spec["base"] == {"kind": "hf_dir", "path": str(case.path.resolve()),
+                            "sha256": checkpoint.read(case.path).checksums}
     assert spec["pooling"] == "cls" and spec["head_activation"] == "relu" and spec["lora_rank"] == 8
     record = spec["training"]["base_checkpoint"]
     assert record["architecture"] == "DistilBertForSequenceClassification"

@@ -319,3 +319,26 @@ def test_concurrent_promotions_cannot_crown_the_worse_model(tiny_model, tmp_path
     assert registry.read_alias(reg, "champion") == 2
     assert results[2]["promoted"] and not results[3]["promoted"]
     assert results[3]["champion_before"] == 2 and results[3]["champion"] == 0.70
+
+
+# --------------------------------------------------------------------------- hf_dir bases
+
+def test_an_hf_dir_base_is_checksummed_at_training_and_checked_at_load(tmp_path):
+    from jobs.finetune import resolve_base
+    from tests.conftest import make_hf_checkpoint
+
+    ckpt = make_hf_checkpoint(tmp_path / "bert", "bert")
+    base, _ = resolve_base(str(ckpt))
+    assert base["sha256"] == {name: modeldir.sha256_file(ckpt / name)
+                              for name in ("config.json", "model.safetensors")}
+    assert backbone.checkpoint_dir(base) == ckpt.resolve()
+    with open(ckpt / "model.safetensors", "r+b") as f:  # the base changed after training
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\0\0\0\1")
+    backbone._verified.clear()
+    with pytest.raises(ModelError, match=r"model.safetensors: sha256 [0-9a-f]{12}\.\.\. is not the "
+                                         r"[0-9a-f]{12}\.\.\. recorded when the model was trained"):
+        backbone.checkpoint_dir(base)
+    unrecorded = {"kind": "hf_dir", "path": str(ckpt)}
+    with pytest.raises(ModelError, match="has no recorded sha256 of its files"):
+        backbone.checkpoint_dir(unrecorded)
