@@ -2,10 +2,13 @@
 
     python bench/contestants.py NAME TEXTS.parquet MODEL_DIR RESULT.json
 
-NAME is scorer or tutorial (the product's venv), hf_pipeline, onnx or onnx_optimized (the bench
-venv, which has torch, transformers and onnxruntime; the product's venv does not). Each loads the same
-weights (MODEL_DIR/hf: MiniLM + a fixed 2-class head on BERT's pooled output), times load and
-warm-up apart from the steady-state pass, and writes the argmax of every row.
+NAME is scorer, scorer_hf or tutorial (the product's venv), hf_pipeline, onnx or onnx_optimized
+(the bench venv, which has torch, transformers and onnxruntime; the product's venv does not). Each
+loads the same weights (MODEL_DIR/hf: a BertForSequenceClassification checkpoint; MODEL_DIR/scorer,
+when there is one, the same as a scorer model directory), times load and warm-up apart from the
+steady-state pass, and writes the argmax of every row. scorer reads MODEL_DIR/scorer, scorer_hf
+the Hugging Face directory MODEL_DIR/hf as it is. TEXTS.parquet is named after its data set
+(short, medium or long), optionally with a suffix: long-100.parquet.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ import pyarrow.parquet as pq
 BATCH = 32
 
 
-def scorer_pipeline(texts, data: str, model_dir: Path):
-    """The whole tool, Parquet -> Parquet with I/O, through scorer.run with one loaded Scorer:
-    the warm-up pass compiles every shape the data needs; the timed pass is steady state."""
+def scorer_pipeline(data: str, model: Path):
+    """The whole tool, Parquet -> Parquet with I/O, through scorer.run with one loaded Scorer
+    (model: a scorer model directory or a Hugging Face checkpoint directory): the warm-up pass
+    compiles every shape the data needs; the timed pass is steady state."""
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from scorer import Scorer, run
 
     t0 = time.perf_counter()
-    s = Scorer.load(model_dir / "scorer")
+    s = Scorer.load(model)
     load = time.perf_counter() - t0
     out = Path(tempfile.mkdtemp(prefix="scorer-bench-out-"))
 
@@ -140,18 +144,19 @@ def onnx_runtime(texts, model_dir: Path, long: bool, optimized: bool):
 
 def main(name: str, data: str, model_dir: str, result_path: str) -> None:
     texts = pq.read_table(data).column("text").to_pylist()
-    long = "long" in Path(data).stem
+    dataset = Path(data).stem.split("-")[0]
+    long = dataset == "long"
     model_dir = Path(model_dir)
-    if name == "scorer":
-        load, run = scorer_pipeline(texts, data, model_dir)
+    if name in ("scorer", "scorer_hf"):
+        load, run = scorer_pipeline(data, model_dir / ("scorer" if name == "scorer" else "hf"))
     elif name == "tutorial":
-        load, run = tutorial(texts, model_dir, {"short": 64, "medium": 128}.get(Path(data).stem, 512))
+        load, run = tutorial(texts, model_dir, {"short": 64, "medium": 128}.get(dataset, 512))
     elif name == "hf_pipeline":
         load, run = hf_pipeline(texts, model_dir, long)
     else:
         load, run = onnx_runtime(texts, model_dir, long, optimized=name == "onnx_optimized")
     t0 = time.perf_counter()
-    run(texts if name == "scorer" else texts[: 2 * BATCH])  # warm-up
+    run(texts if name.startswith("scorer") else texts[: 2 * BATCH])  # warm-up
     warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
     predictions, real, padded = run(texts)

@@ -19,8 +19,9 @@ def main(out: Path) -> None:
         | {"logits": {0: "batch"}}, opset_version=17, dynamo=False)
     from onnxruntime.transformers import optimizer
 
-    optimized = optimizer.optimize_model(str(out / "model.onnx"), model_type="bert", num_heads=12,
-                                         hidden_size=384)
+    optimized = optimizer.optimize_model(str(out / "model.onnx"), model_type="bert",
+                                         num_heads=model.config.num_attention_heads,
+                                         hidden_size=model.config.hidden_size)
     optimized.save_model_to_file(str(out / "model_optimized.onnx"))
 
 

@@ -2,19 +2,26 @@
 
     bench/setup.sh                       # once: .venv-bench with torch, transformers, onnxruntime
     .venv/bin/python bench/throughput.py [--repeats 3] [--datasets short,medium,long]
+    .venv/bin/python bench/throughput.py --model-size base [--limit 100] [--datasets short,long]
 
 Every contestant runs in its own process, one after another, on the same texts with the same
-weights: the packaged MiniLM encoder with one fixed 2-class head (seeded random) on BERT's pooled
-output, as a scorer model directory, a Hugging Face BertForSequenceClassification directory and
-an ONNX export. Load and warm-up are reported apart from the steady-state pass.
+weights. --model-size minilm (default): the packaged MiniLM encoder with one fixed 2-class head
+(seeded random) on BERT's pooled output, as a scorer model directory (contestant scorer), a Hugging
+Face BertForSequenceClassification directory (scorer_hf scores it as it is; hf_pipeline) and an
+ONNX export (onnx, onnx_optimized). --model-size base: a BERT-base shaped
+BertForSequenceClassification (12 layers, hidden 768, intermediate 3072, seeded random weights,
+MiniLM's tokenizer), as the Hugging Face directory and its ONNX export; scorer_hf is scorer on it.
+Load and warm-up are reported apart from the steady-state pass.
 
 Data: short = SST-2 dev (872 sentences); medium = AG News test (7,600); long = 400 documents of
 consecutive AG News test texts joined with a space until each has at least 300 MiniLM tokens
-(then cut at 500 tokens' worth of words).
+(then cut at 500 tokens' worth of words). --limit N takes the first N texts of each.
 
 FLOPs per sequence of L real tokens (h hidden, i intermediate, n layers; 2 FLOPs a multiply-add):
-n * (L * (8 h^2 + 4 h i) + 4 L^2 h); the achieved fraction of peak divides the real-token FLOPs
-per second by the fp32 GEMM rate measured in the same run, (4096x384) @ (384x1536) in TensorFlow.
+n * (L * (8 h^2 + 4 h i) + 4 L^2 h), with the model's own h, i, n; the achieved fraction of peak
+divides the real-token FLOPs per second by the fp32 GEMM rate measured in the same run,
+(4096 x h) @ (h x i) in TensorFlow. Each contestant's record in bench/results/ carries its own date,
+GEMM rate and load average (compare contestants within a data set; runs of different days differ).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,8 +42,36 @@ DATA = REPO.parent / "shared" / "datasets"
 WORK = Path(os.environ.get("SCORER_BENCH_DIR", "/tmp/scorer-bench"))
 TF_PY = REPO / ".venv" / "bin" / "python"
 BENCH_PY = REPO / ".venv-bench" / "bin" / "python"
-HIDDEN, INTER, LAYERS = 384, 1536, 6
-CONTESTANTS = ["scorer", "tutorial", "hf_pipeline", "onnx", "onnx_optimized"]
+TF_CONTESTANTS = ("scorer", "scorer_hf", "tutorial")  # the others run in .venv-bench
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A benchmark model: its shape (FLOPs formula, GEMM shape), its directory under WORK, the
+    contestants that can run it, the one the others' argmax is compared with, its results file."""
+
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    contestants: tuple[str, ...]
+    reference: str
+    datasets: str
+    results_file: str
+
+    @property
+    def model_dir(self) -> Path:
+        return WORK / ("model" if self.name == "minilm" else f"model-{self.name}")
+
+
+SIZES = {
+    "minilm": ModelSize("minilm", 384, 1536, 6,
+                        ("scorer", "scorer_hf", "tutorial", "hf_pipeline", "onnx", "onnx_optimized"),
+                        reference="scorer", datasets="short,medium,long", results_file="throughput.json"),
+    # no scorer model directory of its own: scorer scores the Hugging Face directory (scorer_hf)
+    "base": ModelSize("base", 768, 3072, 12, ("scorer_hf", "hf_pipeline", "onnx", "onnx_optimized"),
+                      reference="scorer_hf", datasets="short,long", results_file="throughput_base.json"),
+}
 
 
 def sh(cmd, **kw):
@@ -50,7 +86,8 @@ def sh(cmd, **kw):
 
 # ----------------------------------------------------------------------------- set-up
 
-def build_data() -> dict[str, Path]:
+def build_data(limit: int | None) -> dict[str, Path]:
+    """The data sets as Parquet files; with a limit, their first `limit` texts (NAME-LIMIT.parquet)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tokenizers import Tokenizer
@@ -78,34 +115,42 @@ def build_data() -> dict[str, Path]:
     sets["long"] = docs
     paths = {}
     for name, texts in sets.items():
-        paths[name] = out / f"{name}.parquet"
-        pq.write_table(pa.table({"text": texts}), paths[name])
+        paths[name] = out / (f"{name}-{limit}.parquet" if limit else f"{name}.parquet")
+        pq.write_table(pa.table({"text": texts[:limit]}), paths[name])
     return paths
 
 
-def build_models() -> Path:
-    """scorer/ (our format), hf/ (BertForSequenceClassification), model.onnx, model_optimized.onnx."""
-    model = WORK / "model"
+def build_models(size: ModelSize) -> Path:
+    """minilm: scorer/ (our format), hf/ (BertForSequenceClassification); base: hf/ only (with
+    the MiniLM checkpoint's tokenizer files); both: model.onnx, model_optimized.onnx."""
+    model = size.model_dir
     if (model / "model_optimized.onnx").exists():
         return model
-    sh([TF_PY, REPO / "bench" / "bench_model.py", model])
+    if size.name == "minilm":
+        sh([TF_PY, REPO / "bench" / "bench_model.py", model])
+    else:
+        tokenizer_dir = build_models(SIZES["minilm"]) / "hf"
+        sh([BENCH_PY, REPO / "bench" / "bench_model.py", "--base", model, tokenizer_dir])
     sh([BENCH_PY, REPO / "bench" / "export_onnx.py", model])
     return model
 
 
-def gemm_peak() -> float:
+def gemm_peak(size: ModelSize) -> float:
+    """fp32 GFLOP/s of one feed-forward-shaped matmul, (4096 x h) @ (h x i), best of 30."""
+    h, i = size.hidden, size.intermediate
     # a and b are arguments, not captured constants: Grappler would fold a constant product away
     code = ("import scorer, time, tensorflow as tf\n"
-            "a=tf.random.normal((4096,384)); b=tf.random.normal((384,1536))\n"
+            f"a=tf.random.normal((4096,{h})); b=tf.random.normal(({h},{i}))\n"
             "f=tf.function(lambda x, y: x @ y)\nf(a, b)\n"
             "best=min((lambda t: (f(a, b), time.perf_counter()-t)[1])(time.perf_counter()) "
-            "for _ in range(30))\nprint(2*4096*384*1536/best/1e9)")
+            f"for _ in range(30))\nprint(2*4096*{h}*{i}/best/1e9)")
     proc, _ = sh([TF_PY, "-c", code])
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def flops(lengths) -> float:
-    return sum(LAYERS * (L * (8 * HIDDEN**2 + 4 * HIDDEN * INTER) + 4 * L * L * HIDDEN) for L in lengths)
+def flops(lengths, size: ModelSize) -> float:
+    h, i, n = size.hidden, size.intermediate, size.layers
+    return sum(n * (L * (8 * h**2 + 4 * h * i) + 4 * L * L * h) for L in lengths)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -127,93 +172,116 @@ def cold_start(model: Path) -> dict:
         sh([TF_PY, "-m", "scorer.cli", "run", data, "-o", WORK / "cold-out", "--model", model / "scorer",
             "--overwrite"], env=dict(os.environ, SCORER_XLA_CACHE=str(cache)))
         walls.append(time.perf_counter() - t0)
-    return {"empty_cache_seconds": walls[0], "warm_cache_seconds": walls[1]}
+    return {"date": time.strftime("%Y-%m-%d"), "empty_cache_seconds": walls[0],
+            "warm_cache_seconds": walls[1]}
 
 
 def run_other(name: str, data: Path, model: Path) -> dict:
     result = WORK / f"{name}.json"
-    python = TF_PY if name in ("scorer", "tutorial") else BENCH_PY
+    python = TF_PY if name in TF_CONTESTANTS else BENCH_PY
     _, rss = sh([python, REPO / "bench" / "contestants.py", name, data, model, result])
     r = json.loads(result.read_text())
     r["peak_rss_mb"] = rss
     return r
 
 
-def prepare() -> tuple[dict[str, Path], Path]:
+def prepare(size: ModelSize, limit: int | None = None) -> tuple[dict[str, Path], Path]:
     """The benchmark's data sets and model (built once, under WORK)."""
     if not BENCH_PY.exists():
         sys.exit("no .venv-bench: run bench/setup.sh first")
     sys.path.insert(0, str(REPO))
     WORK.mkdir(parents=True, exist_ok=True)
-    return build_data(), build_models()
+    return build_data(limit), build_models(size)
+
+
+def measure(name: str, data: Path, model: Path, repeats: int, lengths: list[int], useful: float,
+            peak: float) -> dict:
+    """Medians over `repeats` runs of one contestant on one data set; argmax from the first."""
+    load_average = os.getloadavg()[0]
+    runs = []
+    for repeat in range(repeats):
+        r = run_other(name, data, model)
+        runs.append(r)
+        print(f"{data.stem:10} {name:15} run {repeat + 1}: {r['rows'] / r['steady_seconds']:7.1f} texts/s",
+              file=sys.stderr, flush=True)
+    steady = statistics.median(r["steady_seconds"] for r in runs)
+    return {
+        "texts_per_second": len(lengths) / steady,
+        "real_tokens_per_second": sum(lengths) / steady,
+        "padding_fraction": 1 - runs[0]["real_tokens"] / runs[0]["padded_tokens"],
+        "gemm_peak_fraction": useful / steady / (peak * 1e9),
+        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "load_seconds": statistics.median(r["load_seconds"] for r in runs),
+        "warmup_seconds": statistics.median(r["warmup_seconds"] for r in runs),
+        "texts": len(lengths), "repeats": repeats, "date": time.strftime("%Y-%m-%d"),
+        "gemm_peak_gflops": peak, "load_average_1min": load_average,
+        "argmax": runs[0]["argmax"],
+    }
+
+
+def print_table(results: dict, reference: str) -> None:
+    print(f"| data | contestant | texts | texts/s | real tokens/s | padding | % of GEMM rate | peak RSS MB "
+          f"| load s | warm-up s | argmax agreement with {reference} |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for dataset, rs in results.items():
+        for name, r in rs.items():
+            agreement = r.get("agreement_with_scorer")
+            print(f"| {dataset} | {name} | {r['texts']} | {r['texts_per_second']:.1f} "
+                  f"| {r['real_tokens_per_second']:.0f} | {r['padding_fraction']:.0%} "
+                  f"| {r['gemm_peak_fraction']:.0%} | {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} "
+                  f"| {r['warmup_seconds']:.1f} | {'-' if agreement is None else f'{agreement:.2%}'} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-size", choices=sorted(SIZES), default="minilm")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--datasets", default="short,medium,long")
-    parser.add_argument("--contestants", default=",".join(CONTESTANTS))
+    parser.add_argument("--datasets", help="comma-separated (default: short,medium,long; base: short,long)")
+    parser.add_argument("--contestants", help="comma-separated (default: all that run the model size)")
+    parser.add_argument("--limit", type=int, help="the first N texts of each data set")
     args = parser.parse_args()
-    paths, model = prepare()
-    peak = gemm_peak()
-    print(f"fp32 GEMM peak (4096x384 @ 384x1536, TensorFlow): {peak:.1f} GFLOP/s", file=sys.stderr)
+    size = SIZES[args.model_size]
+    contestants = args.contestants.split(",") if args.contestants else list(size.contestants)
+    unknown = set(contestants) - set(size.contestants)
+    if unknown:
+        sys.exit(f"not a contestant for --model-size {size.name}: {', '.join(sorted(unknown))}")
+    paths, model = prepare(size, args.limit)
+    peak = gemm_peak(size)
+    print(f"fp32 GEMM peak (4096x{size.hidden} @ {size.hidden}x{size.intermediate}, TensorFlow): "
+          f"{peak:.1f} GFLOP/s", file=sys.stderr)
+    import pyarrow.parquet as pq
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model / "hf" / "tokenizer.json"))
     tok.no_padding()
     results = {}
-    for dataset in args.datasets.split(","):
-        import pyarrow.parquet as pq
-
+    for dataset in (args.datasets or size.datasets).split(","):
         texts = pq.read_table(paths[dataset]).column("text").to_pylist()
         tok.enable_truncation(512 if dataset == "long" else 128)
         lengths = [len(e.ids) for e in tok.encode_batch_fast(texts)]
-        useful = flops(lengths)
-        for name in args.contestants.split(","):
-            runs = []
-            for repeat in range(args.repeats):
-                r = run_other(name, paths[dataset], model)
-                runs.append(r)
-                print(f"{dataset:6} {name:15} run {repeat + 1}: {r['rows'] / r['steady_seconds']:7.1f} texts/s",
-                      file=sys.stderr, flush=True)
-            steady = statistics.median(r["steady_seconds"] for r in runs)
-            results.setdefault(dataset, {})[name] = {
-                "texts_per_second": len(texts) / steady,
-                "real_tokens_per_second": sum(lengths) / steady,
-                "padding_fraction": 1 - runs[0]["real_tokens"] / runs[0]["padded_tokens"],
-                "gemm_peak_fraction": useful / steady / (peak * 1e9),
-                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-                "load_seconds": statistics.median(r["load_seconds"] for r in runs),
-                "warmup_seconds": statistics.median(r["warmup_seconds"] for r in runs),
-                "argmax": runs[0]["argmax"],
-            }
-        base = results[dataset]["scorer"]["argmax"] if "scorer" in results[dataset] else None
-        for name, r in results[dataset].items():
-            r["agreement_with_scorer"] = (sum(a == b for a, b in zip(r["argmax"], base)) / len(base)
+        useful = flops(lengths, size)
+        results[dataset] = {name: measure(name, paths[dataset], model, args.repeats, lengths, useful, peak)
+                            for name in contestants}
+        base = results[dataset].get(size.reference, {}).get("argmax")
+        for r in results[dataset].values():
+            argmax = r.pop("argmax")
+            # for the base model the reference is scorer_hf (scorer on the Hugging Face directory)
+            r["agreement_with_scorer"] = (sum(a == b for a, b in zip(argmax, base)) / len(base)
                                           if base else None)
-    cold = cold_start(model)
-    print(f"cold start, 1,000 rows: {cold}", file=sys.stderr)
-    # Data sets run now replace their earlier results; the others are kept, each with its own
-    # date and GEMM rate (compare contestants within a data set, not across runs).
-    results_file = REPO / "bench" / "results" / "throughput.json"
+    # Each contestant's record replaces its earlier one; the others are kept, each with its own
+    # date, GEMM rate and load average.
+    results_file = REPO / "bench" / "results" / size.results_file
     report = json.loads(results_file.read_text()) if results_file.exists() else {}
-    report.update({"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores",
-                   "gemm_peak_gflops": peak, "repeats": args.repeats, "cold_start_1000_rows": cold})
+    report.update(machine=f"{os.cpu_count()} cores", model_size=size.name,
+                  model_shape={"hidden": size.hidden, "intermediate": size.intermediate, "layers": size.layers},
+                  agreement_reference=size.reference)
+    if size.name == "minilm" and "scorer" in contestants:
+        report["cold_start_1000_rows"] = cold_start(model)
+        print(f"cold start, 1,000 rows: {report['cold_start_1000_rows']}", file=sys.stderr)
     for dataset, rs in results.items():
-        report.setdefault("results", {})[dataset] = {
-            n: {k: v for k, v in r.items() if k != "argmax"} for n, r in rs.items()}
-        report.setdefault("runs", {})[dataset] = {"date": time.strftime("%Y-%m-%d"),
-                                                  "gemm_peak_gflops": peak, "repeats": args.repeats}
+        report.setdefault("results", {}).setdefault(dataset, {}).update(rs)
     results_file.parent.mkdir(exist_ok=True)
     results_file.write_text(json.dumps(report, indent=2) + "\n")
-    print("| data | contestant | texts/s | real tokens/s | padding | % of GEMM peak | peak RSS MB "
-          "| load s | warm-up s | agreement |\n|---|---|---|---|---|---|---|---|---|---|")
-    for dataset, rs in report["results"].items():
-        for name, r in rs.items():
-            print(f"| {dataset} | {name} | {r['texts_per_second']:.1f} | {r['real_tokens_per_second']:.0f} "
-                  f"| {r['padding_fraction']:.0%} | {r['gemm_peak_fraction']:.0%} | {r['peak_rss_mb']:.0f} "
-                  f"| {r['load_seconds']:.1f} | {r['warmup_seconds']:.1f} | "
-                  f"{r['agreement_with_scorer']:.2%} |")
+    print_table(results, size.reference)
 
 
 if __name__ == "__main__":
