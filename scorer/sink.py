@@ -8,6 +8,7 @@ same inputs and model give the same files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -20,6 +21,8 @@ from scorer import faults, storage
 from scorer.errors import OutputError
 
 MODEL_METADATA_KEY = b"scorer.model"
+# In a part of a shortened partition directory (see partition_dir): the exact partition value.
+PARTITION_VALUE_KEY = b"scorer.partition_value"
 
 
 class PartWriter:
@@ -50,19 +53,36 @@ class PartWriter:
         if self.partition_by is None:
             self._write_to("", table)
             return
+        self._check_partition_type(table)
         # Grouped by the value's text, not the value: NaN != NaN and -0.0 == 0.0 would lose or
         # duplicate rows, while every distinct text is exactly one partition.
         keys = partition_text(table.column(self.partition_by))
         for value in keys.unique().to_pylist():
             mask = pc.is_null(keys) if value is None else pc.equal(keys, value)
             subset = table.filter(mask).drop_columns([self.partition_by])
-            self._write_to(partition_dir(self.partition_by, value), subset)
+            part_dir = partition_dir(self.partition_by, value)
+            exact = {PARTITION_VALUE_KEY: value.encode()} if is_shortened(part_dir) else {}
+            self._write_to(part_dir, subset, exact)
 
-    def _write_to(self, part_dir: str, table: pa.Table) -> None:
+    def _check_partition_type(self, table: pa.Table) -> None:
+        """The first chunk's type was checked before the output was touched (scorer.pipeline);
+        a later input (a Parquet file after another) may bring one that cannot name
+        directories: the run stops before any of its rows is written."""
+        column_type = table.schema.field(self.partition_by).type
+        if can_name_directories(column_type):
+            return
+        kind = "list" if pa.types.is_list(column_type) else str(column_type)
+        where = f"row {table.column('row_id')[0].as_py()}" if "row_id" in table.column_names else "a later input"
+        raise OutputError(f"--partition-by {self.partition_by}: {where} has it as a {kind} column, "
+                          "which cannot name directories; none of that table's rows were written "
+                          "(partition by a column that is a string, number, boolean, date or time "
+                          "in every input)")
+
+    def _write_to(self, part_dir: str, table: pa.Table, metadata: dict | None = None) -> None:
         if part_dir in self._open and not self._open[part_dir].writer.schema.remove_metadata().equals(
                 table.schema.remove_metadata()):
             self._commit(part_dir)  # inputs with other columns: a part file holds one schema
-        part = self._open.get(part_dir) or self._start(part_dir, table.schema)
+        part = self._open.get(part_dir) or self._start(part_dir, table.schema, metadata or {})
         try:
             part.writer.write_table(table)
         except OSError as e:
@@ -70,12 +90,12 @@ class PartWriter:
         part.rows += table.num_rows
         faults.point("write")  # a part file half written
 
-    def _start(self, part_dir: str, schema: pa.Schema) -> "_OpenPart":
+    def _start(self, part_dir: str, schema: pa.Schema, metadata: dict) -> "_OpenPart":
         index = self.next_index.get(part_dir, 0)
         self.next_index[part_dir] = index + 1
         final = f"{part_dir}/part-{index:05d}.parquet" if part_dir else f"part-{index:05d}.parquet"
         written, final = self.out.part_paths(final)
-        schema = schema.with_metadata({**(schema.metadata or {}), **self.metadata})
+        schema = schema.with_metadata({**(schema.metadata or {}), **self.metadata, **metadata})
         try:
             sink = self.out.open_output(written)
             writer = pq.ParquetWriter(sink, schema, compression=self.compression)
@@ -153,12 +173,42 @@ def can_name_directories(column_type: pa.DataType) -> bool:
     return True
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on ext4, XFS, btrfs, ZFS, NTFS and APFS
+_HASH_HEX = 32  # 128 bits of the value's sha256: distinct values never share a directory
+_SHORTENED = "!"  # never in quote(..., safe="") output, so it marks shortened names only
+
+
 def partition_dir(column: str, value: str | None) -> str:
     """`column=value`, both percent-encoded (RFC 3986: every byte but letters, digits and -._~),
     as pyarrow, Spark and Hive decode them; null is Hive's __HIVE_DEFAULT_PARTITION__ and the
-    empty string an empty value (`column=`), which pyarrow reads back as ""."""
+    empty string an empty value (`column=`), which pyarrow reads back as "". A name over 255
+    bytes is shortened to a prefix of the encoded value, "!" and a hash of the whole value."""
     text = HIVE_NULL if value is None else quote(value, safe="")
     name = quote(column, safe="")
     if name.startswith((".", "_")):  # readers skip such directories: escape the first character
         name = f"%{ord(name[0]):02X}{name[1:]}"
-    return f"{name}={text}"
+    if len(name) + 1 + len(text) <= MAX_NAME_BYTES:  # quote() output is ASCII: chars = bytes
+        return f"{name}={text}"
+    room = MAX_NAME_BYTES - len(name) - 2 - _HASH_HEX
+    if room < 0:
+        raise OutputError(f"--partition-by {column}: its encoded name is {len(name)} bytes, too "
+                          f"long to name directories after long values (at most {MAX_NAME_BYTES} bytes)")
+    digest = hashlib.sha256(value.encode()).hexdigest()[:_HASH_HEX]
+    return f"{name}={_encoded_prefix(value, room)}{_SHORTENED}{digest}"
+
+
+def _encoded_prefix(value: str, size: int) -> str:
+    """The encoding of value's longest prefix that fits in size bytes, cut between characters:
+    readers must still decode it into UTF-8."""
+    prefix = ""
+    for char in value:
+        encoded = quote(char, safe="")
+        if len(prefix) + len(encoded) > size:
+            break
+        prefix += encoded
+    return prefix
+
+
+def is_shortened(part_dir: str) -> bool:
+    """Whether partition_dir() shortened this name (its parts then hold PARTITION_VALUE_KEY)."""
+    return _SHORTENED in part_dir

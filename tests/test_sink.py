@@ -232,3 +232,83 @@ def test_every_directory_a_commit_touched_is_fsynced_before_the_checkpoint_lists
     pipeline.run([str(tmp_path / "in.parquet")], out, scorer_=tiny_scorer, partition_by="label",
                  dead_letter=str(dead), rows_per_file=100, chunk_rows=64)
     assert {f for r, f in seen if r == dead} and len({f for r, f in seen if r == out}) >= 3
+
+
+# --------------------------------------------------------------------------- values too long to name
+def test_a_value_too_long_for_a_directory_name_gets_a_short_distinct_name_and_keeps_its_rows(tmp_path):
+    """A file name holds at most 255 bytes: longer encodings get a prefix, "!" and a hash of the
+    value (deterministic, distinct per value), the exact value kept in the part's metadata."""
+    import pyarrow.dataset as ds
+
+    values = ["a" * 300, "a" * 300 + "b", "é" * 200, "x/" * 150, "ok", "a" * 251, None]
+    rows = values * 2
+    for run in ("one", "two"):
+        w = sink.PartWriter(tmp_path / run, partition_by="p")
+        w.write(pa.table({"p": rows, "n": list(range(len(rows)))}))
+        w.commit()
+    dirs = sorted(p["file"].split("/")[0] for p in w.parts)
+    assert len(dirs) == len(set(dirs)) == len(values)  # one directory per value: none misfiled
+    assert all(len(d.encode()) <= 255 for d in dirs)
+    assert dirs == sorted(p.name for p in (tmp_path / "one").iterdir())  # deterministic
+    assert "p=ok" in dirs and "p=" + "a" * 251 in dirs  # names that fit are unchanged
+    back = ds.dataset(tmp_path / "two", partitioning=ds.HivePartitioning.discover(
+        infer_dictionary=False)).to_table().sort_by("n")
+    assert back.column("n").to_pylist() == list(range(len(rows)))  # no row lost
+    seen = back.column("p").to_pylist()
+    for value, read in zip(rows, seen):
+        if value in (None, "ok", "a" * 251):  # the names that fit
+            assert read == value
+        else:  # readers see a marked prefix; the part file's metadata holds the exact value
+            assert read != value and read[:-33] == value[:len(read) - 33] and read[-33] == "!"
+    for part in w.parts:
+        exact = pq.read_schema(tmp_path / "two" / part["file"]).metadata.get(sink.PARTITION_VALUE_KEY)
+        name = part["file"].split("/")[0]
+        if "!" in name:
+            assert sink.partition_dir("p", exact.decode()) == name
+        else:
+            assert exact is None
+
+
+def test_a_column_name_that_leaves_no_room_for_a_shortened_value_is_an_output_error():
+    column = "c" * 230
+    assert sink.partition_dir(column, "short") == f"{column}=short"  # fits: named as usual
+    with pytest.raises(sink.OutputError, match=f"--partition-by {column}: its encoded name is 230 bytes"):
+        sink.partition_dir(column, "v" * 30)
+
+
+def test_a_run_partitioned_by_a_value_too_long_for_a_directory_name_keeps_every_row(tiny_model,
+                                                                                   tmp_path):
+    import pyarrow.dataset as ds
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": ["one", "two", "three"], "p": ["é" * 100, "é" * 100 + "!", "short"],
+                             "n": [0, 1, 2]}), path)
+    out = tmp_path / "out"
+    r = scorer_run("run", path, "-o", out, "--model", tiny_model, "--partition-by", "p")
+    assert r.exit_code == 0, r.output
+    assert (out / "_SUCCESS").exists()
+    back = ds.dataset(out, format="parquet", partitioning="hive").to_table().sort_by("n")
+    assert back.column("n").to_pylist() == [0, 1, 2]
+    assert len({p.name for p in out.iterdir() if p.name.startswith("p=")}) == 3
+
+
+# --------------------------------------------------------------------------- a type change mid-run
+@pytest.mark.parametrize("later", [pa.array([["x"], ["y", "z"]]), pa.array([{"k": 1}, {"k": 2}]),
+                                   pa.array([b"x", b"\xff"])], ids=["list", "struct", "binary"])
+def test_a_partition_column_that_later_cannot_name_directories_stops_the_run_in_one_line(
+        tiny_model, tmp_path, later):
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "p": ["x", "y"]}), first)
+    pq.write_table(pa.table({"text": ["c", "d"], "p": later}), second)
+    out = tmp_path / "out"
+    r = scorer_run("run", first, second, "-o", out, "--model", tiny_model, "--partition-by", "p",
+                   "--rows-per-file", "2")
+    assert r.exit_code == 5, r.output
+    kind = "list" if pa.types.is_list(later.type) else str(later.type)
+    assert r.stderr.strip() == (
+        f"error: --partition-by p: row {second}:0 has it as a {kind} column, which cannot name "
+        "directories; none of that table's rows were written (partition by a column that is a "
+        "string, number, boolean, date or time in every input)")
+    assert not (out / "_SUCCESS").exists()
+    progress = json.loads((out / "_scorer_run" / "progress.json").read_text())
+    assert sum(p["rows"] for p in progress["parts"]) == 2  # a.parquet's rows, committed; none of b's
