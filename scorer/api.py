@@ -44,16 +44,27 @@ class Prepared:
     encoded: encode.EncodedChunk | None  # batches over the valid rows (None if there are none)
 
     def truncated(self) -> np.ndarray:
-        """[n] bool: which rows were cut to the max length."""
+        """[n] bool: which rows were cut to the max length (with windows: past the last one)."""
         out = np.zeros(len(self.errors), dtype=bool)
         if self.encoded is not None:
             out[self.valid] = self.encoded.truncated
         return out
 
+    def windows(self) -> np.ndarray:
+        """[n] int32: how many windows each row was scored as (0: not scored)."""
+        out = np.zeros(len(self.errors), dtype=np.int32)
+        if self.encoded is not None:
+            chunk = self.encoded
+            out[self.valid] = chunk.windows if chunk.windows is not None else 1
+        return out
 
-def output_names(multi_label: bool, prefix: str = "") -> list[str]:
+
+LONG_TEXT = ("truncate", "window")  # what happens to a text over the max length
+
+
+def output_names(multi_label: bool, prefix: str = "", windows: bool = False) -> list[str]:
     names = ["label", "label_id", "score", "probabilities"] + (["labels"] if multi_label else [])
-    return [prefix + n for n in names + ["error"]]
+    return [prefix + n for n in names + (["windows"] if windows else []) + ["error"]]
 
 
 class Scorer:
@@ -69,9 +80,14 @@ class Scorer:
     def load(cls, model=None, *, max_length: int | None = None,
              batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
              jit_compile: bool = True, threads: int | None = None,
-             packing: bool = True) -> "Scorer":
+             packing: bool = True, long_text: str = "truncate",
+             max_windows: int = encode.DEFAULT_MAX_WINDOWS) -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
-        threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores)."""
+        threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores).
+        long_text: a text over the max length is cut there ("truncate"), or scored as up to
+        max_windows overlapping windows whose logits are averaged ("window")."""
+        if long_text not in LONG_TEXT:
+            raise ValueError(f"long_text must be one of {LONG_TEXT}, not {long_text!r}")
         md = modeldir.read(model)
         runtime.start(threads)
         spec = md.spec
@@ -83,8 +99,9 @@ class Scorer:
         else:
             tokenizer, pad_id = backbones.base_tokenizer(spec.base, length)
         pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None
+        overlap = window_overlap(length) if long_text == "window" else None
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
-                                      pad_id=pad_id)
+                                      pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
         predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
                                          pooling=spec.pooling)
         return cls(md, predictor, encoder)
@@ -92,6 +109,10 @@ class Scorer:
     @property
     def multi_label(self) -> bool:
         return self.spec.problem_type == "multi_label"
+
+    @property
+    def windowed(self) -> bool:
+        return self.encoder.window_overlap is not None
 
     # The three stages an engine runs, possibly on different threads: prepare (tokenize and
     # plan batches), infer (the model), columns (Arrow output). Each updates only its own stats.
@@ -111,7 +132,11 @@ class Scorer:
         probs = np.full((len(prepared.errors), len(self.spec.labels)), np.nan, dtype=np.float32)
         chunk = prepared.encoded
         if chunk is not None:
-            probs[prepared.valid] = run_batches(self.predictor, chunk, probs.shape[1])
+            sequences = run_batches(self.predictor, chunk, probs.shape[1])  # [sequences, labels]
+            if chunk.text_of is not None:
+                sequences = combine_windows(sequences, chunk.text_of, len(chunk.windows),
+                                            self.multi_label)  # [texts, labels]
+            probs[prepared.valid] = sequences
             s = self.stats
             s.real_tokens += chunk.real_tokens
             s.padded_tokens += chunk.padded_tokens
@@ -137,6 +162,8 @@ class Scorer:
             above = probs >= self.spec.threshold
             columns["labels"] = pa.array(
                 [list(names[row]) if k else None for row, k in zip(above, ok)], pa.list_(pa.string()))
+        if self.windowed:
+            columns["windows"] = pa.array(prepared.windows(), pa.int32(), mask=~ok)
         columns["error"] = pa.array(errors, pa.string())
         return pa.table({prefix + k: v for k, v in columns.items()})
 
@@ -168,6 +195,28 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
     for batch in chunk.batches:
         probs[batch.rows] = predictor(batch)
     return probs
+
+
+def window_overlap(max_length: int) -> int:
+    """Tokens a window shares with the one before: a quarter of the max length."""
+    return max_length // 4
+
+
+def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int,
+                    multi_label: bool) -> np.ndarray:
+    """[windows, labels] probabilities -> [texts, labels]: the mean of each text's window logits,
+    through the same softmax / sigmoid. Softmax is blind to a constant, so the mean of log
+    probabilities stands for the mean of logits exactly."""
+    p = np.clip(probs.astype(np.float64), 1e-30, 1.0)
+    logits = np.log(p) - np.log1p(-np.minimum(p, 1 - 1e-16)) if multi_label else np.log(p)
+    counts = np.bincount(text_of, minlength=texts).astype(np.float64)[:, None]  # [texts, 1]
+    summed = np.zeros((texts, probs.shape[1]))
+    np.add.at(summed, text_of, logits)
+    mean = summed / counts  # [texts, labels]
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-mean))).astype(np.float32)
+    e = np.exp(mean - mean.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def error_kind(reason: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 DEFAULT_BUCKETS = (16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 DEFAULT_BATCH_TOKENS = 4096
 DEFAULT_PACK_LENGTH = 128  # packed row length: texts up to this many tokens share rows
+DEFAULT_MAX_WINDOWS = 16  # windows per text, at most (memory and time per text stay bounded)
 _MIN_PACK_LENGTH = 32
 _HALF_PACK_MAX_LONGER = 0.05  # pack at half length when at most this share of texts is longer
 # A text longer than this many characters per allowed token is cut before tokenizing, so that a
@@ -53,9 +54,16 @@ class Batch:
 
 @dataclass
 class EncodedChunk:
-    lengths: np.ndarray  # [n] int32 token counts after truncation, [CLS] and [SEP] included
-    truncated: np.ndarray  # [n] bool
+    """A chunk's n texts as sequences the model sees: one per text, or with windows, one per
+    window (a text over the max length is cut into overlapping windows, each with its own
+    special tokens); batches index sequences."""
+
+    lengths: np.ndarray  # [sequences] int32 token counts, special tokens included
+    truncated: np.ndarray  # [n] bool: some of the text was not scored (cut at the max length,
+    # or past the last of max_windows windows)
     batches: list[Batch]
+    text_of: np.ndarray | None = None  # [sequences] int64: the text of each window (None: i -> i)
+    windows: np.ndarray | None = None  # [n] int32: windows per text (None: one each)
 
     @property
     def real_tokens(self) -> int:
@@ -99,9 +107,17 @@ class BatchEncoder:
 
     def __init__(self, tokenizer, max_length: int, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  buckets=DEFAULT_BUCKETS, pack_length: int | None = None,
-                 pad_id: int | None = None):
+                 pad_id: int | None = None, window_overlap: int | None = None,
+                 max_windows: int = DEFAULT_MAX_WINDOWS):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # Windows: a longer text's tokens are cut into windows of max_length that share
+        # window_overlap tokens with the one before (the tokenizer's own overflow, so each window
+        # gets the architecture's special tokens); at most max_windows, the rest is cut.
+        self.window_overlap = window_overlap
+        self.max_windows = max_windows
+        if window_overlap is not None:
+            tokenizer.enable_truncation(max_length, stride=window_overlap)
         self.batch_tokens = batch_tokens
         self.buckets = bucket_lengths(max_length, buckets)
         # Packed rows are pack_length tokens long; a text (>= 3 tokens: [CLS] x [SEP]) takes one
@@ -129,21 +145,45 @@ class BatchEncoder:
             out += [(full * q // 4, length) for q in (1, 2, 3, 4)]
         return sorted(set(out))
 
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
-        """Token ids per text, their lengths [n] and whether each text was truncated [n]."""
-        char_cap = self.max_length * _CHARS_PER_TOKEN_BOUND
-        cut = [len(t) > char_cap for t in texts]
-        if any(cut):
+    def _encodings(self, texts: list[str], windows: int):
+        """The tokenizer's encodings, and which texts were cut before tokenizing."""
+        char_cap = self.max_length * windows * _CHARS_PER_TOKEN_BOUND
+        cut = np.fromiter((len(t) > char_cap for t in texts), dtype=bool, count=len(texts))
+        if cut.any():
             texts = [t[:char_cap] if c else t for t, c in zip(texts, cut)]
-        encodings = self.tokenizer.encode_batch_fast(texts)
+        return self.tokenizer.encode_batch_fast(texts), cut
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+        """Token ids per text, their lengths [n] and whether each text was truncated [n]
+        (without windows: each text's first max_length tokens)."""
+        encodings, cut = self._encodings(texts, 1)
         ids = [e.ids for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
         truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
-        return ids, lengths, truncated | np.asarray(cut, dtype=bool)
+        return ids, lengths, truncated | cut
+
+    def tokenize_windows(self, texts: list[str]):
+        """Token ids per window [sequences], the text of each window [sequences], windows per
+        text [n], and whether some of a text was left out [n]."""
+        encodings, cut = self._encodings(texts, self.max_windows)
+        ids, text_of = [], []
+        windows = np.empty(len(texts), dtype=np.int32)
+        truncated = cut.copy()
+        for i, e in enumerate(encodings):
+            pieces = [e.ids] + [o.ids for o in e.overflowing[: self.max_windows - 1]]
+            truncated[i] |= len(e.overflowing) >= self.max_windows
+            ids += pieces
+            text_of += [i] * len(pieces)
+            windows[i] = len(pieces)
+        return ids, np.asarray(text_of, dtype=np.int64), windows, truncated
 
     def encode(self, texts: list[str]) -> EncodedChunk:
-        ids, lengths, truncated = self.tokenize(texts)
-        return EncodedChunk(lengths, truncated, self._plan(ids, lengths))
+        if self.window_overlap is None:
+            ids, lengths, truncated = self.tokenize(texts)
+            return EncodedChunk(lengths, truncated, self._plan(ids, lengths))
+        ids, text_of, windows, truncated = self.tokenize_windows(texts)
+        lengths = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+        return EncodedChunk(lengths, truncated, self._plan(ids, lengths), text_of, windows)
 
     def bucket_of(self, lengths: np.ndarray) -> np.ndarray:
         """Index into self.buckets of the shortest bucket each length fits in."""

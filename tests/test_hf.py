@@ -236,3 +236,17 @@ def test_evaluate_measures_a_checkpoint(hf_reference, tmp_path):
     result = CliRunner().invoke(evaluate.main, ["--data", str(data), "--model", str(case.path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["roberta", "albert", "deberta_v3"])
+def test_windows_carry_each_architectures_special_tokens(hf_reference, name):
+    case = hf_reference[name]
+    s = Scorer.load(case.path, long_text="window")
+    long_text = case.texts[-1]
+    ids, text_of, windows, truncated = s.encoder.tokenize_windows([long_text])
+    first = case.token_ids[-1]  # transformers' truncated encoding = our first window
+    assert tuple(ids[0]) == first and windows[0] > 2
+    for window in ids:
+        assert window[0] == first[0] and window[-1] == first[-1] and len(window) <= case.max_length
+    probs, _ = s.probabilities([long_text, case.texts[0]])
+    np.testing.assert_allclose(probs[1], case.probabilities[0], atol=TOLERANCE, rtol=0)
