@@ -118,7 +118,22 @@ def expand_inputs(paths: list[str], fmt: str = "auto") -> list[Input]:
             inputs.append(Input(path, detect_format(path, fmt)))
         else:
             raise InputError(f"{path}: no such file or directory")
+    for inp in inputs:
+        if inp.path != "-" and not storage.is_remote(inp.path):
+            _check_utf8_names(Path(inp.path))
     return inputs
+
+
+def _check_utf8_names(path: Path) -> None:
+    """Paths go into row ids, manifests and pyarrow as UTF-8: a local input (or a file of a
+    directory input) whose name is not UTF-8 is refused before anything is read."""
+    names = [path] + (sorted(path.rglob("*")) if path.is_dir() else [])
+    for name in names:
+        try:
+            str(name).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(str(name).encode("utf-8", "surrogateescape"))[2:-1]  # its bytes
+            raise InputError(f"{shown}: the name is not valid UTF-8; rename it") from None
 
 
 def fingerprint(inp: Input) -> dict:

@@ -253,6 +253,13 @@ def test_a_file_name_that_is_not_utf8_is_one_line(tiny_model, tmp_path):
                                   str(tmp_path / os.fsdecode(b"out\xff")), "--model", str(tiny_model)])
     one_error_line(r, 5, "out\\xff", "not valid UTF-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    (tmp_path / "d").mkdir()
+    with open(tmp_path / "d" / os.fsdecode(b"p\xff.parquet"), "wb") as f:  # pyarrow takes no such path
+        pq.write_table(pa.table({"text": ["a fine film"]}), f)
+    for found_by in (str(tmp_path / "*.txt"), str(tmp_path / "d")):  # a glob, a directory
+        r = CliRunner().invoke(main, ["run", found_by, "-o", str(tmp_path / "o"), "--model", str(tiny_model)])
+        one_error_line(r, 3, "not valid UTF-8")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.fixture(scope="module")
