@@ -55,6 +55,9 @@ class ModelSpec:
     checksums: dict = field(default_factory=dict)  # file name -> sha256
     training: dict = field(default_factory=dict)  # provenance: command, data fingerprint, seed, ...
     metrics: dict = field(default_factory=dict)
+    # What the model produces on its validation set (scorer.drift: {"data", "profile"}), the
+    # reference runs measure drift against; {}: none here (a sidecar may hold one)
+    reference: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def validate(self, where: str) -> None:
@@ -66,6 +69,10 @@ class ModelSpec:
             if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
                 bad(f"{name!r} must be {_TYPE_WORDS[types]}, not {type(value).__name__}")
         _check_base(self.base, bad)
+        if not all(isinstance(x, str) for x in self.lora_targets or []):
+            bad("'lora_targets' must be a list of layer names")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()):
+            bad("'checksums' must map file names to sha256 strings")
         for name in (self.weights_file, self.tokenizer_file):
             if name is not None and not _is_plain_file_name(name):
                 bad(f"file name {name!r} must be a plain name inside the model directory")
@@ -93,10 +100,10 @@ _FIELD_TYPES = {
     "head_activation": (str, type(None)), "dropout": (int, float),
     "lora_rank": (int, type(None)), "lora_targets": (list, type(None)), "weights_file": (str,),
     "tokenizer_file": (str, type(None)), "checksums": (dict,), "training": (dict,),
-    "metrics": (dict,), "format_version": (int,),
+    "metrics": (dict,), "reference": (dict,), "format_version": (int,),
 }
 _TYPE_WORDS = {(str,): "a string", (list,): "a list", (dict,): "a JSON object",
-               (str, int): "a string", (int, float): "a number", (int,): "an integer",
+               (str, int): "a string or an integer", (int, float): "a number", (int,): "an integer",
                (str, type(None)): "a string or null", (int, type(None)): "an integer or null",
                (list, type(None)): "a list or null"}
 # What each base kind must hold, and of which type.

@@ -174,7 +174,7 @@ def one_error_line(r, code: int, *fragments: str) -> None:
     ("base", "x"), ("base", {"kind": "config", "architecture": "BertBackbone", "config": []}),
     ("labels", "negative"), ("labels", ["a", 1]), ("name", 3), ("max_length", "64"),
     ("threshold", "high"), ("dropout", None), ("lora_rank", "8"), ("lora_targets", "query"),
-    ("checksums", []), ("training", "x"), ("metrics", 1), ("format_version", "2"),
+    ("checksums", []), ("checksums", {"weights.safetensors": 5}), ("lora_targets", [1]), ("training", "x"), ("metrics", 1), ("format_version", "2"),
     ("weights_file", 7), ("tokenizer_file", ["tokenizer.json"]), ("version", [1]),
 ])
 def test_a_spec_field_of_the_wrong_type_is_a_model_error(tiny_model, tmp_path, field, value):
