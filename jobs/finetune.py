@@ -29,7 +29,7 @@ from jobs import data as data_mod
 from jobs import metrics as metrics_mod
 from jobs.data import LabeledData
 from scorer import backbone as backbones
-from scorer import classifier, encode, modeldir, registry
+from scorer import classifier, drift, encode, modeldir, registry
 from scorer.api import run_batches
 from scorer.errors import ScorerError
 from scorer.hf import checkpoint, convert
@@ -383,10 +383,21 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     spec.training = {"history": state["history"], "best_epoch": state["best_epoch"],
                      "seconds": round(time.time() - started, 1)}
     final = evaluate(probabilities, val_data, names, cfg.multi_label)
-    return out, {"spec": spec, "validation": final, "state": state, "probabilities": probabilities}
+    return out, {"spec": spec, "validation": final, "state": state, "probabilities": probabilities,
+                 "reference": validation_reference(encoder, probabilities, val_data, names)}
 
 
 # ----------------------------------------------------------------------------- the job
+
+def validation_reference(encoder: encode.BatchEncoder, probabilities, data: LabeledData,
+                         names: list[str]) -> dict:
+    """The model's drift reference (scorer.drift) on its validation set, for its spec: what the
+    model is known to produce, which every run it scores is compared with."""
+    _, lengths, _ = encoder.tokenize(data.texts)
+    profile = drift.Profile.empty(names)
+    profile.add(probabilities(data.texts), lengths)
+    return {"data": {"validation": data.fingerprint}, "profile": profile.to_json()}
+
 
 def progress_bar(epoch: int, step: int, steps: int, loss: float, steps_per_second: float) -> None:
     """One terminal line, redrawn in place: the epoch's bar, running loss and time left."""
@@ -436,6 +447,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
     if test_data is not None:
         metrics["test"] = evaluate(result["probabilities"], test_data, names, cfg.multi_label)
     spec.metrics = {split: summary_metrics(m) for split, m in metrics.items()}
+    spec.reference = result["reference"]
     spec.training.update({
         "command": "python -m jobs.finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": asdict(cfg), "base": args["base"], "data_report": report,

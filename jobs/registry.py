@@ -42,11 +42,18 @@ def list_versions(path, as_json):
     if not found:
         fail(ScorerError(f"{path}: no registered versions"))
     alias_of: dict[int, list[str]] = {}
-    for alias, version in registry.aliases(path).items():
+    try:
+        known = registry.aliases(path)
+    except ScorerError as e:
+        fail(e)
+    for alias, version in known.items():
         alias_of.setdefault(version, []).append(alias)
     rows = []
     for v in found:
-        spec = modeldir.read(path / str(v), verify=False).spec
+        try:
+            spec = modeldir.read(path / str(v), verify=False).spec
+        except ScorerError as e:
+            fail(e)
         val = spec.metrics.get("validation", {})
         rows.append({"version": v, "aliases": alias_of.get(v, []), "labels": spec.labels,
                      "accuracy": val.get("accuracy"), "macro_f1": val.get("macro_f1"),

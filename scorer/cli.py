@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 import scorer
-from scorer import commit, encode, modeldir, source
-from scorer.errors import InputError, Interrupted, OutputError, ScorerError
+from scorer import commit, drift, encode, modeldir, source
+from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
+from scorer.metrics import write_metrics
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -111,10 +113,19 @@ def main():
               help="With --engine ray: scoring actors (each loads the model once; one GPU each if any).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
+@click.option("--reference", "reference", metavar="FILE", help="The reference to measure drift "
+              "against (default: the model's own, or the sidecar `scorer profile` wrote).")
+@click.option("--max-drift", type=click.FloatRange(0, min_open=True), metavar="PSI",
+              help="Exit 9 (after committing the output) when a drift PSI against the model's "
+              "reference passes this, e.g. 0.25.")
+@click.option("--metrics-file", metavar="PATH", help="Write the run's counters here in the "
+              "Prometheus text format, atomically (node_exporter's textfile collector); --follow "
+              "rewrites it after each entry.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
         partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
         dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
-        require_marker, poll_seconds, settle_seconds, engine, address, workers, log_format):
+        require_marker, poll_seconds, settle_seconds, engine, address, workers, log_format,
+        reference, max_drift, metrics_file):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -147,11 +158,14 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         flush_seconds=flush_seconds,
         chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
         batch_tokens=batch_tokens, precision=precision, threads=threads, dead_letter=dead_letter,
-        max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes)
+        max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes,
+        reference=reference, max_drift=max_drift, metrics_file=metrics_file)
     show_progress = sys.stderr.isatty() and log_format == "text"
     try:
         with stop_on_signals():
             check_utf8_names(inputs, follow_dir, output, dead_letter)
+            if metrics_file:
+                check_metrics_path(metrics_file)
             if engine == "ray":
                 if follow_dir:
                     raise click.UsageError("--engine ray does not follow directories")
@@ -170,17 +184,52 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
                 result = run_pipeline(list(inputs), output, model, options,
                                       progress=terminal_progress if show_progress else None)
             report(result, follow_dir, log_format, show_progress)  # a stop now ends nothing
-            if follow_dir and result.manifest["units_failed_now"]:
-                sys.exit(EXIT_ENTRIES_FAILED)
+            exceeded = drift_exceeded(result.manifest, max_drift)
+            exit_code = (EXIT_ENTRIES_FAILED if follow_dir and result.manifest["units_failed_now"]
+                         else exceeded.exit_code if exceeded else 0)
+            if metrics_file:
+                write_metrics(metrics_file, result.manifest, output, exit_code)
+            if exceeded:
+                fail(exceeded)
+            if exit_code:
+                sys.exit(exit_code)
     except ScorerError as e:
         if show_progress:
             click.echo("", err=True)
-        fail(e)
+        failed_run(e, metrics_file, output)
     except OSError as e:
         # Inputs and models turn their OSErrors into errors of their own where they are read;
         # one that gets here failed writing the output's state (_manifest.json, _SUCCESS).
-        fail(OutputError(f"{output}: cannot write {e.filename or 'the output'} ({e.strerror or e}); "
-                         "committed part files are kept: run the same command again to finish"))
+        failed_run(OutputError(f"{output}: cannot write {e.filename or 'the output'} ({e.strerror or e}); "
+                               "committed part files are kept: run the same command again to finish"),
+                   metrics_file, output)
+
+
+def failed_run(error: ScorerError, metrics_file: str | None, output: str):
+    """A run that ended in an error: --metrics-file says so (success 0, the exit code), then the
+    error line."""
+    if metrics_file:
+        try:
+            write_metrics(metrics_file, None, output, error.exit_code)
+        except OSError as e:
+            click.echo(f"error: {metrics_file}: cannot write the metrics file ({e.strerror or e})", err=True)
+    fail(error)
+
+
+def drift_exceeded(manifest: dict, max_drift: float | None) -> DriftExceeded | None:
+    """--max-drift: the error to end with when a PSI of the run's drift passes it."""
+    worst = max((manifest.get("drift") or {}).get("psi", {}).items(), key=lambda kv: kv[1], default=None)
+    if max_drift is None or worst is None or worst[1] <= max_drift:
+        return None
+    return DriftExceeded(f"drift PSI {worst[1]:.3f} ({worst[0]}) passes --max-drift {max_drift}; "
+                         "the output is committed (the scores are right, the data moved)")
+
+
+def check_metrics_path(path: str) -> None:
+    """--metrics-file is written beside itself and renamed: its directory must be writable."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise OutputError(f"--metrics-file {path}: {directory} is not a writable directory")
 
 
 def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: str | None) -> None:
@@ -206,14 +255,14 @@ def report(result, follow_dir: str | None, log_format: str, show_progress: bool)
             click.echo(f"already complete: {m['rows_out']:,} rows, finished at {m['finished']}: "
                        f"nothing rescored in {result.output}/ (--overwrite scores again)", err=True)
         return
+    for warning in m["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     if follow_dir:
         failed = (f"; {len(m['units_failed_now'])} failed: {', '.join(m['units_failed_now'])} "
                   f"(reasons in _manifest.json)" if m["units_failed_now"] else "")
         click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {result.output}/ "
                    f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all){failed}", err=True)
         return
-    for warning in m["warnings"]:
-        click.echo(f"warning: {warning}", err=True)
     if log_format == "json":
         summary = {k: m[k] for k in ("rows_in", "rows_out", "rows_with_error", "rows_per_second",
                                      "padding_fraction")}
@@ -282,6 +331,70 @@ def info(model, as_json):
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         lines.append(f"metrics {split}: {shown}")
     click.echo("\n".join(lines))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--output", "-o", metavar="FILE", help="Where to write the reference (default: "
+              f"MODEL/{drift.SIDECAR_NAME}; beside a Hugging Face checkpoint directory DIR, "
+              f"DIR{drift.CHECKPOINT_SIDECAR_SUFFIX}).")
+@click.option("--rows", type=click.IntRange(1), default=5000, show_default=True,
+              help="Rows sampled from DATA (uniformly, seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The sample's seed.")
+@click.option("--text-column", default="text", show_default=True, help="Column or field to score.")
+@click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
+              help="Input format; auto picks by extension.")
+def profile(model, data, output, rows, seed, text_column, fmt):
+    """Score a sample of DATA (what MODEL was validated on) and write the model's reference: the
+    statistics runs measure drift against (predicted-label shares, probability histograms,
+    low-confidence share, text lengths).
+
+    Example:
+
+        scorer profile models/sentiment validation.parquet
+    """
+    from scorer.api import Scorer
+
+    try:
+        model_scorer = Scorer.load(model)
+        inputs = source.expand_inputs(list(data), fmt)
+        rows_read = source.SourceStats()
+        picked = drift.sample(((t, e) for chunk in source.read_chunks(inputs, text_column, stats=rows_read)
+                               for t, e in zip(chunk.texts, chunk.read_errors)), rows, seed)
+        counts = drift.profile_texts(model_scorer, [t for t, _ in picked], [e for _, e in picked])
+        target = Path(output) if output else drift.sidecar_path(model_scorer.model_dir)
+        drift.write_sidecar(target, model_scorer.model_dir.id, counts,
+                            {"paths": [i.path for i in inputs], "rows_read": rows_read.rows,
+                             "rows_profiled": len(picked), "seed": seed, "text_column": text_column})
+    except ScorerError as e:
+        fail(e)
+    except OSError as e:
+        fail(OutputError(f"{output or 'the reference'}: cannot write ({e.strerror or e})"))
+    click.echo(f"profiled {len(picked):,} of {rows_read.rows:,} rows into {target}: "
+               + json.dumps(counts.summary()), err=True)
+
+
+@main.command(name="report", context_settings=CONTEXT)
+@click.argument("out")
+@click.option("--output", "-o", "png", metavar="PNG", help="Where to draw (default: OUT/_report.png, "
+              "a name dataset readers skip).")
+def report_command(out, png):
+    """Draw a finished output directory's run as one PNG: score histograms against the model's
+    reference, label shares, text lengths, error reasons, stage times.
+
+    Example:
+
+        scorer report scored/ -o report.png
+    """
+    from scorer import report as run_report
+
+    target = png or os.path.join(out, "_report.png")
+    try:
+        run_report.draw(out, target)
+    except ScorerError as e:
+        fail(e)
+    click.echo(f"drew {out} into {target}", err=True)
 
 
 @main.command(context_settings=CONTEXT)

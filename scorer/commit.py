@@ -67,6 +67,7 @@ class Progress:
     counters: dict = field(default_factory=lambda: {
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
+    profile: dict | None = None  # scorer.drift.Profile of the committed rows (--follow: the entry's)
 
 
 class OutputLock:

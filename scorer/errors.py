@@ -41,6 +41,13 @@ class DataError(ScorerError):
     exit_code = 6
 
 
+class DriftExceeded(ScorerError):
+    """The run finished and its output is committed, but a drift PSI against the model's reference
+    passed --max-drift: the scores are right, the data moved."""
+
+    exit_code = 9
+
+
 class OutputBusy(ScorerError):
     """Another live run holds the output directory's lock."""
 

@@ -32,11 +32,13 @@ from typing import Callable
 
 import pyarrow as pa
 
-from scorer import commit, modeldir, source
+from scorer import commit, drift, modeldir, source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunOptions, RunResult, _manifest, _Sinks, _stream,
-                             check_columns, open_output, output_location, parse_max_errors)
+                             check_columns, load_reference, open_output, output_location,
+                             parse_max_errors)
+from scorer.metrics import write_metrics
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
 # (.gstmp), WinSCP (.filepart), editors and backups (~).
@@ -84,6 +86,8 @@ class EntryRecord:
     model: dict | None = None  # the model that scored its rows (modeldir.ModelDir.id)
     rows: int = 0  # its input rows committed to the output
     reason: str | None = None  # why it failed
+    profile: dict | None = None  # scorer.drift.Profile of its committed rows
+    drift: dict | None = None  # scorer.drift.Drift of those rows against the model's reference
 
 
 class Settling:
@@ -301,6 +305,9 @@ class _Follower:
         sinks = self.sinks
         sinks.entry_check = None
         sinks.unit, sinks.rows = None, 0
+        record.profile = sinks.profile.to_json()
+        record.drift = drift.compare(self.reference, sinks.profile).to_json()
+        sinks.profile = drift.Profile.empty(sinks.profile.labels)  # the next entry's
         self._set_record(record)
         sinks.checkpoint()  # the entry is done: recorded with its last parts
         self._write_manifest()
@@ -332,6 +339,7 @@ class _Follower:
         self.load_seconds = time.perf_counter() - t0
         self.scorer.stats = ScoreStats()
         self.compiled_before = self.scorer.predictor.compile_seconds
+        self.reference, self.reference_warnings = load_reference(self.scorer, opts)
 
     def _new_sinks(self) -> _EntrySinks:
         """Sinks at the last checkpoint (the per-entry --max-errors limit is set per entry)."""
@@ -348,5 +356,31 @@ class _Follower:
                         units_failed=[e["name"] for e in sinks.entries if e["status"] == FAILED],
                         entries=sinks.entries, units_scored_now=self.scored_now,
                         units_failed_now=self.failed_now, warnings=[])
+        manifest.update(self._drift_fields())
         self.outdir.write_manifest(manifest)
         self.manifest = manifest
+        if self.opts.metrics_file:
+            write_metrics(self.opts.metrics_file, manifest, str(self.out),
+                          EXIT_ENTRIES_FAILED if self.failed_now else 0)
+
+    def _drift_fields(self) -> dict:
+        """Drift is per entry (EntryRecord.drift): the manifest's "drift" is the largest among
+        the entries scored by this process, "profile" merges every entry's of the current labels,
+        and each entry over the warning level is a warning."""
+        labels = self.scorer.spec.labels
+        profile = drift.Profile.empty(labels)
+        for e in self.sinks.entries:
+            if e.get("profile") and e["profile"]["labels"] == labels:
+                profile = profile.merge(drift.Profile.from_json(e["profile"]))
+        now = [e for e in self.sinks.entries if e["name"] in self.scored_now and e.get("drift")]
+        worst = max(now, key=lambda e: e["drift"]["max_psi"] or 0.0, default=None)
+        warnings = list(self.reference_warnings)
+        for e in now:
+            warnings += [f"entry {e['name']}: {w}" for w in drift.Drift(
+                e["drift"]["reference"], e["drift"]["psi"]).warnings()]
+        none = drift.compare(self.reference, drift.Profile.empty(labels)).to_json()
+        return {"profile": profile.to_json(), "summary": profile.summary(),
+                "drift": worst["drift"] if worst else none,
+                "drift_entry": worst["name"] if worst else None,
+                "reference_profile": self.reference.profile.to_json() if self.reference else None,
+                "warnings": warnings}

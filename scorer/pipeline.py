@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 import scorer
-from scorer import commit, encode, faults, runtime, sink, source, stages, storage
+from scorer import commit, drift, encode, faults, runtime, sink, source, stages, storage
 from scorer.api import Scorer, ScoreStats, error_kind, output_names
-from scorer.errors import DataError, InputError, OutputError
+from scorer.errors import DataError, InputError, ModelError, OutputError
 
 
 @dataclass
@@ -47,6 +48,9 @@ class RunOptions:
     max_errors: str | None = None  # fail when bad rows exceed this: a count ("100") or fraction ("0.01", "1%")
     fail_on_empty: bool = False
     max_line_bytes: int = source.DEFAULT_MAX_LINE_BYTES
+    reference: str | None = None  # the reference file to measure drift against (default: the model's)
+    max_drift: float | None = None  # scorer.cli exits EXIT_DRIFT when a PSI passes this
+    metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
 
 
 # What a resumed run must share with the run it continues (besides inputs and model).
@@ -86,6 +90,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     load_seconds = time.perf_counter() - t0
     model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
     compiled_before = model_scorer.predictor.compile_seconds
+    reference, reference_warnings = load_reference(model_scorer, opts)
     outdir = open_output(out, [source.fingerprint(i) for i in expanded], model_scorer, opts)
     if outdir.finished:
         return RunResult(out, outdir.finished, already_complete=True)
@@ -111,12 +116,33 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     manifest.update(blank_lines_skipped=stats.blank_lines, resumed=outdir.resumed,
                     rows_resumed_from_checkpoint=stats.rows_skipped, warnings=warnings,
                     rows_per_second=round((stats.rows - stats.rows_skipped) / manifest["timing"]["total_seconds"], 1))
+    add_drift(manifest, reference, reference_warnings, sinks.profile)
     try:
         outdir.finish(manifest)
     except BaseException:
         outdir.abandon()  # the lock goes; the checkpoint stays, so the same command finishes it
         raise
     return RunResult(out, manifest)
+
+
+def load_reference(model_scorer: Scorer, opts: RunOptions) -> tuple[drift.Reference | None, list[str]]:
+    """The model's drift reference (and warnings about it); --max-drift without one is refused
+    before anything is scored."""
+    reference, warnings = drift.find_reference(model_scorer.model_dir, opts.reference)
+    if reference is None and opts.max_drift is not None:
+        raise ModelError(f"--max-drift needs a reference for model {model_scorer.model_dir.path}: "
+                         "make one with `scorer profile MODEL DATA`, or pass --reference FILE"
+                         + (f" ({warnings[0]})" if warnings else ""))
+    return reference, warnings
+
+
+def add_drift(manifest: dict, reference: drift.Reference | None, reference_warnings: list[str],
+              profile: drift.Profile) -> None:
+    """The manifest's "drift" (and the reference itself, for `scorer report`), and its warnings."""
+    run_drift = drift.compare(reference, profile)
+    manifest["drift"] = run_drift.to_json()
+    manifest["reference_profile"] = reference.profile.to_json() if reference else None
+    manifest["warnings"] = manifest["warnings"] + reference_warnings + run_drift.warnings()
 
 
 def _stream(inputs: list[source.Input], skip: int, model_scorer: Scorer, opts: RunOptions,
@@ -201,6 +227,8 @@ def _manifest(model_scorer: Scorer, inputs: list[dict], opts: RunOptions, rows_i
             "compile_seconds": round(model_scorer.predictor.compile_seconds - compiled_before, 3),
             "write_seconds": round(timer["write"], 3),
         },
+        "profile": sinks.profile.to_json(),
+        "summary": sinks.profile.summary(),
         "real_tokens": s.real_tokens,
         "padded_tokens": s.padded_tokens,
         "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
@@ -270,10 +298,20 @@ def scored_table(table: pa.Table, model_scorer: Scorer, prepared, probs, opts: R
     out = _join(out, model_scorer.columns(prepared, probs, opts.output_prefix))
     private = {"__error": pa.array(prepared.errors, pa.string()),
                "__truncated": pa.array(prepared.truncated(), pa.bool_()),
+               "__tokens": pa.array(drift.token_counts(prepared), pa.int32()),
                "__source": table.column("__source"), "__position": table.column("__position"),
                "__text": table.column("__texts")}
     for name, column in private.items():
         out = out.append_column(name, column)
+    return out
+
+
+def probabilities_of(scored: pa.Table, column: str, num_labels: int) -> np.ndarray:
+    """[n, labels] from a scored table's probabilities column; NaN rows where it is null."""
+    values = scored.column(column).combine_chunks()
+    out = np.full((scored.num_rows, num_labels), np.nan)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    out[valid] = pc.list_flatten(values).to_numpy(zero_copy_only=False).reshape(-1, num_labels)
     return out
 
 
@@ -305,6 +343,10 @@ class _Sinks:
         self.counters = copy.deepcopy(p.counters)
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
         self.entries = copy.deepcopy(p.entries)  # --follow only
+        labels = model_scorer.spec.labels
+        # What was scored (the run's; --follow: the entry in progress), as committed
+        self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
+                        else drift.Profile.empty(labels))
         committed_bad = self.counters["rows_with_error"]
         if error_limit and error_limit[0] == "rows" and committed_bad > error_limit[1]:
             raise DataError(f"{outdir.out}: the unfinished run there already has {committed_bad} bad "
@@ -334,6 +376,9 @@ class _Sinks:
 
     def _write_piece(self, scored: pa.Table) -> None:
         c = self.counters
+        self.profile.add(probabilities_of(scored, self.opts.output_prefix + "probabilities",
+                                          len(self.profile.labels)),
+                         scored.column("__tokens").to_numpy())
         errors = scored.column("__error")
         bad = errors.is_valid()
         bad_rows = scored.filter(bad)
@@ -371,7 +416,7 @@ class _Sinks:
             dead_letter_parts=list(self.dead.parts) if self.dead else [],
             next_index=dict(self.writer.next_index),
             dead_letter_next_index=dict(self.dead.next_index) if self.dead else {},
-            counters=copy.deepcopy(self.counters)))
+            counters=copy.deepcopy(self.counters), profile=self.profile.to_json()))
         self.since = 0
 
     def abort(self) -> None:

@@ -27,9 +27,9 @@ from ray.data.block import BlockMetadata
 from scorer import source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
-from scorer.pipeline import (RunOptions, RunResult, _final_checks, _manifest, _Sinks, check_columns,
-                             chunk_table, open_output, output_location, parse_max_errors,
-                             scored_table)
+from scorer.pipeline import (RunOptions, RunResult, _final_checks, _manifest, _Sinks, add_drift,
+                             check_columns, chunk_table, load_reference, open_output,
+                             output_location, parse_max_errors, scored_table)
 
 
 class ChunkSource(Datasource):
@@ -86,6 +86,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
                                 precision="float32", threads=1)
     load_seconds = time.perf_counter() - t0
     model_dir = driver_scorer.model_dir
+    reference, reference_warnings = load_reference(driver_scorer, opts)
     outdir = open_output(out, [source.fingerprint(i) for i in expanded], driver_scorer, opts)
     if outdir.finished:
         return RunResult(out, outdir.finished, already_complete=True)
@@ -132,5 +133,6 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
                             "ray_version": ray.__version__}, resumed=outdir.resumed, warnings=warnings,
                     rows_resumed_from_checkpoint=skip,
                     rows_per_second=round((rows_in - skip) / max(time.time() - started, 1e-9), 1))
+    add_drift(manifest, reference, reference_warnings, sinks.profile)
     outdir.finish(manifest)
     return RunResult(out, manifest)

@@ -317,3 +317,20 @@ def test_s3_access_denied_on_the_output_is_one_line(s3_writer_without_manifest_r
         r = CliRunner().invoke(main, ["run", str(SAMPLE / "sst2_dev_sample.txt"), "-o", output,
                                       "--model", str(tiny_model)], env=env)
         one_error_line(r, 5, output, fragment, "ACCESS_DENIED")
+
+
+def test_registry_list_with_a_malformed_version_is_one_line(tiny_model, tmp_path):
+    from jobs import registry as registry_cli
+    from scorer import registry
+
+    reg = tmp_path / "reg"
+    registry.register(reg, tiny_model)
+    spec = json.loads((reg / "1" / "scorer_model.json").read_text())
+    (reg / "1" / "scorer_model.json").write_text(json.dumps({**spec, "base": "x"}))
+    r = CliRunner().invoke(registry_cli.main, ["list", str(reg)])
+    one_error_line(r, 4, f"{reg / '1' / 'scorer_model.json'}: 'base' must be a JSON object")
+    (reg / "1" / "scorer_model.json").write_text(json.dumps(spec))
+    (reg / "_aliases").mkdir()
+    (reg / "_aliases" / "champion").write_text("[1]")
+    r = CliRunner().invoke(registry_cli.main, ["list", str(reg)])
+    one_error_line(r, 4, f"{reg / '_aliases' / 'champion'}: not a valid alias file")

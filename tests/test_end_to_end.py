@@ -52,6 +52,12 @@ def test_every_sample_format_through_the_cli(tmp_path):
         "parquet", "jsonl", "text"]
     meta = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"scorer.model"])
     assert meta == m["model"]
+    # drift against the packaged model's reference (its validation set: SST-2 training phrases):
+    # the scores are as the model is known to produce them, the sentences are longer than phrases
+    assert m["drift"]["reference"].endswith("models/default/scorer_reference.json")
+    psi = m["drift"]["psi"]
+    assert psi["probability:negative"] < 0.1 and psi["probability:positive"] < 0.1
+    assert psi["text_length"] > 1 and f"text_length {psi['text_length']:.3f}" in r.stderr
 
 
 def test_stdin_jsonl_in_a_real_process(tmp_path):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from jobs import finetune, metrics
 from jobs import registry as registry_cli
-from scorer import classifier, modeldir, registry
+from scorer import classifier, drift, modeldir, registry
 from scorer.cli import main as scorer_main
 from tests.conftest import REPO
 
@@ -105,6 +105,12 @@ def test_out_mode_writes_a_model_directory_with_a_split(toy, tiny_model, tmp_pat
     assert spec["lora_rank"] is None and spec["training"]["validation_data"]["rows"] == 80
     assert spec["training"]["train_data"]["rows"] == 320
     assert spec["training"]["data_report"]["validation"]["split_from_train"] == 0.2
+    # the model's drift reference: its validation rows, as scored by the model it saved
+    reference = spec["reference"]
+    assert reference["data"]["validation"] == spec["training"]["validation_data"]
+    assert reference["profile"]["rows"] == reference["profile"]["scored"] == 80
+    found, _ = drift.find_reference(modeldir.read(out))
+    assert found.source == "spec" and found.profile.labels == ["negative", "positive"]
     # on a terminal: a bar redrawn in place at every step (10 of them), which log lines overwrite
     assert r.stderr.count("\r\033[Kepoch 1 [") == 10 and "10/10 loss" in r.stderr
     assert "\r\033[Kepoch 1: validation" in r.stderr

@@ -51,7 +51,8 @@ def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_m
     local = run([], inputs, tmp_path / "local", tiny_model, *args("local"))
     distributed = run(["--engine", "ray", "--workers", "2"], inputs, tmp_path / "ray", tiny_model, *args("ray"))
     assert distributed["engine"]["name"] == "ray" and distributed["engine"]["workers"] == 2
-    for key in ("rows_in", "rows_out", "rows_with_error", "rows_dead_lettered", "error_reasons", "parts"):
+    for key in ("rows_in", "rows_out", "rows_with_error", "rows_dead_lettered", "error_reasons", "parts",
+                "profile", "drift"):
         assert distributed[key] == local[key], key
     hive = "hive" if "--partition-by" in extra else None
     a = ds.dataset(tmp_path / "local", format="parquet", partitioning=hive).to_table().sort_by("row_id")

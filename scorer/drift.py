@@ -1,0 +1,280 @@
+"""What a run scored, as a small profile of counts, and how far it moved from the model's reference.
+
+    p = Profile.empty(["negative", "positive"])
+    p.add(probabilities, token_counts)        # per written chunk: [n, labels] (NaN rows unscored), [n]
+    psi_by_feature(reference, p)              # {"probability:negative": 0.03, ..., "text_length": 0.01}
+
+A Profile holds only counts (fixed bins), so it streams in bounded memory, merges (resumed runs,
+--follow entries, Ray blocks) and is the same JSON in a run's manifest and in a model's reference:
+predicted-label counts, a histogram per label of its probability, rows whose top probability is
+low, and a histogram of text lengths in tokens where rows that were not scored (empty, null or
+unreadable text) count as 0 tokens, so an upstream change that empties texts shows as a shift.
+
+The population stability index compares two histograms: sum((a - e) * ln(a / e)) over the bins'
+shares; below 0.1 is conventionally "no real shift", 0.1-0.25 moderate, above 0.25 major.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from scorer.errors import ModelError
+
+PROBABILITY_BINS = 10  # equal-width bins over [0, 1]
+# Lower edges, in tokens ([CLS] and [SEP] included, after truncation), of the length bins after
+# bin 0 (rows without tokens: not scored).
+LENGTH_EDGES = (1, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)
+LOW_CONFIDENCE = 0.6  # a row whose top probability is below this is low-confidence
+PSI_WARNING = 0.1  # conventional "moderate shift"
+PSI_FLOOR = 1e-4  # the share an empty bin counts as, so that ln() stays finite
+REFERENCE_FORMAT = "scorer-reference/1"
+SIDECAR_NAME = "scorer_reference.json"  # beside scorer_model.json
+CHECKPOINT_SIDECAR_SUFFIX = ".scorer_reference.json"  # beside a Hugging Face checkpoint directory
+TEXT_LENGTH = "text_length"
+
+
+@dataclass
+class Profile:
+    """Streaming counts of what was scored (see the module docstring)."""
+
+    labels: list[str]
+    rows: int = 0  # rows counted, scored or not
+    scored: int = 0
+    predicted: list[int] = field(default_factory=list)  # rows per predicted (top) label
+    probability_hist: list[list[int]] = field(default_factory=list)  # [label][bin]
+    low_confidence: int = 0  # scored rows with top probability < LOW_CONFIDENCE
+    length_hist: list[int] = field(default_factory=list)  # [bin]: 0 tokens, then LENGTH_EDGES
+    tokens: int = 0  # over scored rows
+
+    @classmethod
+    def empty(cls, labels: list[str]) -> "Profile":
+        k = len(labels)
+        return cls(list(labels), predicted=[0] * k,
+                   probability_hist=[[0] * PROBABILITY_BINS for _ in range(k)],
+                   length_hist=[0] * (len(LENGTH_EDGES) + 1))
+
+    def add(self, probabilities: np.ndarray, token_counts: np.ndarray) -> None:
+        """Count a chunk: probabilities [n, labels] with NaN rows where a row was not scored,
+        token_counts [n] (0 where not scored)."""
+        probs = np.asarray(probabilities, dtype=np.float64).reshape(len(token_counts), len(self.labels))
+        scored = ~np.isnan(probs).any(axis=1)
+        good = probs[scored]
+        self.rows += len(token_counts)
+        self.scored += int(scored.sum())
+        if len(good):
+            top = good.argmax(axis=1)
+            self.predicted = _plus(self.predicted, np.bincount(top, minlength=len(self.labels)))
+            self.low_confidence += int((good.max(axis=1) < LOW_CONFIDENCE).sum())
+            bins = np.clip((good * PROBABILITY_BINS).astype(np.int64), 0, PROBABILITY_BINS - 1)
+            self.probability_hist = [_plus(h, np.bincount(bins[:, j], minlength=PROBABILITY_BINS))
+                                     for j, h in enumerate(self.probability_hist)]
+        lengths = np.where(scored, np.asarray(token_counts, dtype=np.int64), 0)
+        self.tokens += int(lengths.sum())
+        length_bins = [0 if n <= 0 else bisect.bisect_right(LENGTH_EDGES, n) for n in lengths.tolist()]
+        self.length_hist = _plus(self.length_hist, np.bincount(length_bins, minlength=len(self.length_hist)))
+
+    def merge(self, other: "Profile") -> "Profile":
+        """The profile of both sets of rows."""
+        if other.labels != self.labels:
+            raise ValueError(f"profiles of different labels: {self.labels} and {other.labels}")
+        return Profile(list(self.labels), self.rows + other.rows, self.scored + other.scored,
+                       _plus(self.predicted, other.predicted),
+                       [_plus(a, b) for a, b in zip(self.probability_hist, other.probability_hist)],
+                       self.low_confidence + other.low_confidence,
+                       _plus(self.length_hist, other.length_hist), self.tokens + other.tokens)
+
+    def summary(self) -> dict:
+        """The shares people read: predicted labels, low confidence, unscored, mean length."""
+        scored = self.scored or 1
+        return {"predicted_share": {n: round(c / scored, 4) for n, c in zip(self.labels, self.predicted)},
+                "low_confidence_share": round(self.low_confidence / scored, 4),
+                "unscored_share": round((self.rows - self.scored) / (self.rows or 1), 4),
+                "mean_tokens": round(self.tokens / scored, 2)}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "profile") -> "Profile":
+        try:
+            profile = cls(**data)
+            k = len(profile.labels)
+            ok = (len(profile.predicted) == k and len(profile.probability_hist) == k
+                  and all(len(h) == PROBABILITY_BINS for h in profile.probability_hist)
+                  and len(profile.length_hist) == len(LENGTH_EDGES) + 1)
+        except TypeError as e:
+            raise ModelError(f"{where}: not a profile ({e})") from None
+        if not ok:
+            raise ModelError(f"{where}: its bins are not this scorer's ({PROBABILITY_BINS} probability "
+                             f"bins, {len(LENGTH_EDGES) + 1} length bins); profile the model again")
+        return profile
+
+
+def token_counts(prepared) -> np.ndarray:
+    """[n] tokens each row of an api.Prepared was scored with (after truncation, over all its
+    windows); 0 for rows not scored."""
+    counts = np.zeros(len(prepared.errors), dtype=np.int32)
+    chunk = prepared.encoded
+    if chunk is not None:
+        counts[prepared.valid] = (chunk.lengths if chunk.text_of is None else  # text_of: windows
+                                  np.bincount(chunk.text_of, weights=chunk.lengths, minlength=len(prepared.valid)))
+    return counts
+
+
+def sample(items: Iterable, size: int, seed: int) -> list:
+    """A seeded uniform sample of `size` items (all of them if fewer), in bounded memory
+    (reservoir sampling), in the order they came."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, object]] = []
+    for i, item in enumerate(items):
+        if i < size:
+            kept.append((i, item))
+        else:
+            j = rng.randint(0, i)
+            if j < size:
+                kept[j] = (i, item)
+    return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
+
+
+def profile_texts(model_scorer, texts: list, read_errors: list | None = None,
+                  chunk_rows: int = 2048) -> Profile:
+    """Score texts with an api.Scorer and count them, as a run would."""
+    profile = Profile.empty(model_scorer.spec.labels)
+    errors = read_errors or [None] * len(texts)
+    for start in range(0, len(texts), chunk_rows):
+        prepared = model_scorer.prepare(texts[start:start + chunk_rows], errors[start:start + chunk_rows])
+        profile.add(model_scorer.infer(prepared), token_counts(prepared))
+    return profile
+
+
+def _plus(a, b) -> list[int]:
+    return [int(x) + int(y) for x, y in zip(a, b)]
+
+
+def psi(expected: list[int], actual: list[int]) -> float:
+    """Population stability index of two histograms over the same bins (counts)."""
+    e_total, a_total = sum(expected), sum(actual)
+    if not e_total or not a_total:
+        return 0.0
+    total = 0.0
+    for e, a in zip(expected, actual):
+        e_share, a_share = max(e / e_total, PSI_FLOOR), max(a / a_total, PSI_FLOOR)
+        total += (a_share - e_share) * math.log(a_share / e_share)
+    return total
+
+
+def psi_by_feature(reference: Profile, current: Profile) -> dict[str, float]:
+    """PSI of each label's probability histogram and of the text lengths."""
+    out = {f"probability:{name}": psi(ref, cur) for name, ref, cur in
+           zip(reference.labels, reference.probability_hist, current.probability_hist)}
+    out[TEXT_LENGTH] = psi(reference.length_hist, current.length_hist)
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+@dataclass
+class Reference:
+    """A model's reference profile and where it was found."""
+
+    profile: Profile
+    source: str  # "spec" (written by the fine-tuning job) or the sidecar file's path
+    model_checksum: str | None  # the model it was made with (None: part of the spec itself)
+    data: dict = field(default_factory=dict)  # what was profiled: path, rows, seed
+
+
+@dataclass
+class Drift:
+    """A run's comparison with its model's reference (the manifest's "drift")."""
+
+    reference: str | None  # where the reference came from; None: the model has none
+    psi: dict[str, float] = field(default_factory=dict)
+    note: str | None = None  # why there is no comparison
+
+    @property
+    def max_psi(self) -> float | None:
+        return max(self.psi.values()) if self.psi else None
+
+    def worst(self) -> tuple[str, float] | None:
+        return max(self.psi.items(), key=lambda kv: kv[1]) if self.psi else None
+
+    def warnings(self) -> list[str]:
+        shifted = {k: v for k, v in self.psi.items() if v > PSI_WARNING}
+        if not shifted:
+            return []
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(shifted.items(), key=lambda kv: -kv[1]))
+        return [f"drift: PSI above {PSI_WARNING} (moderate shift) against the model's reference: {shown}"]
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "psi": self.psi, "max_psi": self.max_psi,
+                "warning_level": PSI_WARNING, "note": self.note}
+
+
+def compare(reference: Reference | None, profile: Profile) -> Drift:
+    if reference is None:
+        return Drift(None, note="the model has no reference: see `scorer profile`")
+    if reference.profile.labels != profile.labels:
+        return Drift(reference.source, note=f"the reference's labels {reference.profile.labels} "
+                     f"are not the model's {profile.labels}")
+    if not profile.rows:
+        return Drift(reference.source, note="no rows")
+    return Drift(reference.source, psi_by_feature(reference.profile, profile))
+
+
+def sidecar_path(model_dir) -> Path:
+    """Where `scorer profile` writes a model's reference by default: inside our model directory,
+    beside (never inside) a Hugging Face checkpoint directory."""
+    path = Path(model_dir.path)
+    if model_dir.checkpoint is not None:
+        return path.parent / (path.name + CHECKPOINT_SIDECAR_SUFFIX)
+    return path / SIDECAR_NAME
+
+
+def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | None, list[str]]:
+    """The model's reference, and warnings: an explicit file, else the spec's (the fine-tuning
+    job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used."""
+    if explicit is None and model_dir.spec.reference:
+        return Reference(Profile.from_json(model_dir.spec.reference.get("profile", {}),
+                                           f"{model_dir.path}: 'reference'"),
+                         "spec", None, model_dir.spec.reference.get("data", {})), []
+    path = Path(explicit) if explicit else sidecar_path(model_dir)
+    if not path.is_file():
+        if explicit:
+            raise ModelError(f"--reference {explicit}: no such file")
+        return None, []
+    reference = read_sidecar(path)
+    checksum = model_dir.id["checksum"]
+    if reference.model_checksum != checksum:
+        return None, [f"drift not computed: {path} was profiled with model checksum "
+                      f"{str(reference.model_checksum)[:12]}..., not this model's {checksum[:12]}...; "
+                      "run `scorer profile` again"]
+    return reference, []
+
+
+def read_sidecar(path: Path) -> Reference:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: not a readable reference ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
+        raise ModelError(f"{path}: not a scorer reference (format {REFERENCE_FORMAT})")
+    return Reference(Profile.from_json(data.get("profile") or {}, str(path)), str(path),
+                     (data.get("model") or {}).get("checksum"), data.get("data") or {})
+
+
+def write_sidecar(path: Path, model_id: dict, profile: Profile, data: dict) -> None:
+    """The reference file `scorer profile` writes (temp + rename: a reader never sees half)."""
+    body = {"format": REFERENCE_FORMAT,
+            "model": {k: model_id.get(k) for k in ("name", "version", "checksum")},
+            "data": data, "summary": profile.summary(), "profile": profile.to_json(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

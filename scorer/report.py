@@ -1,0 +1,123 @@
+"""`scorer report OUT`: a finished run as one PNG, because people would rather look than read.
+
+Drawn from OUT/_manifest.json alone: each label's probability histogram against the model's
+reference (with its PSI), predicted-label shares, text lengths in tokens, error reasons and stage
+times. matplotlib is imported here only, never on the scoring path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from scorer import commit, drift, storage
+from scorer.errors import ConfigError, InputError, OutputError
+
+_RUN, _REFERENCE = "#1f77b4", "#bbbbbb"
+
+
+def draw(out: str, png: str) -> None:
+    manifest = read_manifest(out)
+    plt = _pyplot()
+    profile = drift.Profile.from_json(manifest["profile"], f"{out}/{commit.MANIFEST}")
+    reference = (drift.Profile.from_json(manifest["reference_profile"]) if manifest.get("reference_profile")
+                 else None)
+    psi = (manifest.get("drift") or {}).get("psi") or {}
+    panels = len(profile.labels) + 4
+    columns = 3
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    axes = list(axes.ravel())
+    fig.suptitle(f"{out}: {manifest['rows_in']:,} rows, {manifest['rows_scored']:,} scored, model "
+                 f"{manifest['model'].get('name')} (finished {manifest.get('finished')})")
+    centres = (np.arange(drift.PROBABILITY_BINS) + 0.5) / drift.PROBABILITY_BINS
+    for j, label in enumerate(profile.labels):
+        feature = f"probability:{label}"
+        _bars(axes.pop(0), centres, profile.probability_hist[j],
+              reference.probability_hist[j] if reference else None, width=1 / drift.PROBABILITY_BINS,
+              title=f"P({label})" + (f"  PSI {psi[feature]:.3f}" if feature in psi else ""),
+              xlabel="probability")
+    _bars(axes.pop(0), np.arange(len(profile.labels)), profile.predicted,
+          reference.predicted if reference else None, width=0.8, title="predicted labels",
+          ticks=profile.labels)
+    length_names = ["0 (not scored)"] + [f">={e}" for e in drift.LENGTH_EDGES]
+    _bars(axes.pop(0), np.arange(len(length_names)), profile.length_hist,
+          reference.length_hist if reference else None, width=0.8,
+          title="text length, tokens" + (f"  PSI {psi[drift.TEXT_LENGTH]:.3f}" if drift.TEXT_LENGTH in psi else ""),
+          ticks=length_names)
+    _barh(axes.pop(0), manifest.get("error_reasons") or {}, "error reasons (rows)", "no row errors")
+    timing = {k.removesuffix("_seconds"): v for k, v in manifest["timing"].items() if k != "total_seconds"}
+    _barh(axes.pop(0), timing, f"stage seconds (total {manifest['timing']['total_seconds']:.1f})", "")
+    for unused in axes:
+        unused.axis("off")
+    fig.tight_layout()
+    try:
+        fig.savefig(png, dpi=90)
+    except OSError as e:
+        raise OutputError(f"{png}: cannot write ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
+
+
+def read_manifest(out: str) -> dict:
+    """The finished run's manifest, with the profile this scorer writes."""
+    if storage.is_remote(out):
+        raise InputError(f"{out}: scorer report reads local output directories; copy it here first")
+    path = Path(out) / commit.MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{out}: no {commit.MANIFEST}; is it the output of a finished run?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not readable ({e})") from None
+    if not manifest.get("profile"):
+        raise InputError(f"{path}: has no profile of its rows (written by an older scorer); "
+                         "score it again to draw it")
+    return manifest
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("scorer report needs matplotlib: pip install 'matplotlib~=3.11.2'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _shares(counts) -> np.ndarray:
+    counts = np.asarray(counts, dtype=float)
+    return counts / counts.sum() if counts.sum() else counts
+
+
+def _bars(ax, x, run, reference, width, title, xlabel=None, ticks=None) -> None:
+    """Run (and reference) shares per bin, side by side."""
+    half = width / 2
+    ax.bar(x - half / 2 if reference is not None else x, _shares(run), width=half if reference is not None else width,
+           color=_RUN, label="this run")
+    if reference is not None:
+        ax.bar(x + half / 2, _shares(reference), width=half, color=_REFERENCE, label="reference")
+    ax.set_title(title)
+    ax.set_ylabel("share of rows")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ticks is not None:
+        ax.set_xticks(x, ticks, rotation=45 if len(ticks) > 4 else 0, ha="right" if len(ticks) > 4 else "center")
+    ax.legend(fontsize=8)
+
+
+def _barh(ax, values: dict, title: str, empty: str) -> None:
+    ax.set_title(title)
+    if not values:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    names = list(values)
+    ax.barh(np.arange(len(names)), [values[n] for n in names], color=_RUN)
+    ax.set_yticks(np.arange(len(names)), names)
+    ax.invert_yaxis()
