@@ -24,14 +24,14 @@ from scorer.errors import ModelError
 from scorer.hf.checkpoint import Checkpoint
 
 # model_type -> (keras-hub converter module, prefix of the encoder's tensors in a classifier)
-_KERAS_HUB_CONVERTERS = {
+KERAS_HUB_CONVERTERS = {
     "bert": ("convert_bert", "bert."),
     "distilbert": ("convert_distilbert", "distilbert."),
     "roberta": ("convert_roberta", "roberta."),
     "xlm-roberta": ("convert_xlm_roberta", "roberta."),
     "albert": ("convert_albert", "albert."),
 }
-ENCODER_PREFIX = {**{k: v[1] for k, v in _KERAS_HUB_CONVERTERS.items()}, "deberta-v2": "deberta."}
+ENCODER_PREFIX = {**{k: v[1] for k, v in KERAS_HUB_CONVERTERS.items()}, "deberta-v2": "deberta."}
 # Buffers transformers may save beside the weights; they hold no arithmetic.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -107,6 +107,15 @@ def check_config(ckpt: Checkpoint) -> None:
 
 # ----------------------------------------------------------------------------- backbone
 
+def tensor_key(names: Mapping, name: str, prefix: str) -> str:
+    """The checkpoint's name for a tensor a converter asks for: as given, with the encoder's
+    prefix, or without it. KeyError when there is none."""
+    for candidate in (name, prefix + name, name.removeprefix(prefix)):
+        if candidate in names:
+            return candidate
+    raise KeyError(name)
+
+
 class _Tensors:
     """keras-hub's SafetensorLoader interface over tensors in memory, recording what is used.
     A name is looked up as given, with the encoder's prefix, and without it, so the same
@@ -117,14 +126,8 @@ class _Tensors:
         self.prefix = prefix
         self.used: set[str] = set()
 
-    def key(self, name: str) -> str:
-        for candidate in (name, self.prefix + name, name.removeprefix(self.prefix)):
-            if candidate in self.tensors:
-                return candidate
-        raise KeyError(name)
-
     def get_tensor(self, name: str) -> np.ndarray:
-        key = self.key(name)
+        key = tensor_key(self.tensors, name, self.prefix)
         self.used.add(key)
         return self.tensors[key]
 
@@ -148,7 +151,7 @@ def build_backbone(ckpt: Checkpoint, tensors: Mapping[str, np.ndarray], dtype=No
             return deberta.build_backbone(ckpt.config, tensors, dtype=dtype)
         except ModelError as e:
             raise ModelError(f"{ckpt.path}: {e}") from None
-    module_name, prefix = _KERAS_HUB_CONVERTERS[ckpt.model_type]
+    module_name, prefix = KERAS_HUB_CONVERTERS[ckpt.model_type]
     converter = importlib.import_module(f"keras_hub.src.utils.transformers.{module_name}")
     kwargs = converter.convert_backbone_config(ckpt.config)
     if ckpt.model_type == "bert":

@@ -104,10 +104,7 @@ class _Recorder:
         self.records: list[tuple[str, np.ndarray, object]] = []
 
     def key(self, name: str) -> str:
-        for candidate in (name, self.prefix + name, name.removeprefix(self.prefix)):
-            if candidate in self.shapes:
-                return candidate
-        raise KeyError(name)
+        return convert.tensor_key(self.shapes, name, self.prefix)
 
     def get_tensor(self, name: str) -> np.ndarray:
         shape = self.shapes[self.key(name)]
@@ -123,7 +120,7 @@ class _Recorder:
 def _encoder_tensors(base: checkpoint.Checkpoint, backbone) -> dict[str, np.ndarray]:
     if base.model_type == "deberta-v2":
         raise ModelError("export of DeBERTa-based models is not supported")
-    module_name, prefix = convert._KERAS_HUB_CONVERTERS[base.model_type]
+    module_name, prefix = convert.KERAS_HUB_CONVERTERS[base.model_type]
     converter = importlib.import_module(f"keras_hub.src.utils.transformers.{module_name}")
     shapes = {k: v.shape for k, v in base.tensors().items()}
     recorder = _Recorder(shapes, prefix)
