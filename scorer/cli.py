@@ -81,6 +81,13 @@ def main():
               show_default=True, help="Rows read, tokenized and length-sorted together.")
 @click.option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
               "(default and upper bound: the model's max length).")
+@click.option("--long-text", type=click.Choice(["truncate", "window"]), default="truncate",
+              show_default=True, help="A text over the max length: cut there, or score it as "
+              "overlapping windows (a quarter of the max length overlaps) whose logits are "
+              "averaged; the `windows` column says how many.")
+@click.option("--max-windows", type=click.IntRange(1), default=encode.DEFAULT_MAX_WINDOWS,
+              show_default=True, help="With --long-text window: windows per text, at most (the "
+              "rest is cut and counted as truncated).")
 @click.option("--batch-tokens", type=click.IntRange(64), default=encode.DEFAULT_BATCH_TOKENS,
               show_default=True, help="Padded tokens per model call.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
@@ -122,7 +129,8 @@ def main():
               "Prometheus text format, atomically (node_exporter's textfile collector); --follow "
               "rewrites it after each entry.")
 def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
-        partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, batch_tokens, precision, threads,
+        partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, long_text, max_windows,
+        batch_tokens, precision, threads,
         dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
         require_marker, poll_seconds, settle_seconds, engine, address, workers, log_format,
         reference, max_drift, metrics_file):
@@ -156,7 +164,8 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
         output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
         flush_seconds=flush_seconds,
-        chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length,
+        chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length, long_text=long_text,
+        max_windows=max_windows,
         batch_tokens=batch_tokens, precision=precision, threads=threads, dead_letter=dead_letter,
         max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes,
         reference=reference, max_drift=max_drift, metrics_file=metrics_file)

@@ -36,8 +36,8 @@ from scorer import commit, drift, modeldir, source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunOptions, RunResult, _manifest, _Sinks, _stream,
-                             check_columns, load_reference, open_output, output_location,
-                             parse_max_errors)
+                             check_columns, load_reference, load_scorer, open_output,
+                             output_location, parse_max_errors)
 from scorer.metrics import write_metrics
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
@@ -333,9 +333,7 @@ class _Follower:
     def _load_model(self, model_dir: Path) -> None:
         opts = self.opts
         t0 = time.perf_counter()
-        self.scorer = Scorer.load(model_dir, max_length=opts.max_length,
-                                  batch_tokens=opts.batch_tokens, precision=opts.precision,
-                                  threads=opts.threads)
+        self.scorer = load_scorer(model_dir, opts)
         self.load_seconds = time.perf_counter() - t0
         self.scorer.stats = ScoreStats()
         self.compiled_before = self.scorer.predictor.compile_seconds

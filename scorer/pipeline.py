@@ -51,14 +51,24 @@ class RunOptions:
     reference: str | None = None  # the reference file to measure drift against (default: the model's)
     max_drift: float | None = None  # scorer.cli exits EXIT_DRIFT when a PSI passes this
     metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
+    long_text: str = "truncate"  # over the max length: "truncate", or "window" (api.LONG_TEXT)
+    max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
 
 
 # What a resumed run must share with the run it continues (besides inputs and model).
 _RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
                    "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
-                   "dead_letter", "max_line_bytes")
+                   "dead_letter", "max_line_bytes", "long_text", "max_windows")
 DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()),
                                 ("error", pa.string()), ("text", pa.string())])
+
+
+def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
+    """The Scorer a run's options ask for (every engine loads it here)."""
+    kwargs = dict(max_length=opts.max_length, batch_tokens=opts.batch_tokens,
+                  precision=opts.precision, threads=opts.threads, long_text=opts.long_text,
+                  max_windows=opts.max_windows)
+    return Scorer.load(model, **{**kwargs, **overrides})
 
 
 @dataclass
@@ -84,9 +94,7 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     out = output_location(output)
     expanded = source.expand_inputs(inputs, opts.format)
     t0 = time.perf_counter()
-    model_scorer = scorer_ or Scorer.load(model, max_length=opts.max_length,
-                                          batch_tokens=opts.batch_tokens, precision=opts.precision,
-                                          threads=opts.threads)
+    model_scorer = scorer_ or load_scorer(model, opts)
     load_seconds = time.perf_counter() - t0
     model_scorer.stats = ScoreStats()  # a Scorer may serve several runs: count this one's rows
     compiled_before = model_scorer.predictor.compile_seconds
@@ -217,6 +225,7 @@ def _manifest(model_scorer: Scorer, inputs: list[dict], opts: RunOptions, rows_i
         "rows_dead_lettered": c["rows_dead_lettered"],
         "error_reasons": c["error_reasons"],
         "rows_truncated": c["rows_truncated"],
+        "rows_windowed": c.get("rows_windowed", 0),
         "parts": sinks.writer.parts,
         "dead_letter": ({"path": opts.dead_letter, "parts": sinks.dead.parts}
                         if sinks.dead else None),
@@ -293,12 +302,14 @@ def chunk_table(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
 
 def scored_table(table: pa.Table, model_scorer: Scorer, prepared, probs, opts: RunOptions) -> pa.Table:
     """A chunk_table() with the model's output columns added, and the private columns the sink
-    uses: __error, __truncated, __source, __position, __text (the text, for dead letters)."""
+    uses: __error, __truncated, __windowed, __source, __position, __text (the text, for dead
+    letters)."""
     out = table.drop_columns(["__texts", "__read_error", "__source", "__position"])
     out = _join(out, model_scorer.columns(prepared, probs, opts.output_prefix))
     private = {"__error": pa.array(prepared.errors, pa.string()),
                "__truncated": pa.array(prepared.truncated(), pa.bool_()),
                "__tokens": pa.array(drift.token_counts(prepared), pa.int32()),
+               "__windowed": pa.array(prepared.windows() > 1, pa.bool_()),
                "__source": table.column("__source"), "__position": table.column("__position"),
                "__text": table.column("__texts")}
     for name, column in private.items():
@@ -391,6 +402,7 @@ class _Sinks:
         c["rows_out"] += scored.num_rows
         c["rows_with_error"] += bad_rows.num_rows
         c["rows_truncated"] += pc.sum(scored.column("__truncated")).as_py() or 0
+        c["rows_windowed"] = c.get("rows_windowed", 0) + (pc.sum(scored.column("__windowed")).as_py() or 0)
         for reason in bad_rows.column("__error").to_pylist():
             kind = error_kind(reason)
             c["error_reasons"][kind] = c["error_reasons"].get(kind, 0) + 1
@@ -446,7 +458,7 @@ def _kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
     keep = names if opts.keep_columns is None else opts.keep_columns
     unknown = [c for c in keep if c not in names]
     for col in (opts.id_column, opts.partition_by):
-        if col and col not in names and col not in output_names(True, opts.output_prefix):
+        if col and col not in names and col not in output_names(True, opts.output_prefix, True):
             unknown.append(col)
     if unknown:
         raise InputError(f"{chunk.source}: no column {unknown[0]!r} (columns: {', '.join(names)})")
@@ -469,7 +481,8 @@ def check_columns(first: source.Chunk | None, model_scorer: Scorer, opts: RunOpt
     if first is None:
         return
     kept = _kept_columns(first, opts)
-    clash = [c for c in output_names(model_scorer.multi_label, opts.output_prefix) if c in kept.column_names]
+    clash = [c for c in output_names(model_scorer.multi_label, opts.output_prefix, model_scorer.windowed)
+             if c in kept.column_names]
     if clash:
         raise OutputError(f"input column {clash[0]!r} has the name of an output column; keep both "
                           f"with --output-prefix (e.g. --output-prefix pred_ gives pred_{clash[0]}) "

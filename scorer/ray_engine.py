@@ -28,8 +28,8 @@ from scorer import source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
 from scorer.pipeline import (RunOptions, RunResult, _final_checks, _manifest, _Sinks, add_drift,
-                             check_columns, chunk_table, load_reference, open_output,
-                             output_location, parse_max_errors, scored_table)
+                             check_columns, chunk_table, load_reference, load_scorer,
+                             open_output, output_location, parse_max_errors, scored_table)
 
 
 class ChunkSource(Datasource):
@@ -59,8 +59,7 @@ class ScoreBlocks:
 
     def __init__(self, model, opts: RunOptions):
         self.opts = opts
-        self.scorer = Scorer.load(model, max_length=opts.max_length, batch_tokens=opts.batch_tokens,
-                                  precision=opts.precision, threads=opts.threads)
+        self.scorer = load_scorer(model, opts)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         texts = block.column("__texts").to_pylist()
@@ -82,8 +81,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
     # The driver loads the model too: the sink needs its id, and the column check its labels.
     t0 = time.perf_counter()
-    driver_scorer = Scorer.load(model, max_length=opts.max_length, batch_tokens=opts.batch_tokens,
-                                precision="float32", threads=1)
+    driver_scorer = load_scorer(model, opts, precision="float32", threads=1)
     load_seconds = time.perf_counter() - t0
     model_dir = driver_scorer.model_dir
     reference, reference_warnings = load_reference(driver_scorer, opts)

@@ -203,3 +203,29 @@ def test_sigterm_after_success_does_not_fail_a_finished_run(inputs, tiny_model, 
     assert proc.stderr.strip().splitlines()[-1].startswith("scored 600 rows")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("part-")) == [
         "_SUCCESS", "_manifest.json"]
+
+
+# --long-text window: windows of 16 tokens (most sample sentences need two or more), at most 3
+WINDOWED = ["--long-text", "window", "--max-length", "16", "--max-windows", "3"]
+
+
+@pytest.fixture(scope="module")
+def windowed_reference(inputs, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref-windowed") / "out"
+    r = CliRunner().invoke(main, cli_args(inputs, out, tiny_model, *WINDOWED))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.mark.parametrize("crash_at", ["write:3", "checkpoint:2"])
+def test_windowed_rows_resume_exactly_once(inputs, tiny_model, windowed_reference, tmp_path, crash_at):
+    out = tmp_path / "out"
+    killed_run(inputs, out, tiny_model, crash_at, *WINDOWED)
+    r = CliRunner().invoke(main, cli_args(inputs, out, tiny_model, *WINDOWED))
+    assert r.exit_code == 0, r.output
+    reference = rows(windowed_reference)
+    m = assert_exactly_once(out, reference)
+    assert [r["windows"] for r in rows(out)] == [r["windows"] for r in reference]
+    expected = json.loads((windowed_reference / "_manifest.json").read_text())
+    assert m["rows_windowed"] == expected["rows_windowed"] > 100
+    assert m["rows_truncated"] == expected["rows_truncated"] > 0
