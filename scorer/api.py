@@ -81,11 +81,13 @@ class Scorer:
              batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
              jit_compile: bool = True, threads: int | None = None,
              packing: bool = True, long_text: str = "truncate",
-             max_windows: int = encode.DEFAULT_MAX_WINDOWS) -> "Scorer":
+             max_windows: int = encode.DEFAULT_MAX_WINDOWS,
+             overlap: int | None = None) -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
         threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores).
         long_text: a text over the max length is cut there ("truncate"), or scored as up to
-        max_windows overlapping windows whose logits are averaged ("window")."""
+        max_windows overlapping windows whose logits are averaged ("window"), each sharing
+        `overlap` tokens with the one before (default: window_overlap(max length))."""
         if long_text not in LONG_TEXT:
             raise ValueError(f"long_text must be one of {LONG_TEXT}, not {long_text!r}")
         md = modeldir.read(model)
@@ -99,7 +101,10 @@ class Scorer:
         else:
             tokenizer, pad_id = backbones.base_tokenizer(spec.base, length)
         pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None
-        overlap = window_overlap(length) if long_text == "window" else None
+        if long_text == "window" and overlap is None:
+            overlap = window_overlap(length)
+        elif long_text != "window":
+            overlap = None
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
                                       pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
         predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
