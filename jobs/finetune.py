@@ -32,7 +32,8 @@ from scorer import backbone as backbones
 from scorer import classifier, drift, encode, modeldir, registry
 from scorer.api import run_batches
 from scorer.errors import ScorerError
-from scorer.hf import checkpoint, convert
+from scorer.hf import checkpoint as hf_checkpoint
+from scorer.hf import convert
 
 DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
 # LoRA on every projection of every BERT layer (attention q/k/v/output and both FFN matrices):
@@ -83,7 +84,7 @@ def resolve_base(base: str) -> tuple[dict, Path | None]:
         return ours.spec.base, ours.path
     if (path / "config.json").is_file():
         # The checksums of its config and weights, checked whenever the model loads (backbone).
-        sha256 = checkpoint.read(path, classifier=False).checksums
+        sha256 = hf_checkpoint.read(path, classifier=False).checksums
         return {"kind": "hf_dir", "path": str(path.resolve()), "sha256": sha256}, None
     raise ScorerError(f"--base {base}: not 'default', a packaged encoder id, a scorer model "
                       "directory, or a Hugging Face checkpoint directory (config.json)")
@@ -104,11 +105,11 @@ def start_from(model, spec: modeldir.ModelSpec, start: modeldir.ModelDir) -> Non
                               str(start.path))
 
 
-def hf_classifier(base: dict) -> "checkpoint.Checkpoint | None":
+def hf_classifier(base: dict) -> "hf_checkpoint.Checkpoint | None":
     """The Hugging Face classifier checkpoint a base is, if it is one (not a bare encoder)."""
     if base["kind"] != "hf_dir":
         return None
-    ckpt = checkpoint.read(Path(base["path"]), classifier=False)
+    ckpt = hf_checkpoint.read(Path(base["path"]), classifier=False)
     return ckpt if ckpt.is_classifier else None
 
 
@@ -116,11 +117,12 @@ def base_checkpoint_record(base: dict) -> dict | None:
     """What a model trained from a Hugging Face checkpoint records of it."""
     if base["kind"] != "hf_dir":
         return None
-    ckpt = checkpoint.read(Path(base["path"]), classifier=False)
+    ckpt = hf_checkpoint.read(Path(base["path"]), classifier=False)
     return {"path": str(ckpt.path), "architecture": ckpt.architecture, "checksums": ckpt.checksums}
 
 
-def start_from_checkpoint(model, spec: modeldir.ModelSpec, ckpt: "checkpoint.Checkpoint") -> str:
+def start_from_checkpoint(model, spec: modeldir.ModelSpec,
+                          ckpt: "hf_checkpoint.Checkpoint") -> str:
     """Start from a Hugging Face classifier's head: its dense layer always, its classifier layer
     when the label names are the same (else a new one). Returns what it did, for the log."""
     head = convert.head_weights(ckpt, ckpt.tensors())
