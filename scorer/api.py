@@ -108,7 +108,7 @@ class Scorer:
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
                                       pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
         predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
-                                         pooling=spec.pooling)
+                                         pooling=spec.pooling, temperature=spec.temperature)
         return cls(md, predictor, encoder)
 
     @property

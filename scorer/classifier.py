@@ -220,13 +220,14 @@ class Predictor:
     """
 
     def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True,
-                 pooling: str = "mean"):
+                 pooling: str = "mean", temperature: float = 1.0):
         import tensorflow as tf
 
         self.model = model
         self.policy = policy
         self.pooling = pooling
         self.sigmoid = problem_type == "multi_label"
+        self.temperature = float(temperature)  # logits / temperature: the model's calibration
         self.compile_seconds = 0.0
         self.shapes_seen: set[tuple[int, int]] = set()
         self._backbone = _bert_backbone(model)
@@ -245,7 +246,7 @@ class Predictor:
     def _probabilities(self, logits):
         import tensorflow as tf
 
-        logits = tf.cast(logits, tf.float32)
+        logits = tf.cast(logits, tf.float32) / self.temperature
         return tf.sigmoid(logits) if self.sigmoid else tf.nn.softmax(logits, axis=-1)
 
     def _forward(self, token_ids, padding_mask):

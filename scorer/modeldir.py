@@ -42,6 +42,9 @@ class ModelSpec:
     version: str = "1"
     problem_type: str = "single_label"
     threshold: float = 0.5  # multi_label: a label is predicted when its probability is >= this
+    # Logits are divided by this before softmax / sigmoid: fitted by the job on its validation
+    # set so that a score of 0.8 is right about 80% of the time (1.0: as trained)
+    temperature: float = 1.0
     max_length: int = 128
     pooling: str = "mean"
     # A dense layer + this activation between pooling and the classifier (the heads of Hugging
@@ -86,6 +89,8 @@ class ModelSpec:
             bad(f"'pooling' must be one of {POOLINGS}, not {self.pooling!r}")
         if self.head_activation not in HEAD_ACTIVATIONS:
             bad(f"'head_activation' must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
+        if not 0.01 <= self.temperature <= 100:
+            bad(f"'temperature' must be from 0.01 to 100, not {self.temperature!r}")
         if not isinstance(self.max_length, int) or not 2 <= self.max_length <= 8192:
             bad(f"'max_length' must be an integer from 2 to 8192, not {self.max_length!r}")
 
@@ -96,7 +101,8 @@ class ModelSpec:
 # JSON types of the spec's fields (bool, a subclass of int, is refused where it is not listed).
 _FIELD_TYPES = {
     "name": (str,), "labels": (list,), "base": (dict,), "version": (str, int),
-    "problem_type": (str,), "threshold": (int, float), "max_length": (int,), "pooling": (str,),
+    "problem_type": (str,), "threshold": (int, float), "temperature": (int, float),
+    "max_length": (int,), "pooling": (str,),
     "head_activation": (str, type(None)), "dropout": (int, float),
     "lora_rank": (int, type(None)), "lora_targets": (list, type(None)), "weights_file": (str,),
     "tokenizer_file": (str, type(None)), "checksums": (dict,), "training": (dict,),

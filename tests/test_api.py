@@ -76,3 +76,34 @@ def test_truncate_is_the_default_and_has_no_windows_column(tiny_scorer):
     assert "windows" not in tiny_scorer.score_columns(["a film"]).column_names
     with pytest.raises(ValueError, match="long_text"):
         Scorer.load(long_text="chunk")
+
+
+def with_temperature(model, tmp_path, temperature):
+    import json
+    import shutil
+
+    out = tmp_path / f"t{temperature}"
+    shutil.copytree(model, out)
+    spec = json.loads((out / "scorer_model.json").read_text())
+    spec["temperature"] = temperature
+    (out / "scorer_model.json").write_text(json.dumps(spec))
+    return out
+
+
+def test_the_models_temperature_divides_its_logits(tiny_model, tiny_scorer, tmp_path):
+    texts = ["a gorgeous film", "dull", "an ok film with a long and winding plot"]
+    plain = tiny_scorer.probabilities(texts)[0].astype(np.float64)
+    hot = Scorer.load(with_temperature(tiny_model, tmp_path, 2.0)).probabilities(texts)[0]
+    z = np.log(plain) / 2.0
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(hot, expected, atol=1e-6)
+    assert (hot.argmax(1) == plain.argmax(1)).all()
+
+
+def test_a_temperature_outside_its_range_is_a_model_error(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    r = CliRunner().invoke(main, ["info", "--model", str(with_temperature(tiny_model, tmp_path, 0))])
+    assert r.exit_code == 4 and "'temperature' must be from 0.01 to 100" in r.output

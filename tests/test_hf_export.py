@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +133,19 @@ def test_export_of_a_lora_model_loads_in_transformers_with_our_probabilities(
                                      tmp_path / "ref")
     # LoRA was merged: the exported model is not the checkpoint it started from
     assert np.abs(ref.probabilities - hf_reference["distilbert"].probabilities).max() > 1e-4
+
+
+def test_export_folds_the_models_temperature_into_the_classifier(hf_reference, lora_from_distilbert,
+                                                                 tmp_path):
+    model, _ = lora_from_distilbert
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(model, calibrated)
+    spec = json.loads((calibrated / "scorer_model.json").read_text())
+    spec["temperature"] = 1.7
+    (calibrated / "scorer_model.json").write_text(json.dumps(spec))
+    assert export(calibrated, tmp_path / "exported").exit_code == 0
+    assert_transformers_agrees(calibrated, tmp_path / "exported", hf_reference["distilbert"].texts[:4],
+                               tmp_path / "ref")
 
 
 def test_export_of_a_full_fine_tune_with_berts_pooler(hf_reference, tmp_path):

@@ -7,7 +7,8 @@
          Hugging Face tensor and the index map (transpose, reshape, slice) it came through;
          names and shapes come from the base checkpoint, so a base that has none cannot export
       -> the head: the dense layer + activation (BERT's pooler, RoBERTa's classifier.dense,
-         DistilBERT's pre_classifier) and the classifier layer
+         DistilBERT's pre_classifier) and the classifier layer, divided by the model's
+         temperature (its calibration), which gives the same probabilities
       -> config.json (id2label, problem_type, the activation the model really computes),
          model.safetensors, the tokenizer files with model_max_length = the model's max length
 
@@ -47,7 +48,7 @@ def export(model_dir: ModelDir, out: Path) -> dict:
     model = classifier.load_keras_model(model_dir)
     backbone = _backbone_of(model)
     tensors = _encoder_tensors(base, backbone)
-    tensors.update(_head_tensors(model, base, head))
+    tensors.update(_head_tensors(model, base, head, model_dir.spec.temperature))
     config = _config(model_dir, base)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.numpy import save_file
@@ -150,10 +151,12 @@ def _roberta_positions(base, backbone, tensors, prefix, shapes, recorder) -> Non
         shapes[recorder.key("embeddings.token_type_embeddings.weight")], np.float32)
 
 
-def _head_tensors(model, base: checkpoint.Checkpoint, head: str) -> dict[str, np.ndarray]:
+def _head_tensors(model, base: checkpoint.Checkpoint, head: str,
+                  temperature: float) -> dict[str, np.ndarray]:
     dense_w, dense_b, out_w, out_b = convert.head_tensor_names(base)
     final = model.get_layer(classifier.HEAD_NAME)
-    tensors = {out_w: np.asarray(final.kernel).T, out_b: np.asarray(final.bias)}
+    t = temperature  # logits / t is exactly (kernel / t) x + bias / t
+    tensors = {out_w: np.asarray(final.kernel).T / t, out_b: np.asarray(final.bias) / t}
     if head == "dense":
         dense = model.get_layer(classifier.HEAD_DENSE)
         tensors.update({dense_w: np.asarray(dense.kernel).T, dense_b: np.asarray(dense.bias)})
