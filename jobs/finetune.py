@@ -384,9 +384,32 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
         spec.tokenizer_file = "tokenizer.json"
     spec.training = {"history": state["history"], "best_epoch": state["best_epoch"],
                      "seconds": round(time.time() - started, 1)}
-    final = evaluate(probabilities, val_data, names, cfg.multi_label)
-    return out, {"spec": spec, "validation": final, "state": state, "probabilities": probabilities,
-                 "reference": validation_reference(encoder, probabilities, val_data, names)}
+    spec.temperature, calibration, calibrated = calibrate(probabilities, val_data, cfg.multi_label)
+    spec.training["calibration"] = calibration
+    final = evaluate(calibrated, val_data, names, cfg.multi_label)
+    return out, {"spec": spec, "validation": final, "state": state, "probabilities": calibrated,
+                 "reference": validation_reference(encoder, calibrated, val_data, names)}
+
+
+def calibrate(probabilities, data: LabeledData, multi_label: bool):
+    """Fit the temperature on the validation set: (T, what it did, the calibrated
+    probabilities(texts) function, which scoring with the spec's temperature reproduces)."""
+    probs = probabilities(data.texts)
+    temperature = metrics_mod.fit_temperature(data.targets, probs, multi_label)
+    after = metrics_mod.with_temperature(probs, temperature, multi_label)
+
+    def ece(p):
+        if multi_label:  # per label, each a binary calibration
+            return float(np.mean([metrics_mod.expected_calibration_error(
+                data.targets[:, j], np.stack([1 - p[:, j], p[:, j]], 1)) for j in range(p.shape[1])]))
+        return metrics_mod.expected_calibration_error(data.targets, p)
+
+    report = {"temperature": temperature, "ece_before": round(ece(probs), 4),
+              "ece_after": round(ece(after), 4),
+              "nll_before": round(metrics_mod.negative_log_likelihood(data.targets, probs, multi_label), 4),
+              "nll_after": round(metrics_mod.negative_log_likelihood(data.targets, after, multi_label), 4)}
+    return temperature, report, lambda texts: metrics_mod.with_temperature(
+        probabilities(texts), temperature, multi_label)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -459,7 +482,8 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
         "scorer_version": scorer.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (model_dir / "metrics.json").write_text(
+        json.dumps({**metrics, "calibration": spec.training["calibration"]}, indent=2) + "\n")
     from jobs import report as report_mod
 
     report_mod.write_png(model_dir / "report.png", result["state"], metrics, names,

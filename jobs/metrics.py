@@ -94,3 +94,48 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
                              "f1": float(f1[i]), "support": int(y[:, i].sum())}
                       for i, name in enumerate(labels)},
     }
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def _logits(probs: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Logits up to softmax's per-row constant, from probabilities."""
+    p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p) if multi_label else np.log(p)
+
+
+def with_temperature(probs: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
+    """The probabilities the same logits give divided by `temperature` (what scoring does)."""
+    z = _logits(probs, multi_label) / temperature
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    if multi_label:
+        return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log1p(-p)))
+    return float(-np.mean(np.log(p[np.arange(len(y_true)), y_true])))
+
+
+def fit_temperature(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """Temperature scaling (Guo et al. 2017): the T in [0.05, 20] that minimises the negative
+    log-likelihood of the labels under logits / T; golden-section search over log T (the
+    likelihood is unimodal in it). Argmax, and so accuracy, is unchanged by any T."""
+    def loss(log_t):
+        return negative_log_likelihood(y_true, with_temperature(probs, np.exp(log_t), multi_label),
+                                       multi_label)
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    for _ in range(60):
+        if loss(a) < loss(b):
+            hi, b = b, a
+            a = hi - ratio * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + ratio * (hi - lo)
+    return float(round(np.exp((lo + hi) / 2), 4))

@@ -259,3 +259,35 @@ def test_multi_label_job(tmp_path, tiny_model):
     s = CliRunner().invoke(scorer_main, ["run", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "s"),
                                          "--model", str(out), "--output-prefix", "p_"])
     assert s.exit_code == 0, s.output
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 3)) * 3
+    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true_p])
+    overconfident = np.exp(logits * 2.5) / np.exp(logits * 2.5).sum(1, keepdims=True)
+    t = metrics.fit_temperature(y, overconfident, multi_label=False)
+    assert t == pytest.approx(2.5, rel=0.08)
+    calibrated = metrics.with_temperature(overconfident, t, False)
+    assert metrics.expected_calibration_error(y, calibrated) < metrics.expected_calibration_error(y, overconfident) / 3
+    assert (calibrated.argmax(1) == overconfident.argmax(1)).all()
+
+
+def test_the_job_fits_and_records_a_temperature_that_scoring_applies(toy, tiny_model, tmp_path):
+    out = tmp_path / "m"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(toy["train"]), "--validation", str(toy["val"]), "--base", str(tiny_model),
+        "--name", "cal", "--out", str(out), "--epochs", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "scorer_model.json").read_text())
+    calibration = spec["training"]["calibration"]
+    assert spec["temperature"] == calibration["temperature"] != 1.0
+    assert calibration["nll_after"] <= calibration["nll_before"]
+    assert json.loads((out / "metrics.json").read_text())["calibration"] == calibration
+    # scoring with the spec's temperature gives the validation metrics the job reported
+    from jobs import evaluate
+
+    e = CliRunner().invoke(evaluate.main, ["--data", str(toy["val"]), "--model", str(out)])
+    measured = json.loads(e.stdout.strip().splitlines()[-1])
+    assert measured["ece"] == pytest.approx(spec["metrics"]["validation"]["ece"], abs=1e-4)
