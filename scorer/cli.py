@@ -332,6 +332,8 @@ def info(model, as_json):
         ]
     lines += [
         f"max length:   {spec.max_length} tokens",
+        f"temperature:  {spec.temperature:g}" + (" (calibrated on the validation set)"
+                                                  if spec.temperature != 1 else ""),
         f"checksum:     {md.id['checksum']} "
         + ("(of the files below)" if ckpt is not None else f"({modeldir.SPEC_FILE})"),
     ]
