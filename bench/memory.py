@@ -1,15 +1,22 @@
-"""Memory over a long run: stream N rows (SST-2 train, repeated) through `scorer run` and sample
-the process's RSS once a second.
+"""Peak memory of `scorer run` (default model), RSS sampled once a second, on three shapes:
 
-    .venv/bin/python bench/memory.py 100000 1000000
+    .venv/bin/python bench/memory.py --rows 100000 1000000       # SST-2 train repeated, many row groups
+    .venv/bin/python bench/memory.py --shape one-row-group long-lines
 
-Prints, per N: peak RSS, RSS at 10/50/90% of the run, wall time and rows/s; writes
-bench/results/memory.json.
+- rows N: N SST-2 train phrases in one Parquet file (a long run: is memory flat?);
+- one-row-group: 4,000 texts of ~100 KB (SST-2 words) in a single 400 MB row group (is a row
+  group read a batch at a time, not decoded whole?);
+- long-lines: 48 JSON Lines of ~15 MiB each (is a chunk bounded by bytes, not only rows?).
+
+Prints peak RSS, RSS at 10/50/90% of the run, wall time and rows/s per run; adds them to
+bench/results/memory.json (keyed by rows or shape name; other keys are kept).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import random
 import subprocess
 import sys
 import time
@@ -20,13 +27,19 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = Path("/tmp/scorer-memory")
+SST2_TRAIN = REPO.parent / "shared" / "datasets" / "sst2" / "train.jsonl"
+RESULTS = REPO / "bench" / "results" / "memory.json"
 
 
-def make_input(n: int) -> Path:
+def sst2_texts() -> list[str]:
+    return [json.loads(line)["text"] for line in open(SST2_TRAIN)]
+
+
+def rows_input(n: int) -> Path:
     path = WORK / f"sst2_x_{n}.parquet"
     if path.exists():
         return path
-    texts = [json.loads(l)["text"] for l in open(REPO.parent / "shared" / "datasets" / "sst2" / "train.jsonl")]
+    texts = sst2_texts()
     writer = pq.ParquetWriter(path, pa.schema([("text", pa.string())]))
     done = 0
     while done < n:
@@ -37,6 +50,38 @@ def make_input(n: int) -> Path:
     return path
 
 
+def long_text(words: list[str], rng: random.Random, chars: int) -> str:
+    out, size = [], 0
+    while size < chars:
+        word = rng.choice(words)
+        out.append(word)
+        size += len(word) + 1
+    return " ".join(out)
+
+
+def one_row_group_input(rows: int = 4_000, chars: int = 100_000) -> Path:
+    path = WORK / f"one_row_group_{rows}x{chars}.parquet"
+    if not path.exists():
+        rng = random.Random(0)
+        words = " ".join(sst2_texts()).split()
+        pool = [long_text(words, rng, chars) for _ in range(200)]  # each row: its number + one of these
+        texts = [f"{i}: {pool[rng.randrange(len(pool))]}" for i in range(rows)]
+        pq.write_table(pa.table({"text": texts}), path, row_group_size=rows)
+    return path
+
+
+def long_lines_input(lines: int = 48, chars: int = 15 << 20) -> Path:
+    path = WORK / f"long_lines_{lines}x{chars}.jsonl"
+    if not path.exists():
+        rng = random.Random(0)
+        words = " ".join(sst2_texts()).split()
+        with open(path, "w") as f:
+            for i in range(lines):
+                block = long_text(words, rng, 1 << 20)
+                f.write(json.dumps({"id": i, "text": " ".join([block] * (chars >> 20))}) + "\n")
+    return path
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -44,9 +89,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure(n: int) -> dict:
-    data = make_input(n)
-    cmd = [str(REPO / ".venv" / "bin" / "scorer"), "run", str(data), "-o", str(WORK / f"out_{n}"),
+def measure(name: str, data: Path, rows: int) -> dict:
+    cmd = [str(REPO / ".venv" / "bin" / "scorer"), "run", str(data), "-o", str(WORK / f"out_{name}"),
            "--overwrite", "--log-format", "json"]
     start = time.time()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -62,22 +106,36 @@ def measure(n: int) -> dict:
         sys.exit(err[-2000:])
     wall = time.time() - start
     at = lambda f: samples[min(len(samples) - 1, int(len(samples) * f))][1]  # noqa: E731
-    return {"rows": n, "wall_seconds": round(wall, 1), "rows_per_second": round(n / wall, 1),
+    return {"input": data.name, "input_mb": round(data.stat().st_size / 1e6, 1), "rows": rows,
+            "wall_seconds": round(wall, 1), "rows_per_second": round(rows / wall, 1),
             "peak_rss_mb": round(max(r for _, r in samples), 1),
             "rss_mb_at": {"10%": at(0.1), "50%": at(0.5), "90%": at(0.9)},
             "samples": samples[:: max(1, len(samples) // 200)]}
 
 
-def main(sizes: list[int]) -> None:
+SHAPES = {"one-row-group": (one_row_group_input, 4_000), "long-lines": (long_lines_input, 48)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="*", default=[], help="SST-2 runs of these sizes")
+    parser.add_argument("--shape", nargs="*", default=[], choices=sorted(SHAPES))
+    args = parser.parse_args()
+    if not args.rows and not args.shape:
+        parser.error("give --rows N... and/or --shape NAME...")
     WORK.mkdir(parents=True, exist_ok=True)
-    results = {str(n): measure(n) for n in sizes}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "memory.json").write_text(json.dumps(results, indent=1) + "\n")
-    for n, r in results.items():
-        print(f"{int(n):>9,} rows: peak RSS {r['peak_rss_mb']:.0f} MB (10/50/90%: "
-              f"{r['rss_mb_at']['10%']:.0f}/{r['rss_mb_at']['50%']:.0f}/{r['rss_mb_at']['90%']:.0f}), "
-              f"{r['wall_seconds']:.0f} s, {r['rows_per_second']:.0f} rows/s")
+    runs = {str(n): (rows_input(n), n) for n in args.rows}
+    runs.update({shape: (SHAPES[shape][0](), SHAPES[shape][1]) for shape in args.shape})
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name, (data, rows) in runs.items():
+        r = results[name] = measure(name, data, rows)
+        print(f"{name:>14}: {r['input_mb']:,.0f} MB, {rows:,} rows: peak RSS {r['peak_rss_mb']:.0f} MB "
+              f"(10/50/90%: {r['rss_mb_at']['10%']:.0f}/{r['rss_mb_at']['50%']:.0f}/"
+              f"{r['rss_mb_at']['90%']:.0f}), {r['wall_seconds']:.0f} s, {r['rows_per_second']:.0f} rows/s",
+              flush=True)
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [100_000, 1_000_000])
+    main()

@@ -36,7 +36,7 @@ _EXTENSIONS = {
     ".txt": "text", ".text": "text",
 }
 DEFAULT_CHUNK_ROWS = 8192
-DEFAULT_CHUNK_BYTES = 16 << 20  # a chunk also ends at this much text, so long rows stay bounded
+DEFAULT_CHUNK_BYTES = 4 << 20  # a chunk also ends at this much text, so long rows stay bounded
 DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, CSV, text) is a bad row, never read whole
 _PARQUET_READ_BUFFER = 1 << 20  # Parquet pages are read through this buffer, not a column chunk at once
 
