@@ -7,9 +7,10 @@
 10% of SST-2 train with seed 0 (jobs.data.split), and the fingerprint of the rows rebuilt here is
 checked against the one the model's spec records. `shifts` scores batches through
 scorer.pipeline.run (the path every run takes) with the default model and its reference, and
-reports each run's PSIs: SST-2 dev, AG News, IMDB reviews, SST-2 dev with half its texts emptied
-or replaced by boilerplate, and, as the no-shift control, one seeded half of SST-2 dev against a
-reference made of the other half.
+reports each run's PSIs: SST-2 dev, AG News, IMDB reviews, and a seeded half (B) of SST-2 dev as it
+is, with half its texts emptied, and with half of them replaced by boilerplate. Each run's profile
+is also compared with a second reference made of the other half (A) of SST-2 dev, which separates
+these shifts from the one between the model's validation phrases and dev's whole sentences.
 """
 
 from __future__ import annotations
@@ -63,62 +64,73 @@ def read_texts(path: Path) -> list[str]:
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def batches(rows: int, seed: int) -> dict[str, list[str]]:
-    rng = random.Random(seed)
+def dev_halves(seed: int) -> tuple[list[str], list[str]]:
+    """SST-2 dev split in two seeded halves: A makes the no-shift reference, B is scored."""
     dev = read_texts(DATASETS / "sst2" / "dev.jsonl")
-    half = set(rng.sample(range(len(dev)), len(dev) // 2))
+    a = set(random.Random(seed).sample(range(len(dev)), len(dev) // 2))
+    return [t for i, t in enumerate(dev) if i in a], [t for i, t in enumerate(dev) if i not in a]
+
+
+def batches(rows: int, seed: int) -> dict[str, list[str]]:
+    """The batches scored; all but the first are compared with the dev-half reference too."""
+    rng = random.Random(seed)
+    _, b = dev_halves(seed)
+    half = set(rng.sample(range(len(b)), len(b) // 2))
     return {
-        "SST-2 dev": dev,
+        "SST-2 dev": read_texts(DATASETS / "sst2" / "dev.jsonl"),
+        "SST-2 dev half B (no shift)": b,
+        "SST-2 dev half B, half its texts emptied": ["" if i in half else t for i, t in enumerate(b)],
+        "SST-2 dev half B, half replaced by boilerplate": [BOILERPLATE if i in half else t
+                                                          for i, t in enumerate(b)],
         "AG News test (sample)": rng.sample(read_texts(DATASETS / "ag_news" / "test.jsonl"), rows),
         "IMDB reviews dev (sample)": rng.sample(read_texts(DATASETS / "imdb_reviews" / "dev.jsonl"),
                                                 min(rows, 2000)),
-        "SST-2 dev, half emptied": ["" if i in half else t for i, t in enumerate(dev)],
-        "SST-2 dev, half boilerplate": [BOILERPLATE if i in half else t for i, t in enumerate(dev)],
     }
 
 
 def measure(rows: int, seed: int) -> list[dict]:
+    """Each batch through scorer.pipeline.run with the default model and its reference; its
+    manifest's profile is also compared with the dev-half-A reference."""
     from scorer import pipeline
     from scorer.api import Scorer
 
     model = Scorer.load()
+    a, _ = dev_halves(seed)
+    dev_half_reference = drift.profile_texts(model, a)
     results = []
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
-        tmp = Path(tmp)
-
-        def run(name: str, texts: list[str], reference: str | None = None) -> None:
-            data = tmp / f"{len(results)}.jsonl"
+        for n, (name, texts) in enumerate(batches(rows, seed).items()):
+            data = Path(tmp) / f"{n}.jsonl"
             data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-            m = pipeline.run([str(data)], tmp / f"out{len(results)}", scorer_=model,
-                             reference=reference).manifest
+            m = pipeline.run([str(data)], Path(tmp) / f"out{n}", scorer_=model).manifest
+            profile = drift.Profile.from_json(m["profile"])
             results.append({"data": name, "rows": m["rows_in"], "psi": m["drift"]["psi"],
-                            "max_psi": m["drift"]["max_psi"], "summary": m["summary"],
-                            "reference": "control half of SST-2 dev" if reference else "default"})
+                            "psi_vs_dev_half_a": drift.psi_by_feature(dev_half_reference, profile) if n else None,
+                            "summary": m["summary"]})
             print(json.dumps(results[-1]), flush=True)
-
-        for name, texts in batches(rows, seed).items():
-            run(name, texts)
-        dev = read_texts(DATASETS / "sst2" / "dev.jsonl")
-        order = list(range(len(dev)))
-        random.Random(seed).shuffle(order)
-        first, second = order[: len(dev) // 2], order[len(dev) // 2:]
-        control = tmp / "control_reference.json"
-        drift.write_sidecar(control, model.model_dir.id, drift.profile_texts(model, [dev[i] for i in first]),
-                            {"what": "a seeded half of SST-2 dev"})
-        run("SST-2 dev, other half (no-shift control)", [dev[i] for i in sorted(second)], str(control))
     return results
 
 
 def table(results: list[dict]) -> str:
-    labels = [k for k in results[0]["psi"] if k.startswith("probability:")]
-    head = ["data", "rows"] + [f"PSI {k.split(':')[1]}" for k in labels] + ["PSI text length", "mean tokens",
-                                                                            "not scored", "warning (> 0.1)"]
+    head = ["data", "rows", "mean tokens", "not scored", "predicted positive",
+            "PSI P(positive)", "PSI text length", "PSI P(positive) vs dev half A",
+            "PSI text length vs dev half A"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def shown(psi: dict | None, key: str) -> str:
+        if psi is None:
+            return "-"
+        value = psi[key]
+        return f"**{value:.3f}**" if value > drift.PSI_WARNING else f"{value:.3f}"
+
     for r in results:
-        psi = r["psi"]
-        lines.append("| " + " | ".join([r["data"], f"{r['rows']:,}"] + [f"{psi[k]:.3f}" for k in labels] + [
-            f"{psi[drift.TEXT_LENGTH]:.3f}", f"{r['summary']['mean_tokens']:.1f}",
-            f"{r['summary']['unscored_share']:.0%}", "yes" if r["max_psi"] > drift.PSI_WARNING else "no"]) + " |")
+        s = r["summary"]
+        lines.append("| " + " | ".join([
+            r["data"], f"{r['rows']:,}", f"{s['mean_tokens']:.1f}", f"{s['unscored_share']:.0%}",
+            f"{s['predicted_share']['positive']:.1%}",
+            shown(r["psi"], "probability:positive"), shown(r["psi"], drift.TEXT_LENGTH),
+            shown(r["psi_vs_dev_half_a"], "probability:positive"),
+            shown(r["psi_vs_dev_half_a"], drift.TEXT_LENGTH)]) + " |")
     return "\n".join(lines)
 
 

@@ -16,7 +16,6 @@ shares; below 0.1 is conventionally "no real shift", 0.1-0.25 moderate, above 0.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import random
@@ -79,7 +78,7 @@ class Profile:
                                      for j, h in enumerate(self.probability_hist)]
         lengths = np.where(scored, np.asarray(token_counts, dtype=np.int64), 0)
         self.tokens += int(lengths.sum())
-        length_bins = [0 if n <= 0 else bisect.bisect_right(LENGTH_EDGES, n) for n in lengths.tolist()]
+        length_bins = np.searchsorted(LENGTH_EDGES, lengths, side="right")  # 0 tokens: bin 0
         self.length_hist = _plus(self.length_hist, np.bincount(length_bins, minlength=len(self.length_hist)))
 
     def merge(self, other: "Profile") -> "Profile":

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -64,6 +65,13 @@ def test_profile_from_json_refuses_other_bins():
         drift.Profile.from_json(bad)
     with pytest.raises(ModelError, match="not a profile"):
         drift.Profile.from_json({"labels": LABELS, "colour": 1})
+
+
+def test_the_sidecar_of_a_hugging_face_checkpoint_is_beside_its_directory(tmp_path):
+    ours = SimpleNamespace(path=tmp_path / "sentiment", checkpoint=None)
+    theirs = SimpleNamespace(path=tmp_path / "distilbert-sst2", checkpoint=object())
+    assert drift.sidecar_path(ours) == tmp_path / "sentiment" / "scorer_reference.json"
+    assert drift.sidecar_path(theirs) == tmp_path / "distilbert-sst2.scorer_reference.json"
 
 
 def test_psi_by_hand():
