@@ -38,7 +38,7 @@ def validation_texts() -> tuple[list[str], dict]:
     spec = modeldir.read(None).spec
     raw = data.read_raw([str(DATASETS / "sst2" / "train.jsonl")], "text", "label")
     labelled = data.prepare(raw, spec.labels, False, "train", {})
-    config = json.loads(spec.training["config"]) if isinstance(spec.training["config"], str) else spec.training["config"]
+    config = spec.training["config"]
     _, validation = data.split(labelled, config["validation_fraction"], config["seed"])
     if validation.fingerprint != spec.training["validation_data"]:
         raise SystemExit(f"validation rows {validation.fingerprint} are not the model's "

@@ -124,8 +124,11 @@ def token_counts(prepared) -> np.ndarray:
     counts = np.zeros(len(prepared.errors), dtype=np.int32)
     chunk = prepared.encoded
     if chunk is not None:
-        counts[prepared.valid] = (chunk.lengths if chunk.text_of is None else  # text_of: windows
-                                  np.bincount(chunk.text_of, weights=chunk.lengths, minlength=len(prepared.valid)))
+        if chunk.text_of is None:
+            counts[prepared.valid] = chunk.lengths
+        else:  # --long-text window: a text's tokens over all its windows
+            counts[prepared.valid] = np.bincount(chunk.text_of, weights=chunk.lengths,
+                                                 minlength=len(prepared.valid))
     return counts
 
 
@@ -186,7 +189,6 @@ class Reference:
     profile: Profile
     source: str  # "spec" (written by the fine-tuning job) or the sidecar file's path
     model_checksum: str | None  # the model it was made with (None: part of the spec itself)
-    data: dict = field(default_factory=dict)  # what was profiled: path, rows, seed
 
 
 @dataclass
@@ -200,9 +202,6 @@ class Drift:
     @property
     def max_psi(self) -> float | None:
         return max(self.psi.values()) if self.psi else None
-
-    def worst(self) -> tuple[str, float] | None:
-        return max(self.psi.items(), key=lambda kv: kv[1]) if self.psi else None
 
     def warnings(self) -> list[str]:
         shifted = {k: v for k, v in self.psi.items() if v > PSI_WARNING}
@@ -242,7 +241,7 @@ def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | 
     if explicit is None and model_dir.spec.reference:
         return Reference(Profile.from_json(model_dir.spec.reference.get("profile", {}),
                                            f"{model_dir.path}: 'reference'"),
-                         "spec", None, model_dir.spec.reference.get("data", {})), []
+                         "spec", None), []
     path = Path(explicit) if explicit else sidecar_path(model_dir)
     if not path.is_file():
         if explicit:
@@ -265,7 +264,7 @@ def read_sidecar(path: Path) -> Reference:
     if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
         raise ModelError(f"{path}: not a scorer reference (format {REFERENCE_FORMAT})")
     return Reference(Profile.from_json(data.get("profile") or {}, str(path)), str(path),
-                     (data.get("model") or {}).get("checksum"), data.get("data") or {})
+                     (data.get("model") or {}).get("checksum"))
 
 
 def write_sidecar(path: Path, model_id: dict, profile: Profile, data: dict) -> None:

@@ -43,10 +43,10 @@ def draw(out: str, png: str) -> None:
           reference.predicted if reference else None, width=0.8, title="predicted labels",
           ticks=profile.labels)
     length_names = ["0 (not scored)"] + [f">={e}" for e in drift.LENGTH_EDGES]
+    length_psi = f"  PSI {psi[drift.TEXT_LENGTH]:.3f}" if drift.TEXT_LENGTH in psi else ""
     _bars(axes.pop(0), np.arange(len(length_names)), profile.length_hist,
           reference.length_hist if reference else None, width=0.8,
-          title="text length, tokens" + (f"  PSI {psi[drift.TEXT_LENGTH]:.3f}" if drift.TEXT_LENGTH in psi else ""),
-          ticks=length_names)
+          title="text length, tokens" + length_psi, ticks=length_names)
     _barh(axes.pop(0), manifest.get("error_reasons") or {}, "error reasons (rows)", "no row errors")
     timing = {k.removesuffix("_seconds"): v for k, v in manifest["timing"].items() if k != "total_seconds"}
     _barh(axes.pop(0), timing, f"stage seconds (total {manifest['timing']['total_seconds']:.1f})", "")
@@ -96,17 +96,19 @@ def _shares(counts) -> np.ndarray:
 
 def _bars(ax, x, run, reference, width, title, xlabel=None, ticks=None) -> None:
     """Run (and reference) shares per bin, side by side."""
-    half = width / 2
-    ax.bar(x - half / 2 if reference is not None else x, _shares(run), width=half if reference is not None else width,
-           color=_RUN, label="this run")
-    if reference is not None:
+    if reference is None:
+        ax.bar(x, _shares(run), width=width, color=_RUN, label="this run")
+    else:
+        half = width / 2
+        ax.bar(x - half / 2, _shares(run), width=half, color=_RUN, label="this run")
         ax.bar(x + half / 2, _shares(reference), width=half, color=_REFERENCE, label="reference")
     ax.set_title(title)
     ax.set_ylabel("share of rows")
     if xlabel:
         ax.set_xlabel(xlabel)
     if ticks is not None:
-        ax.set_xticks(x, ticks, rotation=45 if len(ticks) > 4 else 0, ha="right" if len(ticks) > 4 else "center")
+        many = len(ticks) > 4
+        ax.set_xticks(x, ticks, rotation=45 if many else 0, ha="right" if many else "center")
     ax.legend(fontsize=8)
 
 
