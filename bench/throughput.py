@@ -238,6 +238,8 @@ def main() -> None:
     parser.add_argument("--datasets", help="comma-separated (default: short,medium,long; base: short,long)")
     parser.add_argument("--contestants", help="comma-separated (default: all that run the model size)")
     parser.add_argument("--limit", type=int, help="the first N texts of each data set")
+    parser.add_argument("--results", help="file name in bench/results/ (default: throughput.json; "
+                        "base: throughput_base.json)")
     args = parser.parse_args()
     size = SIZES[args.model_size]
     contestants = args.contestants.split(",") if args.contestants else list(size.contestants)
@@ -269,7 +271,7 @@ def main() -> None:
                                           if base else None)
     # Each contestant's record replaces its earlier one; the others are kept, each with its own
     # date, GEMM rate and load average.
-    results_file = REPO / "bench" / "results" / size.results_file
+    results_file = REPO / "bench" / "results" / (args.results or size.results_file)
     report = json.loads(results_file.read_text()) if results_file.exists() else {}
     report.update(machine=f"{os.cpu_count()} cores", model_size=size.name,
                   model_shape={"hidden": size.hidden, "intermediate": size.intermediate, "layers": size.layers},
