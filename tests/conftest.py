@@ -228,3 +228,18 @@ def hf_reference(tmp_path_factory) -> dict[str, HFReferenceCase]:
     run_hf_reference("make_checkpoints.py", root / "checkpoints")
     checkpoints = {name: root / "checkpoints" / name for name in HF_REFERENCE_CASES}
     return hf_reference_scores(checkpoints, HF_REFERENCE_TEXTS, root / "scores")
+
+
+def wait_for_port(port: int, what: str, seconds: float = 30) -> None:
+    """Wait until a server of the test's own accepts connections on 127.0.0.1:port."""
+    import socket
+    import time
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.time() < deadline, f"{what} did not start"
+            time.sleep(0.1)

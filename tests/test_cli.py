@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, wait_for_port
 
 OUTPUT_COLUMNS = ["label", "label_id", "score", "probabilities", "error"]
 
@@ -270,7 +270,6 @@ def s3_writer_without_manifest_rights():
     import socket
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     import boto3
@@ -286,14 +285,7 @@ def s3_writer_without_manifest_rights():
         url = f"http://127.0.0.1:{port}"
         admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "testing",
                  "aws_secret_access_key": "testing"}
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+        wait_for_port(port, "moto_server")
         boto3.client("s3", **admin).create_bucket(Bucket="bkt")
         iam = boto3.client("iam", **admin)
         iam.create_user(UserName="scorer")

@@ -80,13 +80,20 @@ def test_require_marker_takes_only_directories_with_success(tiny_model, tmp_path
     assert texts(out) == expected((0, 10))
 
 
-def test_a_killed_follower_restarts_where_it_stopped(tiny_model, tmp_path):
+def three_landed_files(tmp_path, model):
+    """A landing directory with f0..f2.jsonl (40 rows each), and a follow command over it that
+    commits every 15 rows."""
     landing, out = tmp_path / "landing", tmp_path / "out"
     landing.mkdir()
     for k in range(3):
         land(landing, f"f{k}.jsonl", 40, start=40 * k)
-    args = ["run", "--follow", str(landing), "-o", str(out), "--model", str(tiny_model),
+    args = ["run", "--follow", str(landing), "-o", str(out), "--model", str(model),
             "--rows-per-file", "15", "--chunk-rows", "10", "--poll-seconds", "0.2"]
+    return landing, out, args
+
+
+def test_a_killed_follower_restarts_where_it_stopped(tiny_model, tmp_path):
+    landing, out, args = three_landed_files(tmp_path, tiny_model)
     proc = subprocess.run([sys.executable, "-m", "scorer.cli", *args],  # dies inside the 2nd file
                           env={**os.environ, "SCORER_CRASH_AT": "checkpoint:6"},
                           capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -123,12 +130,7 @@ def test_sigterm_stops_a_follower_cleanly(tiny_model, tmp_path):
 
 
 def test_a_restarted_follower_finishes_its_entry_in_progress_before_an_earlier_name(tiny_model, tmp_path):
-    landing, out = tmp_path / "landing", tmp_path / "out"
-    landing.mkdir()
-    for k in range(3):
-        land(landing, f"f{k}.jsonl", 40, start=40 * k)
-    args = ["run", "--follow", str(landing), "-o", str(out), "--model", str(tiny_model),
-            "--rows-per-file", "15", "--chunk-rows", "10", "--poll-seconds", "0.2"]
+    landing, out, args = three_landed_files(tmp_path, tiny_model)
     proc = subprocess.run([sys.executable, "-m", "scorer.cli", *args],  # dies inside f1.jsonl
                           env={**os.environ, "SCORER_CRASH_AT": "checkpoint:6"},
                           capture_output=True, text=True, cwd=REPO, timeout=300)

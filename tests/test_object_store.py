@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, wait_for_port
 
 MOTO = Path(sys.executable).parent / "moto_server"
 
@@ -39,14 +38,7 @@ def s3():
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+        wait_for_port(port, "moto_server")
         fs = pafs.S3FileSystem(allow_bucket_creation=True, endpoint_override=env["AWS_ENDPOINT_URL"])
         fs.create_dir("bkt")
         texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
