@@ -109,7 +109,7 @@ def hf_classifier(base: dict) -> "hf_checkpoint.Checkpoint | None":
     """The Hugging Face classifier checkpoint a base is, if it is one (not a bare encoder)."""
     if base["kind"] != "hf_dir":
         return None
-    ckpt = hf_checkpoint.read(Path(base["path"]), classifier=False)
+    ckpt = backbones.hf_base(base)
     return ckpt if ckpt.is_classifier else None
 
 
@@ -117,7 +117,7 @@ def base_checkpoint_record(base: dict) -> dict | None:
     """What a model trained from a Hugging Face checkpoint records of it."""
     if base["kind"] != "hf_dir":
         return None
-    ckpt = hf_checkpoint.read(Path(base["path"]), classifier=False)
+    ckpt = backbones.hf_base(base)
     return {"path": str(ckpt.path), "architecture": ckpt.architecture, "checksums": ckpt.checksums}
 
 

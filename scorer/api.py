@@ -98,6 +98,8 @@ class Scorer:
         length = min(max_length or spec.max_length, spec.max_length)
         if spec.tokenizer_file:
             tokenizer, pad_id = encode.load_tokenizer(md.path / spec.tokenizer_file, length), None
+        elif md.checkpoint is not None:  # read and hashed by modeldir.read: not checked again
+            tokenizer, pad_id = backbones.hf_tokenizer(md.checkpoint.path, length)
         else:
             tokenizer, pad_id = backbones.base_tokenizer(spec.base, length)
         pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None

@@ -12,9 +12,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scorer.errors import ModelError
 from scorer.modeldir import sha256_file
+
+if TYPE_CHECKING:
+    from scorer.hf.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ PACKAGED = {
 ARCHITECTURES = ("BertBackbone", "DistilBertBackbone", "RobertaBackbone")
 
 _verified: set = set()  # packaged paths, and (path, recorded sha256) of hf_dir bases, checked
+_hf_bases: dict = {}  # (path, recorded sha256) -> the hf_dir base's Checkpoint read when checked
 
 
 def packaged_path(encoder_id: str, verify: bool = True) -> Path:
@@ -61,18 +66,20 @@ def packaged_path(encoder_id: str, verify: bool = True) -> Path:
     return path
 
 
-def verify_hf_dir(path: Path, recorded) -> None:
+def verify_hf_dir(path: Path, recorded) -> "Checkpoint":
     """An hf_dir base's config and weight files must be the ones its model was trained on: their
-    sha256 were recorded then (base["sha256"]); checked once per process."""
+    sha256 were recorded then (base["sha256"]); checked once per process. Returns the checkpoint
+    as read for the check, so that its files are hashed once."""
     from scorer.hf import checkpoint
 
     if not isinstance(recorded, dict) or not recorded:
         raise ModelError(f"base checkpoint {path} has no recorded sha256 of its files (a model "
                          "trained before scorer recorded them): train it again")
     key = (path.resolve(), tuple(sorted(recorded.items())))
-    if key in _verified:
-        return
-    actual = checkpoint.read(path, classifier=False).checksums  # the files a load reads
+    if key in _verified and key in _hf_bases:
+        return _hf_bases[key]
+    ckpt = checkpoint.read(path, classifier=False)
+    actual = ckpt.checksums  # the files a load reads
     for name in sorted(set(actual) | set(recorded)):
         if name not in actual:
             problem = "missing, but recorded"
@@ -85,6 +92,16 @@ def verify_hf_dir(path: Path, recorded) -> None:
         raise ModelError(f"{path / name}: {problem} when the model was trained (the base "
                          "checkpoint changed)")
     _verified.add(key)
+    _hf_bases[key] = ckpt
+    return ckpt
+
+
+def hf_base(base: dict) -> "Checkpoint":
+    """An hf_dir base's checkpoint, checked against the sha256 recorded at training."""
+    path = Path(base["path"])
+    if not (path / "config.json").is_file():
+        raise ModelError(f"base checkpoint {path} has no config.json")
+    return verify_hf_dir(path, base.get("sha256"))
 
 
 def checkpoint_dir(base: dict) -> Path | None:
@@ -92,11 +109,7 @@ def checkpoint_dir(base: dict) -> Path | None:
     if base["kind"] == "packaged":
         return packaged_path(base["id"])
     if base["kind"] == "hf_dir":
-        path = Path(base["path"])
-        if not (path / "config.json").is_file():
-            raise ModelError(f"base checkpoint {path} has no config.json")
-        verify_hf_dir(path, base.get("sha256"))
-        return path
+        return hf_base(base).path
     return None
 
 
@@ -111,15 +124,23 @@ def base_tokenizer(base: dict, max_length: int):
     """(a `tokenizers.Tokenizer` truncating to max_length, its pad id or None) for a base that
     brings its tokenizer; ModelError for a config-only base, which brings none."""
     from scorer import encode
-    from scorer.hf import checkpoint
 
     if base["kind"] == "packaged":
         return encode.load_tokenizer(tokenizer_path(base), max_length), None
     if base["kind"] == "hf_dir":
-        tokenizer, pad_id, _ = checkpoint.load_tokenizer(checkpoint_dir(base))
-        return encode.limit_tokenizer(tokenizer, max_length), pad_id
+        return hf_tokenizer(checkpoint_dir(base), max_length)
     raise ModelError(f"base encoder {base} brings no tokenizer: the model directory must hold "
                      "its own (tokenizer_file)")
+
+
+def hf_tokenizer(path: Path, max_length: int):
+    """(the `tokenizers.Tokenizer` of a Hugging Face checkpoint, truncating to max_length, its pad
+    id), through transformers' AutoTokenizer."""
+    from scorer import encode
+    from scorer.hf import checkpoint
+
+    tokenizer, pad_id, _ = checkpoint.load_tokenizer(path)
+    return encode.limit_tokenizer(tokenizer, max_length), pad_id
 
 
 def build_backbone(base: dict, dtype=None):
@@ -130,9 +151,9 @@ def build_backbone(base: dict, dtype=None):
     import keras_hub
 
     if base["kind"] == "hf_dir":
-        from scorer.hf import checkpoint, convert
+        from scorer.hf import convert
 
-        ckpt = checkpoint.read(checkpoint_dir(base), classifier=False)
+        ckpt = hf_base(base)
         return convert.build_backbone(ckpt, ckpt.tensors(), dtype=dtype)
     ckpt = checkpoint_dir(base)
     if ckpt is not None:

@@ -67,6 +67,8 @@ def _base_checkpoint(model_dir: ModelDir) -> checkpoint.Checkpoint:
     if base["kind"] not in ("packaged", "hf_dir"):
         raise ModelError(f"{model_dir.path}: its encoder has no Hugging Face base checkpoint "
                          "(base kind 'config') to take tensor names and shapes from: cannot export")
+    if base["kind"] == "hf_dir":
+        return backbones.hf_base(base)  # read when its recorded sha256 were checked
     return checkpoint.read(backbones.checkpoint_dir(base), classifier=False)
 
 
