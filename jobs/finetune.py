@@ -30,7 +30,7 @@ from jobs import metrics as metrics_mod
 from jobs.data import LabeledData
 from scorer import backbone as backbones
 from scorer import classifier, drift, encode, modeldir, registry
-from scorer.api import run_batches
+from scorer import api
 from scorer.errors import ScorerError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import convert
@@ -66,6 +66,9 @@ class TrainConfig:
     # is evaluated, early-stopped on and saved
     ema_decay: float = 0.0
     multi_label: bool = False
+    # A text over max_length: trained on as one of its windows (drawn anew each epoch) and
+    # evaluated as all of them, combined as scoring combines them ("window"); or cut ("truncate").
+    long_text: str = "window"
 
 
 # ----------------------------------------------------------------------------- base encoders
@@ -136,6 +139,35 @@ def start_from_checkpoint(model, spec: modeldir.ModelSpec,
 
 
 # ----------------------------------------------------------------------------- batches
+
+@dataclass
+class TrainingRows:
+    """The training texts as token sequences: one per text, or a text's windows
+    (encode.BatchEncoder.tokenize_windows) of which each epoch trains on one."""
+
+    ids: list  # [sequences] token ids
+    lengths: np.ndarray  # [sequences]
+    first: np.ndarray  # [texts] index of each text's first sequence
+    count: np.ndarray  # [texts] its sequences
+
+    @classmethod
+    def of(cls, encoder: encode.BatchEncoder, texts: list[str]) -> "TrainingRows":
+        if encoder.window_overlap is None:
+            ids, lengths, _ = encoder.tokenize(texts)
+            count = np.ones(len(texts), dtype=np.int64)
+        else:
+            ids, _, count, _ = encoder.tokenize_windows(texts)
+            lengths = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+        first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+        return cls(ids, lengths, first, count.astype(np.int64))
+
+    def epoch(self, seed: int, epoch: int) -> np.ndarray:
+        """[texts] the sequence each text is trained on in this epoch (seeded: a resumed epoch
+        draws the same windows). A window is labelled with its text's label; one window a text
+        per epoch keeps an epoch's cost at one sequence per text."""
+        rng = np.random.default_rng([seed, epoch, 1])
+        return self.first + (rng.random(len(self.first)) * self.count).astype(np.int64)
+
 
 def training_batches(encoder: encode.BatchEncoder, ids, lengths, targets, batch_size, rng):
     """Shuffled batches of batch_size rows, each padded to its bucket length.
@@ -268,12 +300,17 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
         tokenizer, pad_id = encode.load_tokenizer(tokenizer_file, cfg.max_length), None
     else:
         tokenizer, pad_id = backbones.base_tokenizer(base, cfg.max_length)
-    encoder = encode.BatchEncoder(tokenizer, cfg.max_length, pad_id=pad_id)
-    ids, lengths, _ = encoder.tokenize(train_data.texts)
-    buckets = encoder.bucket_of(lengths)
-    steps_per_epoch = sum(-(-int(np.sum(buckets == b)) // cfg.batch_size)
-                          for b in range(len(encoder.buckets)))
-    total = steps_per_epoch * cfg.epochs
+    windowed = cfg.long_text == "window"
+    encoder = encode.BatchEncoder(tokenizer, cfg.max_length, pad_id=pad_id,
+                                  window_overlap=api.window_overlap(cfg.max_length) if windowed else None)
+    rows = TrainingRows.of(encoder, train_data.texts)
+
+    def epoch_steps(epoch: int) -> int:
+        buckets = encoder.bucket_of(rows.lengths[rows.epoch(cfg.seed, epoch)])
+        return sum(-(-int(np.sum(buckets == b)) // cfg.batch_size) for b in range(len(encoder.buckets)))
+
+    steps = [epoch_steps(e) for e in range(1, cfg.epochs + 1)]
+    steps_per_epoch, total = steps[0], sum(steps)
     warmup_steps = int(total * cfg.warmup_fraction)
     optimizer = keras.optimizers.AdamW(
         learning_rate=warmup_linear_decay(cfg.learning_rate, total, warmup_steps),
@@ -288,7 +325,8 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     averages = [tf.Variable(v.value, trainable=False) for v in variables] if cfg.ema_decay else None
     log(f"training {sum(int(np.prod(v.shape)) for v in variables):,} parameters "
         f"({'LoRA rank %d + head' % cfg.lora_rank if cfg.lora_rank else 'full fine-tune'}) on "
-        f"{len(train_data.texts):,} rows, {steps_per_epoch} steps/epoch, up to {cfg.epochs} epochs")
+        f"{len(train_data.texts):,} rows ({len(rows.ids):,} windows), {steps_per_epoch} steps/epoch, "
+        f"up to {cfg.epochs} epochs")
 
     @tf.function(jit_compile=True, reduce_retracing=False, autograph=False)
     def train_step(token_ids, padding_mask, y, weight):
@@ -306,8 +344,8 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
 
     predictor = classifier.Predictor(model, spec.problem_type, policy, pooling=spec.pooling)
 
-    def probabilities(texts):
-        return run_batches(predictor, encoder.encode(texts), len(names))
+    def probabilities(texts):  # as scoring computes them: a long text's windows combined
+        return api.chunk_probabilities(predictor, encoder.encode(texts), len(names), cfg.multi_label)
 
     metric = "subset_accuracy" if cfg.multi_label and cfg.metric == "accuracy" else cfg.metric
     checkpoint = Checkpoint(work_dir)
@@ -326,7 +364,10 @@ def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
     while state["epoch"] <= cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
         rng = np.random.default_rng([cfg.seed, epoch])  # the same batches when resumed
-        batches = training_batches(encoder, ids, lengths, train_data.targets, cfg.batch_size, rng)
+        picked = rows.epoch(cfg.seed, epoch)  # [texts] a sequence of each
+        ids = [rows.ids[i] for i in picked]
+        batches = training_batches(encoder, ids, rows.lengths[picked], train_data.targets,
+                                   cfg.batch_size, rng)
         t0, first_step, losses = time.time(), state["step"], []
         every = max(1, min(100, len(batches) // 10))  # loss curve points and log lines
         for step in range(state["step"], len(batches)):
@@ -418,9 +459,10 @@ def validation_reference(encoder: encode.BatchEncoder, probabilities, data: Labe
                          names: list[str]) -> dict:
     """The model's drift reference (scorer.drift) on its validation set, for its spec: what the
     model is known to produce, which every run it scores is compared with."""
-    _, lengths, _ = encoder.tokenize(data.texts)
+    chunk = encoder.encode(data.texts)
+    counted = api.Prepared([None] * len(data.texts), np.arange(len(data.texts)), chunk)
     profile = drift.Profile.empty(names)
-    profile.add(probabilities(data.texts), lengths)
+    profile.add(probabilities(data.texts), drift.token_counts(counted))
     return {"data": {"validation": data.fingerprint}, "profile": profile.to_json()}
 
 
@@ -541,6 +583,10 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
               show_default=True, help="Text vector for the head: masked mean of the tokens, the "
               "first token, or BERT's pooler (dense + tanh on it; exportable with `scorer export`). "
               "A Hugging Face classifier --base keeps its own head.")
+@click.option("--long-text", type=click.Choice(list(api.LONG_TEXT)), default=TrainConfig.long_text,
+              show_default=True, help="A text over --max-length: trained on as one of its windows "
+              "a epoch (drawn at random) and evaluated as all of them combined, as `scorer run` "
+              "scores it; or cut there.")
 @click.option("--multi-label", is_flag=True, help="Sigmoid outputs, binary cross-entropy; the "
               "label column holds lists.")
 @click.option("--epochs", type=click.IntRange(1), default=TrainConfig.epochs, show_default=True)
@@ -561,7 +607,7 @@ def run_job(cfg: TrainConfig, args: dict, log=print, progress=None) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(train_paths, validation_paths, validation_fraction, test_paths, text_column, label_column,
          label_names, base, model_name, registry, out, work_dir, full, lora_rank, lora_targets,
-         pooling, multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
+         pooling, long_text, multi_label, epochs, batch_size, learning_rate, max_length, metric, min_improvement,
          min_metric, checkpoint_every, ema_decay, seed):
     """Fine-tune a classifier, evaluate it, and register (and maybe promote) or write it.
 
@@ -593,7 +639,8 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
                       learning_rate=learning_rate or DEFAULT_LR["full" if full else "lora"],
                       max_length=max_length, metric=metric, checkpoint_every=checkpoint_every,
                       validation_fraction=validation_fraction or TrainConfig.validation_fraction,
-                      ema_decay=ema_decay, seed=seed, multi_label=multi_label, pooling=pooling)
+                      ema_decay=ema_decay, seed=seed, multi_label=multi_label, pooling=pooling,
+                      long_text=long_text)
     args = dict(train=list(train_paths), validation=list(validation_paths), test=list(test_paths),
                 text_column=text_column, label_column=label_column,
                 label_names=label_names.split(",") if label_names else None, base=base,

@@ -60,6 +60,9 @@ class Prepared:
 
 
 LONG_TEXT = ("truncate", "window")  # what happens to a text over the max length
+# Measured on 2,000 IMDB dev reviews (README "Long texts"): windows 0.8780 accuracy, truncation
+# 0.8225; a short text costs the same either way.
+DEFAULT_LONG_TEXT = "window"
 
 
 def output_names(multi_label: bool, prefix: str = "", windows: bool = False) -> list[str]:
@@ -80,7 +83,7 @@ class Scorer:
     def load(cls, model=None, *, max_length: int | None = None,
              batch_tokens: int = encode.DEFAULT_BATCH_TOKENS, precision: str = "auto",
              jit_compile: bool = True, threads: int | None = None,
-             packing: bool = True, long_text: str = "truncate",
+             packing: bool = True, long_text: str = DEFAULT_LONG_TEXT,
              max_windows: int = encode.DEFAULT_MAX_WINDOWS,
              overlap: int | None = None) -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
@@ -139,11 +142,8 @@ class Scorer:
         probs = np.full((len(prepared.errors), len(self.spec.labels)), np.nan, dtype=np.float32)
         chunk = prepared.encoded
         if chunk is not None:
-            sequences = run_batches(self.predictor, chunk, probs.shape[1])  # [sequences, labels]
-            if chunk.text_of is not None:
-                sequences = combine_windows(sequences, chunk.text_of, len(chunk.windows),
-                                            self.multi_label)  # [texts, labels]
-            probs[prepared.valid] = sequences
+            probs[prepared.valid] = chunk_probabilities(self.predictor, chunk, probs.shape[1],
+                                                        self.multi_label)
             s = self.stats
             s.real_tokens += chunk.real_tokens
             s.padded_tokens += chunk.padded_tokens
@@ -202,6 +202,15 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
     for batch in chunk.batches:
         probs[batch.rows] = predictor(batch)
     return probs
+
+
+def chunk_probabilities(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
+                        num_labels: int, multi_label: bool) -> np.ndarray:
+    """Probabilities [texts of the chunk, labels]: a windowed text's windows combined."""
+    sequences = run_batches(predictor, chunk, num_labels)  # [sequences, labels]
+    if chunk.text_of is None:
+        return sequences
+    return combine_windows(sequences, chunk.text_of, len(chunk.windows), multi_label)  # [texts, labels]
 
 
 def window_overlap(max_length: int) -> int:

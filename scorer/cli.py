@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 import scorer
-from scorer import commit, drift, encode, modeldir, source
+from scorer import api, commit, drift, encode, modeldir, source
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
 from scorer.metrics import write_metrics
 
@@ -81,7 +81,7 @@ def main():
               show_default=True, help="Rows read, tokenized and length-sorted together.")
 @click.option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
               "(default and upper bound: the model's max length).")
-@click.option("--long-text", type=click.Choice(["truncate", "window"]), default="truncate",
+@click.option("--long-text", type=click.Choice(list(api.LONG_TEXT)), default=api.DEFAULT_LONG_TEXT,
               show_default=True, help="A text over the max length: cut there, or score it as "
               "overlapping windows (a quarter of the max length overlaps) whose logits are "
               "averaged; the `windows` column says how many.")

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import scorer
-from scorer import commit, drift, encode, faults, runtime, sink, source, stages, storage
+from scorer import api, commit, drift, encode, faults, runtime, sink, source, stages, storage
 from scorer.api import Scorer, ScoreStats, error_kind, output_names
 from scorer.errors import DataError, InputError, ModelError, OutputError
 
@@ -51,7 +51,7 @@ class RunOptions:
     reference: str | None = None  # the reference file to measure drift against (default: the model's)
     max_drift: float | None = None  # scorer.cli exits EXIT_DRIFT when a PSI passes this
     metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
-    long_text: str = "truncate"  # over the max length: "truncate", or "window" (api.LONG_TEXT)
+    long_text: str = api.DEFAULT_LONG_TEXT  # over the max length: api.LONG_TEXT
     max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
 
 
