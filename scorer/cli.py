@@ -154,7 +154,8 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     behaviour" for exit codes, dead letters and locking.
     """
     from scorer.follow import EXIT_ENTRIES_FAILED, follow
-    from scorer.pipeline import RunOptions, run as run_pipeline, terminal_progress
+    from scorer.options import RunOptions
+    from scorer.pipeline import run as run_pipeline, terminal_progress
 
     if bool(inputs) == bool(follow_dir):
         raise click.UsageError("give INPUTS or --follow DIR (not both)")

@@ -35,9 +35,10 @@ import pyarrow as pa
 from scorer import commit, drift, modeldir, source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, InputError, ModelError, OutputError
-from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunOptions, RunResult, _manifest, _Sinks, _stream,
+from scorer.options import RunOptions, parse_max_errors
+from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunResult, _manifest, _Sinks, _stream,
                              check_columns, load_reference, load_scorer, open_output,
-                             output_location, parse_max_errors)
+                             output_location)
 from scorer.metrics import write_metrics
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil

@@ -27,9 +27,10 @@ from ray.data.block import BlockMetadata
 from scorer import source
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import InputError
-from scorer.pipeline import (RunOptions, RunResult, _final_checks, _manifest, _Sinks, add_drift,
+from scorer.options import RunOptions, parse_max_errors
+from scorer.pipeline import (RunResult, _final_checks, _manifest, _Sinks, add_drift,
                              check_columns, chunk_table, load_reference, load_scorer,
-                             open_output, output_location, parse_max_errors, scored_table)
+                             open_output, output_location, scored_table)
 
 
 class ChunkSource(Datasource):

@@ -1,0 +1,63 @@
+"""What a run is asked to do: RunOptions, one field per `scorer run` option, the default
+written here once; which of them a resumed run must share; --max-errors parsed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scorer import api, encode, source
+from scorer.errors import DataError
+
+
+@dataclass
+class RunOptions:
+    text_column: str = "text"
+    format: str = "auto"
+    id_column: str | None = None  # carried through; else each row gets row_id = "<input>:<position>"
+    keep_columns: list[str] | None = None  # input columns to keep (default: all)
+    drop_text: bool = False
+    output_prefix: str = ""
+    partition_by: str | None = None
+    rows_per_file: int = 100_000  # also the checkpoint interval, in input rows (--flush-rows)
+    flush_seconds: float | None = None  # streams: commit rows within about this many seconds
+    chunk_rows: int = source.DEFAULT_CHUNK_ROWS
+    overwrite: bool = False
+    max_length: int | None = None
+    batch_tokens: int = encode.DEFAULT_BATCH_TOKENS
+    precision: str = "auto"
+    threads: int | None = None  # TensorFlow and tokenizer threads (default: usable cores)
+    queue_depth: int = 2  # chunks waiting between two stages (memory: ~3 chunks per stage)
+    dead_letter: str | None = None  # directory for rows that cannot be scored (else: kept, error set)
+    max_errors: str | None = None  # fail when bad rows exceed this: a count ("100") or fraction ("0.01", "1%")
+    fail_on_empty: bool = False
+    max_line_bytes: int = source.DEFAULT_MAX_LINE_BYTES
+    reference: str | None = None  # the reference file to measure drift against (default: the model's)
+    max_drift: float | None = None  # scorer.cli exits EXIT_DRIFT when a PSI passes this
+    metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
+    long_text: str = api.DEFAULT_LONG_TEXT  # over the max length: api.LONG_TEXT
+    max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
+
+
+# What a resumed run must share with the run it continues (besides inputs and model).
+RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
+                   "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
+                   "dead_letter", "max_line_bytes", "long_text", "max_windows")
+
+
+def parse_max_errors(value: str | None) -> tuple[str, float] | None:
+    """--max-errors: "100" (rows) -> ("rows", 100); "0.01" or "1%" -> ("fraction", 0.01)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return "fraction", float(text[:-1]) / 100
+        if "." in text or "e" in text.lower():
+            fraction = float(text)
+            if not 0 <= fraction < 1:
+                raise ValueError
+            return "fraction", fraction
+        return "rows", int(text)
+    except ValueError:
+        raise DataError(f"--max-errors {value!r}: give a row count (100), a fraction (0.01) or a "
+                        "percentage (1%)") from None
