@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scorer import api
+
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
     """[true, predicted] counts."""
@@ -98,19 +100,9 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
 
 # ----------------------------------------------------------------------------- calibration
 
-def _logits(probs: np.ndarray, multi_label: bool) -> np.ndarray:
-    """Logits up to softmax's per-row constant, from probabilities."""
-    p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p) if multi_label else np.log(p)
-
-
 def with_temperature(probs: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
     """The probabilities the same logits give divided by `temperature` (what scoring does)."""
-    z = _logits(probs, multi_label) / temperature
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return api.probabilities_of(api.logits_of(probs, multi_label) / temperature, multi_label)
 
 
 def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:

@@ -221,18 +221,27 @@ def window_overlap(max_length: int) -> int:
 def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int,
                     multi_label: bool) -> np.ndarray:
     """[windows, labels] probabilities -> [texts, labels]: the mean of each text's window logits,
-    through the same softmax / sigmoid. Softmax is blind to a constant, so the mean of log
-    probabilities stands for the mean of logits exactly."""
-    p = np.clip(probs.astype(np.float64), 1e-30, 1.0)
-    logits = np.log(p) - np.log1p(-np.minimum(p, 1 - 1e-16)) if multi_label else np.log(p)
+    through the same softmax / sigmoid."""
     counts = np.bincount(text_of, minlength=texts).astype(np.float64)[:, None]  # [texts, 1]
     summed = np.zeros((texts, probs.shape[1]))
-    np.add.at(summed, text_of, logits)
-    mean = summed / counts  # [texts, labels]
+    np.add.at(summed, text_of, logits_of(probs, multi_label))
+    return probabilities_of(summed / counts, multi_label).astype(np.float32)
+
+
+def logits_of(probs: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Logits [n, labels] (float64) that give these probabilities, up to softmax's per-row
+    constant (softmax is blind to it, so log probabilities stand for logits exactly). The clip
+    keeps a float32 probability as small as 1e-30 (a confident model's) instead of -inf."""
+    p = np.clip(probs.astype(np.float64), 1e-30, 1.0)
+    return np.log(p) - np.log1p(-np.minimum(p, 1 - 1e-16)) if multi_label else np.log(p)
+
+
+def probabilities_of(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """The model's activation on logits [n, labels]: sigmoid (multi-label) or softmax."""
     if multi_label:
-        return (1.0 / (1.0 + np.exp(-mean))).astype(np.float32)
-    e = np.exp(mean - mean.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def error_kind(reason: str) -> str:

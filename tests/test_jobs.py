@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from jobs import finetune, metrics
 from jobs import registry as registry_cli
 from scorer import classifier, drift, modeldir, registry
+from scorer.api import combine_windows
 from scorer.cli import main as scorer_main
 from tests.conftest import REPO
 
@@ -272,6 +273,21 @@ def test_fit_temperature_recovers_a_known_temperature():
     calibrated = metrics.with_temperature(overconfident, t, False)
     assert metrics.expected_calibration_error(y, calibrated) < metrics.expected_calibration_error(y, overconfident) / 3
     assert (calibrated.argmax(1) == overconfident.argmax(1)).all()
+
+
+def test_the_job_reads_logits_from_probabilities_as_scoring_does():
+    """Calibration (jobs.metrics.with_temperature) and the windows' combination at scoring
+    (scorer.api.combine_windows) both go back from probabilities to logits; a confident model's
+    near-0 probabilities (1e-20 is a float32 a softmax gives) must come out the same in both."""
+    probs = np.array([[1e-20, 1.0], [0.3, 0.7], [1.0, 0.0]], np.float32)
+    for multi_label in (False, True):
+        one_window_each = combine_windows(probs, np.arange(3), 3, multi_label)
+        np.testing.assert_allclose(metrics.with_temperature(probs, 1.0, multi_label), one_window_each,
+                                   rtol=1e-5, atol=0)
+    # T = 2 halves the logits: log(1e-20) / 2 -> 1e-10, by hand
+    hot = metrics.with_temperature(probs, 2.0, multi_label=False)
+    assert hot[0, 0] == pytest.approx(1e-10, rel=1e-4)
+    assert hot[1, 1] == pytest.approx(np.sqrt(0.7) / (np.sqrt(0.3) + np.sqrt(0.7)), rel=1e-6)
 
 
 def test_the_job_fits_and_records_a_temperature_that_scoring_applies(toy, tiny_model, tmp_path):
