@@ -1,6 +1,7 @@
-"""Rebuild sample_data/ from ../shared/datasets/sst2/dev.jsonl (GLUE SST-2 dev, 872 sentences).
+"""Rebuild sample_data/ from ../shared/datasets: SST-2 dev (872 sentences) and the first 40 IMDB
+dev reviews (long documents, for --long-text).
 
-    python sample_data/make_samples.py ../shared/datasets/sst2/dev.jsonl
+    python sample_data/make_samples.py ../shared/datasets/sst2/dev.jsonl ../shared/datasets/imdb_reviews/dev.jsonl
 """
 
 import json
@@ -13,7 +14,19 @@ import pyarrow.parquet as pq
 NAMES = {0: "negative", 1: "positive"}
 
 
-def main(dev_path: str) -> None:
+IMDB_ROWS = 40
+
+
+def imdb_sample(dev_path: str, here: Path) -> None:
+    with open(dev_path, encoding="utf-8") as src, \
+            open(here / "imdb_dev_sample.jsonl", "w", encoding="utf-8") as f:
+        for i, line in zip(range(IMDB_ROWS), src):
+            r = json.loads(line)
+            f.write(json.dumps({"id": f"imdb-dev-{i}", "text": r["text"],
+                                "gold_label": NAMES[r["label"]]}) + "\n")
+
+
+def main(dev_path: str, imdb_dev_path: str) -> None:
     here = Path(__file__).parent
     rows = [json.loads(line) for line in open(dev_path, encoding="utf-8")]
     # Rows 0-299 -> Parquet, 300-599 -> JSON Lines, 600-871 -> plain text (one sentence a line).
@@ -31,7 +44,8 @@ def main(dev_path: str) -> None:
     with open(here / "sst2_dev_sample.txt", "w", encoding="utf-8") as f:
         for r in rows[600:]:
             f.write(r["text"] + "\n")
+    imdb_sample(imdb_dev_path, here)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
