@@ -1,4 +1,6 @@
-"""`scorer` command line: thin click shells over scorer.pipeline.run and scorer.modeldir."""
+"""`scorer` command line: thin click shells over the engines (scorer.pipeline, scorer.follow,
+scorer.ray_engine) and scorer.modeldir. `scorer run`'s options are grouped in shared decorators
+and take their defaults from scorer.options; an option given outside its mode is a usage error."""
 
 from __future__ import annotations
 
@@ -7,14 +9,18 @@ import json
 import os
 import signal
 import sys
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import click
+from click.core import ParameterSource
 
 import scorer
-from scorer import api, commit, drift, encode, modeldir, source
+from scorer import api, commit, drift, modeldir, source
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
 from scorer.metrics import write_metrics
+from scorer.options import FollowOptions, RayOptions, RunOptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -58,82 +64,200 @@ def main():
     """
 
 
+def dataclass_option(options_class):
+    """click options that set a field of options_class: the parameter is the field named by the
+    first flag (--rows-per-file: rows_per_file) and its default the field's, written once there."""
+    defaults = {f.name: f.default for f in fields(options_class)}
+
+    def option(*flags: str, **attrs):
+        name = flags[0].removeprefix("--").replace("-", "_")
+        default = defaults[name]
+        return click.option(*flags, name, default=default,
+                            show_default=default not in (None, False, ""), **attrs)
+    return option
+
+
+run_option = dataclass_option(RunOptions)
+follow_option = dataclass_option(FollowOptions)
+ray_option = dataclass_option(RayOptions)
+
+
+def stack(*decorators):
+    """Several option decorators as one, in the order written (sqlite-utils' shared options)."""
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+def comma_list(ctx, param, value: str | None) -> list[str] | None:
+    return value.split(",") if value else None
+
+
+format_option = run_option("--format", type=click.Choice(source.FORMATS),
+                           help="Input format; auto picks by extension (a directory is Parquet). "
+                           "Stdin needs one.")
+text_column_option = run_option("--text-column", help="Column or field to score.")
+
+input_options = stack(
+    format_option,
+    text_column_option,
+    run_option("--id-column", help="Column carried through as the row id (default: a row_id "
+               "column of '<input>:<position>')."),
+    run_option("--chunk-rows", type=click.IntRange(1),
+               help="Rows read, tokenized and length-sorted together."),
+    run_option("--max-line-bytes", type=click.IntRange(1),
+               help="Longer JSON Lines / text lines are bad rows, never read whole."),
+)
+
+output_options = stack(
+    click.option("--output", "-o", required=True, metavar="DIR|URI",
+                 help="Output directory (or s3://, gs://, hdfs:// URI) for part-NNNNN.parquet, "
+                 "_manifest.json and _SUCCESS."),
+    run_option("--keep-columns", callback=comma_list,
+               help="Comma-separated input columns to keep (default: all)."),
+    run_option("--drop-text", is_flag=True, help="Leave the text column out of the output."),
+    run_option("--output-prefix", help="Prefix for output columns, e.g. pred_ ."),
+    run_option("--partition-by", metavar="COLUMN", help="Write hive-style subdirectories, e.g. "
+               "--partition-by label gives label=positive/."),
+    run_option("--rows-per-file", "--flush-rows", type=click.IntRange(1),
+               help="Commit part files (a checkpoint) every N input rows."),
+    run_option("--flush-seconds", type=click.FloatRange(0.5), help="Streams on stdin: commit "
+               "scored rows within about this many seconds of their arrival."),
+    run_option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output "
+               "directory (by default an unfinished run of the same command there is resumed)."),
+    run_option("--dead-letter", metavar="DIR", help="Write rows that cannot be scored (with "
+               "file, position and reason) here instead of into the output with an error."),
+    run_option("--max-errors", metavar="N|F", help="Fail (exit 6) when bad rows exceed N rows, "
+               "or a fraction F (0.01 or 1%) of all rows."),
+    run_option("--fail-on-empty", is_flag=True,
+               help="Treat input with no rows as an error (exit 6)."),
+)
+
+model_options = stack(
+    model_option,
+    run_option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
+               "(default and upper bound: the model's max length)."),
+    run_option("--long-text", type=click.Choice(list(api.LONG_TEXT)), help="A text over the max "
+               "length: cut there, or score it as overlapping windows (a quarter of the max "
+               "length overlaps) whose logits are averaged; the `windows` column says how many."),
+    run_option("--max-windows", type=click.IntRange(1), help="With --long-text window: windows "
+               "per text, at most (the rest is cut and counted as truncated)."),
+    run_option("--batch-tokens", type=click.IntRange(64), help="Padded tokens per model call."),
+    run_option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+               help="auto: mixed_float16 on a GPU, float32 on CPU."),
+    run_option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the "
+               "tokenizer (default: the cores this process may use, container CPU quota included)."),
+)
+
+drift_options = stack(
+    run_option("--reference", metavar="FILE", help="The reference to measure drift against "
+               "(default: the model's own, or the sidecar `scorer profile` wrote)."),
+    run_option("--max-drift", type=click.FloatRange(0, min_open=True), metavar="PSI",
+               help="Exit 9 (after committing the output) when a drift PSI against the model's "
+               "reference passes this, e.g. 0.25."),
+    run_option("--metrics-file", metavar="PATH", help="Write the run's counters here in the "
+               "Prometheus text format, atomically (node_exporter's textfile collector); --follow "
+               "rewrites it after each entry."),
+)
+
+follow_options = stack(
+    click.option("--follow", "follow_dir", metavar="DIR", help="Score every file that lands in "
+                 "DIR, once each, and keep watching (SIGTERM stops); instead of INPUTS."),
+    follow_option("--once", is_flag=True,
+                  help="With --follow: score what is there now, then exit (cron)."),
+    follow_option("--require-marker", is_flag=True, help="With --follow: take only directories "
+                  "holding a _SUCCESS file."),
+    follow_option("--poll-seconds", type=click.FloatRange(0.1),
+                  help="With --follow: how often to look for new files."),
+    follow_option("--settle-seconds", type=click.FloatRange(0), help="With --follow: take a file "
+                  "only once its size and mtime have not changed for this long (producers "
+                  "writing in place: scp, curl, cp)."),
+)
+
+ray_options = stack(
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="ray: score on a Ray cluster with Ray Data (pip install 'scorer[ray]')."),
+    ray_option("--address", help="With --engine ray: the cluster to join (default: auto / a local one)."),
+    ray_option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (each "
+               "loads the model once; one GPU each if any)."),
+)
+
+
+@dataclass(frozen=True)
+class ModeRule:
+    """Options that mean something in one mode only: given outside it (even at their default),
+    a usage error rather than silently ignored."""
+    params: tuple[str, ...]
+    applies: Callable[[dict], bool]  # the command's parameters -> whether these options apply
+    why: str  # follows the flag in the error
+
+
+def names(options_class) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(options_class))
+
+
+MODE_RULES = (
+    ModeRule(names(FollowOptions), lambda p: bool(p["follow_dir"]), "needs --follow DIR"),
+    ModeRule(names(RayOptions), lambda p: p["engine"] == "ray", "needs --engine ray"),
+    ModeRule(("max_windows",), lambda p: p["long_text"] == "window", "needs --long-text window"),
+    ModeRule(("engine",), lambda p: not p["follow_dir"] or p["engine"] == "local",
+             "ray does not follow directories"),
+    ModeRule(("fail_on_empty",), lambda p: not p["follow_dir"],
+             "does not apply to --follow (an entry with no rows is recorded as scored)"),
+    ModeRule(("log_format",), lambda p: not p["follow_dir"] or p["log_format"] == "text",
+             "json does not apply to --follow (its summary is a text line)"),
+    ModeRule(("flush_seconds",), lambda p: p["engine"] != "ray",
+             "is for streams on stdin, which --engine ray does not read"),
+)
+
+
+def refuse_options_outside_their_mode(ctx: click.Context) -> None:
+    params = ctx.params
+    if bool(params["inputs"]) == bool(params["follow_dir"]):
+        raise click.UsageError("give INPUTS or --follow DIR (not both)")
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    for rule in MODE_RULES:
+        for name in rule.params:
+            if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT and not rule.applies(params):
+                raise click.UsageError(f"{flags[name]} {rule.why}")
+
+
+def take(options_class, given: dict):
+    """The options_class fields among the command's parameters, removed from them."""
+    return options_class(**{name: given.pop(name) for name in names(options_class) if name in given})
+
+
+@dataclass
+class RunCommand:
+    """What `scorer run` was asked, split by who uses it."""
+    inputs: list[str]
+    output: str
+    model: str | None
+    options: RunOptions
+    follow_dir: str | None
+    follow: FollowOptions
+    engine: str
+    ray: RayOptions
+    log_format: str
+
+    @property
+    def show_progress(self) -> bool:
+        return sys.stderr.isatty() and self.log_format == "text"
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1)
-@click.option("--output", "-o", required=True, metavar="DIR|URI",
-              help="Output directory (or s3://, gs://, hdfs:// URI) for part-NNNNN.parquet, _manifest.json and _SUCCESS.")
-@model_option
-@click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
-              help="Input format; auto picks by extension (a directory is Parquet). Stdin needs one.")
-@click.option("--text-column", default="text", show_default=True, help="Column or field to score.")
-@click.option("--id-column", help="Column carried through as the row id (default: a row_id column "
-              "of '<input>:<position>').")
-@click.option("--keep-columns", help="Comma-separated input columns to keep (default: all).")
-@click.option("--drop-text", is_flag=True, help="Leave the text column out of the output.")
-@click.option("--output-prefix", default="", help="Prefix for output columns, e.g. pred_ .")
-@click.option("--partition-by", metavar="COLUMN",
-              help="Write hive-style subdirectories, e.g. --partition-by label gives label=positive/.")
-@click.option("--rows-per-file", "--flush-rows", "rows_per_file", type=click.IntRange(1), default=100_000,
-              show_default=True, help="Commit part files (a checkpoint) every N input rows.")
-@click.option("--flush-seconds", type=click.FloatRange(0.5), help="Streams on stdin: commit scored "
-              "rows within about this many seconds of their arrival.")
-@click.option("--chunk-rows", type=click.IntRange(1), default=source.DEFAULT_CHUNK_ROWS,
-              show_default=True, help="Rows read, tokenized and length-sorted together.")
-@click.option("--max-length", type=click.IntRange(2), help="Truncate to this many tokens "
-              "(default and upper bound: the model's max length).")
-@click.option("--long-text", type=click.Choice(list(api.LONG_TEXT)), default=api.DEFAULT_LONG_TEXT,
-              show_default=True, help="A text over the max length: cut there, or score it as "
-              "overlapping windows (a quarter of the max length overlaps) whose logits are "
-              "averaged; the `windows` column says how many.")
-@click.option("--max-windows", type=click.IntRange(1), default=encode.DEFAULT_MAX_WINDOWS,
-              show_default=True, help="With --long-text window: windows per text, at most (the "
-              "rest is cut and counted as truncated).")
-@click.option("--batch-tokens", type=click.IntRange(64), default=encode.DEFAULT_BATCH_TOKENS,
-              show_default=True, help="Padded tokens per model call.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
-              default="auto", show_default=True, help="auto: mixed_float16 on a GPU, float32 on CPU.")
-@click.option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the tokenizer "
-              "(default: the cores this process may use, container CPU quota included).")
-@click.option("--dead-letter", metavar="DIR", help="Write rows that cannot be scored (with file, "
-              "position and reason) here instead of into the output with an error.")
-@click.option("--max-errors", metavar="N|F", help="Fail (exit 6) when bad rows exceed N rows, or a "
-              "fraction F (0.01 or 1%) of all rows.")
-@click.option("--fail-on-empty", is_flag=True, help="Treat input with no rows as an error (exit 6).")
-@click.option("--max-line-bytes", type=click.IntRange(1), default=source.DEFAULT_MAX_LINE_BYTES,
-              show_default=True, help="Longer JSON Lines / text lines are bad rows, never read whole.")
-@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output directory "
-              "(by default an unfinished run of the same command there is resumed).")
-@click.option("--follow", "follow_dir", metavar="DIR", help="Score every file that lands in DIR, "
-              "once each, and keep watching (SIGTERM stops); instead of INPUTS.")
-@click.option("--once", is_flag=True, help="With --follow: score what is there now, then exit (cron).")
-@click.option("--require-marker", is_flag=True, help="With --follow: take only directories holding "
-              "a _SUCCESS file.")
-@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
-              help="With --follow: how often to look for new files.")
-@click.option("--settle-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="With --follow: take a file only once its size and mtime have not changed for "
-              "this long (producers writing in place: scp, curl, cp).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: score on a Ray cluster with Ray Data (pip install 'scorer[ray]').")
-@click.option("--address", help="With --engine ray: the cluster to join (default: auto / a local one).")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="With --engine ray: scoring actors (each loads the model once; one GPU each if any).")
+@input_options
+@output_options
+@model_options
+@drift_options
+@follow_options
+@ray_options
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a one-line JSON summary on stderr at the end.")
-@click.option("--reference", "reference", metavar="FILE", help="The reference to measure drift "
-              "against (default: the model's own, or the sidecar `scorer profile` wrote).")
-@click.option("--max-drift", type=click.FloatRange(0, min_open=True), metavar="PSI",
-              help="Exit 9 (after committing the output) when a drift PSI against the model's "
-              "reference passes this, e.g. 0.25.")
-@click.option("--metrics-file", metavar="PATH", help="Write the run's counters here in the "
-              "Prometheus text format, atomically (node_exporter's textfile collector); --follow "
-              "rewrites it after each entry.")
-def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_text, output_prefix,
-        partition_by, rows_per_file, flush_seconds, chunk_rows, max_length, long_text, max_windows,
-        batch_tokens, precision, threads,
-        dead_letter, max_errors, fail_on_empty, max_line_bytes, overwrite, follow_dir, once,
-        require_marker, poll_seconds, settle_seconds, engine, address, workers, log_format,
-        reference, max_drift, metrics_file):
+def run(inputs, output, model, follow_dir, engine, log_format, **options):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
     Examples:
@@ -153,58 +277,20 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
     A killed run is resumed by running the same command again; see the README's "Failure
     behaviour" for exit codes, dead letters and locking.
     """
-    from scorer.follow import EXIT_ENTRIES_FAILED, follow
-    from scorer.options import RunOptions
-    from scorer.pipeline import run as run_pipeline, terminal_progress
-
-    if bool(inputs) == bool(follow_dir):
-        raise click.UsageError("give INPUTS or --follow DIR (not both)")
-
-    options = RunOptions(
-        text_column=text_column, format=fmt, id_column=id_column,
-        keep_columns=keep_columns.split(",") if keep_columns else None, drop_text=drop_text,
-        output_prefix=output_prefix, partition_by=partition_by, rows_per_file=rows_per_file,
-        flush_seconds=flush_seconds,
-        chunk_rows=chunk_rows, overwrite=overwrite, max_length=max_length, long_text=long_text,
-        max_windows=max_windows,
-        batch_tokens=batch_tokens, precision=precision, threads=threads, dead_letter=dead_letter,
-        max_errors=max_errors, fail_on_empty=fail_on_empty, max_line_bytes=max_line_bytes,
-        reference=reference, max_drift=max_drift, metrics_file=metrics_file)
-    show_progress = sys.stderr.isatty() and log_format == "text"
+    refuse_options_outside_their_mode(click.get_current_context())
+    cmd = RunCommand(list(inputs), output, model, take(RunOptions, options), follow_dir,
+                     take(FollowOptions, options), engine, take(RayOptions, options), log_format)
+    metrics_file = cmd.options.metrics_file
     try:
         with stop_on_signals():
-            check_utf8_names(inputs, follow_dir, output, dead_letter)
+            check_utf8_names(cmd.inputs, follow_dir, output, cmd.options.dead_letter)
             if metrics_file:
                 check_metrics_path(metrics_file)
-            if engine == "ray":
-                if follow_dir:
-                    raise click.UsageError("--engine ray does not follow directories")
-                try:
-                    from scorer import ray_engine
-                except ImportError:
-                    raise click.UsageError("--engine ray needs Ray: pip install 'scorer[ray]'") from None
-                result = ray_engine.run(list(inputs), output, model, options, address=address,
-                                        workers=workers)
-            elif follow_dir:
-                result = follow(follow_dir, output, model, options, once=once,
-                                require_marker=require_marker, poll_seconds=poll_seconds,
-                                settle_seconds=settle_seconds,
-                                notify=lambda message: click.echo(f"error: {message}", err=True))
-            else:
-                result = run_pipeline(list(inputs), output, model, options,
-                                      progress=terminal_progress if show_progress else None)
-            report(result, follow_dir, log_format, show_progress)  # a stop now ends nothing
-            exceeded = drift_exceeded(result.manifest, max_drift)
-            exit_code = (EXIT_ENTRIES_FAILED if follow_dir and result.manifest["units_failed_now"]
-                         else exceeded.exit_code if exceeded else 0)
-            if metrics_file:
-                write_metrics(metrics_file, result.manifest, output, exit_code)
-            if exceeded:
-                fail(exceeded)
-            if exit_code:
-                sys.exit(exit_code)
+            result = score(cmd)
+            report(result, cmd)  # a stop now ends nothing
+            finish(result, cmd)
     except ScorerError as e:
-        if show_progress:
+        if cmd.show_progress:
             click.echo("", err=True)
         failed_run(e, metrics_file, output)
     except OSError as e:
@@ -213,6 +299,39 @@ def run(inputs, output, model, fmt, text_column, id_column, keep_columns, drop_t
         failed_run(OutputError(f"{output}: cannot write {e.filename or 'the output'} ({e.strerror or e}); "
                                "committed part files are kept: run the same command again to finish"),
                    metrics_file, output)
+
+
+def score(cmd: RunCommand):
+    """Run the engine the command asks for (imported here: TensorFlow loads with them)."""
+    if cmd.engine == "ray":
+        try:
+            from scorer import ray_engine
+        except ImportError:
+            raise click.UsageError("--engine ray needs Ray: pip install 'scorer[ray]'") from None
+        return ray_engine.run(cmd.inputs, cmd.output, cmd.model, cmd.options, **asdict(cmd.ray))
+    if cmd.follow_dir:
+        from scorer.follow import follow
+        return follow(cmd.follow_dir, cmd.output, cmd.model, cmd.options, **asdict(cmd.follow),
+                      notify=lambda message: click.echo(f"error: {message}", err=True))
+    from scorer.pipeline import run as run_pipeline, terminal_progress
+    return run_pipeline(cmd.inputs, cmd.output, cmd.model, cmd.options,
+                        progress=terminal_progress if cmd.show_progress else None)
+
+
+def finish(result, cmd: RunCommand) -> None:
+    """The exit code of a run that ended (7: --follow entries failed, 9: --max-drift), written
+    to --metrics-file first."""
+    from scorer.follow import EXIT_ENTRIES_FAILED
+
+    exceeded = drift_exceeded(result.manifest, cmd.options.max_drift)
+    exit_code = (EXIT_ENTRIES_FAILED if cmd.follow_dir and result.manifest["units_failed_now"]
+                 else exceeded.exit_code if exceeded else 0)
+    if cmd.options.metrics_file:
+        write_metrics(cmd.options.metrics_file, result.manifest, cmd.output, exit_code)
+    if exceeded:
+        fail(exceeded)
+    if exit_code:
+        sys.exit(exit_code)
 
 
 def failed_run(error: ScorerError, metrics_file: str | None, output: str):
@@ -254,11 +373,11 @@ def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: s
             raise error(f"{shown}: the name is not valid UTF-8; rename it") from None
 
 
-def report(result, follow_dir: str | None, log_format: str, show_progress: bool) -> None:
+def report(result, cmd: RunCommand) -> None:
     """The run's summary on stderr: one line (or one JSON object), plus its warnings."""
     m = result.manifest
     if result.already_complete:
-        if log_format == "json":
+        if cmd.log_format == "json":
             click.echo(json.dumps({"already_complete": True, "output": str(result.output),
                                    "rows_out": m["rows_out"], "finished": m["finished"]}), err=True)
         else:
@@ -267,19 +386,19 @@ def report(result, follow_dir: str | None, log_format: str, show_progress: bool)
         return
     for warning in m["warnings"]:
         click.echo(f"warning: {warning}", err=True)
-    if follow_dir:
+    if cmd.follow_dir:
         failed = (f"; {len(m['units_failed_now'])} failed: {', '.join(m['units_failed_now'])} "
                   f"(reasons in _manifest.json)" if m["units_failed_now"] else "")
-        click.echo(f"scored {len(m['units_scored_now'])} new files from {follow_dir}/ into {result.output}/ "
+        click.echo(f"scored {len(m['units_scored_now'])} new files from {cmd.follow_dir}/ into {result.output}/ "
                    f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all){failed}", err=True)
         return
-    if log_format == "json":
+    if cmd.log_format == "json":
         summary = {k: m[k] for k in ("rows_in", "rows_out", "rows_with_error", "rows_per_second",
                                      "padding_fraction")}
         summary.update(output=str(result.output), parts=len(m["parts"]), seconds=m["timing"]["total_seconds"])
         click.echo(json.dumps(summary), err=True)
     else:
-        if show_progress:
+        if cmd.show_progress:
             click.echo("", err=True)
         errors = f", {m['rows_with_error']:,} with an error" if m["rows_with_error"] else ""
         if m["rows_dead_lettered"]:
@@ -354,10 +473,9 @@ def info(model, as_json):
 @click.option("--rows", type=click.IntRange(1), default=5000, show_default=True,
               help="Rows sampled from DATA (uniformly, seeded).")
 @click.option("--seed", type=int, default=0, show_default=True, help="The sample's seed.")
-@click.option("--text-column", default="text", show_default=True, help="Column or field to score.")
-@click.option("--format", "fmt", type=click.Choice(source.FORMATS), default="auto", show_default=True,
-              help="Input format; auto picks by extension.")
-def profile(model, data, output, rows, seed, text_column, fmt):
+@text_column_option
+@format_option
+def profile(model, data, output, rows, seed, text_column, format):
     """Score a sample of DATA (what MODEL was validated on) and write the model's reference: the
     statistics runs measure drift against (predicted-label shares, probability histograms,
     low-confidence share, text lengths).
@@ -370,7 +488,7 @@ def profile(model, data, output, rows, seed, text_column, fmt):
 
     try:
         model_scorer = Scorer.load(model)
-        inputs = source.expand_inputs(list(data), fmt)
+        inputs = source.expand_inputs(list(data), format)
         rows_read = source.SourceStats()
         picked = drift.sample(((t, e) for chunk in source.read_chunks(inputs, text_column, stats=rows_read)
                                for t, e in zip(chunk.texts, chunk.read_errors)), rows, seed)

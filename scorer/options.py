@@ -1,5 +1,6 @@
-"""What a run is asked to do: RunOptions, one field per `scorer run` option, the default
-written here once; which of them a resumed run must share; --max-errors parsed."""
+"""What a run is asked to do: RunOptions, one field per `scorer run` option, plus the follow
+and Ray modes' own options, each default written here once (scorer.cli takes it from here);
+which of them a resumed run must share; --max-errors parsed."""
 
 from __future__ import annotations
 
@@ -36,6 +37,24 @@ class RunOptions:
     metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
     long_text: str = api.DEFAULT_LONG_TEXT  # over the max length: api.LONG_TEXT
     max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
+
+
+@dataclass
+class FollowOptions:
+    """`scorer run --follow DIR`: how the landing directory is watched (scorer.follow.follow's
+    keywords); each is a usage error without --follow."""
+    once: bool = False  # score the entries there now, then return (cron)
+    require_marker: bool = False  # take only directories holding _SUCCESS
+    poll_seconds: float = 2.0
+    settle_seconds: float = 5.0  # an entry is taken once unchanged this long
+
+
+@dataclass
+class RayOptions:
+    """`scorer run --engine ray`: the cluster (scorer.ray_engine.run's keywords); each is a usage
+    error with another engine."""
+    address: str | None = None  # the cluster to join (default: auto / a local one)
+    workers: int = 1  # scoring actors, each loading the model once
 
 
 # What a resumed run must share with the run it continues (besides inputs and model).

@@ -326,3 +326,113 @@ def test_registry_list_with_a_malformed_version_is_one_line(tiny_model, tmp_path
     (reg / "_aliases" / "champion").write_text("[1]")
     r = CliRunner().invoke(registry_cli.main, ["list", str(reg)])
     one_error_line(r, 4, f"{reg / '_aliases' / 'champion'}: not a valid alias file")
+
+
+# --------------------------------------------------------------------------- options and modes
+
+TXT = SAMPLE / "sst2_dev_sample.txt"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--once"], "--once needs --follow DIR"),
+    (["--require-marker"], "--require-marker needs --follow DIR"),
+    (["--poll-seconds", "1"], "--poll-seconds needs --follow DIR"),
+    (["--settle-seconds", "5"], "--settle-seconds needs --follow DIR"),  # even at its default
+    (["--workers", "2"], "--workers needs --engine ray"),
+    (["--address", "auto"], "--address needs --engine ray"),
+    (["--engine", "local", "--workers", "1"], "--workers needs --engine ray"),
+    (["--long-text", "truncate", "--max-windows", "4"], "--max-windows needs --long-text window"),
+    (["--engine", "ray", "--flush-seconds", "5"], "--flush-seconds"),
+])
+def test_a_mode_flag_outside_its_mode_is_a_usage_error(tmp_path, args, message):
+    # Refused before the model is read: without the refusal this missing model would exit 4.
+    r = CliRunner().invoke(main, ["run", str(TXT), "-o", str(tmp_path / "o"), "--model",
+                                  str(tmp_path / "no-model"), *args])
+    assert r.exit_code == 2, r.output
+    assert f"Error: {message}" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fail-on-empty"], "--fail-on-empty does not apply to --follow"),
+    (["--log-format", "json"], "--log-format json does not apply to --follow"),
+    (["--engine", "ray"], "--engine ray does not follow directories"),
+    (["--workers", "2"], "--workers needs --engine ray"),
+])
+def test_a_flag_that_does_not_apply_to_follow_is_a_usage_error(tmp_path, args, message):
+    (tmp_path / "landing").mkdir()
+    r = CliRunner().invoke(main, ["run", "--follow", str(tmp_path / "landing"), "-o", str(tmp_path / "o"),
+                                  "--model", str(tmp_path / "no-model"), "--once", *args])
+    assert r.exit_code == 2, r.output
+    assert f"Error: {message}" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_run_option_takes_its_default_from_the_dataclass():
+    from dataclasses import fields
+
+    from scorer.cli import run
+    from scorer.options import FollowOptions, RayOptions, RunOptions
+
+    params = {p.name: p for p in run.params}
+    internal = {"queue_depth"}  # a tuning knob of the local engine, not an option
+    for options in (RunOptions, FollowOptions, RayOptions):
+        for f in fields(options):
+            if f.name not in internal:
+                assert f.name in params, f"{options.__name__}.{f.name} is not a `scorer run` option"
+                assert params[f.name].default == f.default, f.name
+
+
+@pytest.fixture
+def fake_engines(monkeypatch):
+    """The three engines replaced by fakes that record their arguments and stop the run (exit 3)."""
+    import sys
+    import types
+
+    import scorer
+    from scorer import follow, pipeline
+    from scorer.errors import InputError
+
+    seen = {}
+
+    def engine(name):
+        def run(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise InputError("stopped by the test")
+        return run
+
+    monkeypatch.setattr(pipeline, "run", engine("local"))
+    monkeypatch.setattr(follow, "follow", engine("follow"))
+    ray_engine = types.SimpleNamespace(run=engine("ray"))  # no Ray started
+    monkeypatch.setitem(sys.modules, "scorer.ray_engine", ray_engine)
+    monkeypatch.setattr(scorer, "ray_engine", ray_engine, raising=False)
+    return seen
+
+
+def stopped_by_the_fake(r) -> None:
+    assert r.exit_code == 3 and r.stderr.strip() == "error: stopped by the test", r.output
+
+
+def test_the_options_given_reach_the_engine(fake_engines, tmp_path):
+    from scorer.options import FollowOptions, RayOptions, RunOptions
+
+    stopped_by_the_fake(invoke("run", TXT, "-o", tmp_path / "o", "--format", "text", "--keep-columns",
+                               "text,x", "--flush-rows", "7", "--drop-text", "--max-errors", "1%",
+                               "--threads", "1", "--long-text", "window", "--max-windows", "2"))
+    args, _ = fake_engines["local"]
+    assert args == ([str(TXT)], str(tmp_path / "o"), None, RunOptions(
+        format="text", keep_columns=["text", "x"], rows_per_file=7, drop_text=True, max_errors="1%",
+        threads=1, long_text="window", max_windows=2))
+    (tmp_path / "landing").mkdir()
+    stopped_by_the_fake(invoke("run", "--follow", tmp_path / "landing", "-o", tmp_path / "o", "--once",
+                               "--settle-seconds", "0", "--poll-seconds", "0.1", "--log-format", "text",
+                               "--engine", "local"))
+    args, kwargs = fake_engines["follow"]
+    assert args == (str(tmp_path / "landing"), str(tmp_path / "o"), None, RunOptions())
+    assert {k: kwargs[k] for k in vars(FollowOptions())} == vars(FollowOptions(
+        once=True, settle_seconds=0, poll_seconds=0.1))
+    stopped_by_the_fake(invoke("run", TXT, "-o", tmp_path / "o", "--engine", "ray", "--workers", "2",
+                               "--address", "auto"))
+    args, kwargs = fake_engines["ray"]
+    assert args == ([str(TXT)], str(tmp_path / "o"), None, RunOptions())
+    assert kwargs == vars(RayOptions(address="auto", workers=2))
