@@ -116,6 +116,10 @@ class Scorer:
                                          pooling=spec.pooling, temperature=spec.temperature)
         return cls(md, predictor, encoder)
 
+    def reset_stats(self) -> None:
+        """Count from zero again: a Scorer may serve several runs, each reporting its own."""
+        self.stats = ScoreStats()
+
     @property
     def multi_label(self) -> bool:
         return self.spec.problem_type == "multi_label"

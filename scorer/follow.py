@@ -30,16 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import pyarrow as pa
-
 from scorer import commit, drift, modeldir, source
-from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, InputError, ModelError, OutputError
-from scorer.options import RunOptions, parse_max_errors
-from scorer.pipeline import (DEAD_LETTER_SCHEMA, RunResult, _manifest, _Sinks, _stream,
-                             check_columns, load_reference, load_scorer, open_output,
-                             output_location)
 from scorer.metrics import write_metrics
+from scorer.options import RunOptions
+from scorer.pipeline import stream
+from scorer.run import Run, RunResult, WriteStage
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
 # (.gstmp), WinSCP (.filepart), editors and backups (~).
@@ -121,19 +117,6 @@ class _EntryChanged(Exception):
     """The entry changed after it was taken: its uncommitted rows are dropped."""
 
 
-class _EntrySinks(_Sinks):
-    """_Sinks that commit an entry's rows only while entry_check() finds it as it was taken."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.entry_check: Callable[[], None] | None = None
-
-    def checkpoint(self) -> None:
-        if self.entry_check is not None:
-            self.entry_check()
-        super().checkpoint()
-
-
 def is_candidate(entry: Path, require_marker: bool = False) -> bool:
     """Whether a landing entry is data to score at all (not a temp name, marker present)."""
     name = entry.name
@@ -151,36 +134,33 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     landing = Path(landing)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
-    follower = _Follower(landing, output_location(output), model, options or RunOptions(**kwargs),
-                         require_marker, Settling(settle_seconds), progress, notify)
+    the_run = Run(options or RunOptions(**kwargs), output)
+    follower = _Follower(landing, the_run, model, require_marker, Settling(settle_seconds),
+                         progress, notify)
     try:
         follower.run(once, poll_seconds)
     finally:
         follower.outdir.abandon()  # releases the lock; the state stays: the next run continues it
-    return RunResult(follower.out, follower.manifest)
+    return RunResult(the_run.out, follower.manifest)
 
 
 class _Follower:
-    def __init__(self, landing: Path, out, model, opts: RunOptions, require_marker: bool,
+    def __init__(self, landing: Path, the_run: Run, model, require_marker: bool,
                  settling: Settling, progress, notify):
-        self.landing, self.out, self.opts = landing, out, opts
+        self.landing, self.the_run, self.opts = landing, the_run, the_run.opts
         self.model_ref = str(model) if model is not None else "default"
         self.require_marker, self.settling = require_marker, settling
         self.progress, self.notify = progress, notify or (lambda message: None)
-        self.error_limit = parse_max_errors(opts.max_errors)  # applied to each entry
-        self.started = time.time()
-        self.timer = {"read": 0.0, "write": 0.0}
         self.scored_now: list[str] = []
         self.failed_now: list[str] = []
-        self._load_model(modeldir.resolve(model))  # a model problem stops us before the output
-        self.outdir = open_output(out, [{"path": str(landing), "follow": True}], self.scorer, opts,
-                                  model_key=self.model_ref)
-        self.sinks: _EntrySinks | None = None
+        the_run.load_scorer(modeldir.resolve(model))  # a model problem stops us before the output
+        self.outdir = the_run.open([self._input()], model_key=self.model_ref)
+        self.writes: WriteStage | None = None
         self.manifest: dict = {}
 
     def run(self, once: bool, poll_seconds: float) -> None:
         self.outdir.prepare()
-        self.sinks = self._new_sinks()
+        self.writes = self.the_run.write_stage(per_unit=True)
         self._finish_entry_in_progress()
         waiting_for = None  # --once: the entries there at the start
         while True:
@@ -192,12 +172,15 @@ class _Follower:
             unsettled = [e for e in pending if not self._take_if_settled(e)]
             if once and not unsettled:
                 break
-            time.sleep(poll_seconds)  # SIGTERM lands here between entries, or in _stream
+            time.sleep(poll_seconds)  # SIGTERM lands here between entries, or in stream
         self._write_manifest()
+
+    def _input(self) -> dict:
+        return {"path": str(self.landing), "follow": True}
 
     def _pending(self) -> list[Path]:
         """Landing entries to score, not yet scored or failed, in name order."""
-        taken = set(self.sinks.units_done) | {e["name"] for e in self.sinks.entries}
+        taken = set(self.writes.units_done) | {e["name"] for e in self.writes.entries}
         return [e for e in sorted(self.landing.iterdir())
                 if e.name not in taken and is_candidate(e, self.require_marker)]
 
@@ -215,13 +198,13 @@ class _Follower:
     def _finish_entry_in_progress(self) -> None:
         """A killed run's half-done entry comes first, from its committed rows on, with the model
         that scored them, if it is still what it was."""
-        name, rows = self.sinks.unit, self.sinks.rows
+        name, rows = self.writes.unit, self.writes.rows
         if name is None:
             return
-        record = next((EntryRecord(**e) for e in self.sinks.entries if e["name"] == name), None)
+        record = next((EntryRecord(**e) for e in self.writes.entries if e["name"] == name), None)
         if record is None:  # not written by this version of scorer
-            raise OutputError(f"{self.out}: its checkpoint does not record how entry {name} was "
-                              "taken; pass --overwrite to start again")
+            raise OutputError(f"{self.the_run.out}: its checkpoint does not record how entry {name} "
+                              "was taken; pass --overwrite to start again")
         entry = self.landing / name
         signature = Signature.of(entry)
         if signature is None or asdict(signature) != record.signature:
@@ -238,43 +221,44 @@ class _Follower:
 
     def _score(self, entry: Path, record: EntryRecord, skip: int) -> bool:
         """Score the entry from row `skip` on; False if it changed before any row was committed."""
-        sinks = self.sinks
-        record.model = self.scorer.model_dir.id
+        writes = self.writes
+        record.model = self.the_run.model_dir.id
         taken = Signature(**record.signature)
-        sinks.unit, sinks.rows, sinks.start_rows = entry.name, skip, skip
-        self._set_record(record)  # recorded with the entry's first checkpoint
-        bad_before = sinks.counters["rows_with_error"]
-        if self.error_limit and self.error_limit[0] == "rows":
-            sinks.error_limit = ("rows", bad_before + self.error_limit[1])
-        sinks.entry_check = lambda: self._check_unchanged(entry, taken)
+        bad_before = writes.counters.rows_with_error
+        writes.begin_unit(entry.name, skip, self._entry_row_limit(bad_before),
+                          lambda: self._check_unchanged(entry, taken))
+        writes.record_entry(asdict(record))  # committed with the entry's first checkpoint
         try:
             inputs = source.expand_inputs([str(entry)], self.opts.format)
-            _stream(inputs, skip, self.scorer, self.opts, source.SourceStats(), self.timer,
-                    self._start_entry, self.progress, self.started)
-            self._check_error_fraction(sinks.counters["rows_with_error"] - bad_before, sinks.rows - skip)
+            stream(inputs, skip, self.the_run, source.SourceStats(), self._start_entry, self.progress)
+            self._check_error_fraction(writes.counters.rows_with_error - bad_before, writes.rows - skip)
         except (InputError, DataError, _EntryFailed) as e:
             self._fail(entry, record, str(e))
             return True
         except _EntryChanged as e:
             committed = self.outdir.progress.rows if self.outdir.progress.unit == entry.name else 0
             if not committed:
-                self.sinks = self._new_sinks()  # back to the last checkpoint; taken again later
+                self.writes = self.the_run.write_stage(per_unit=True)  # taken again later
                 return False
             self._fail(entry, record, f"changed while being scored ({e}) after {committed} of its "
                        "rows were committed; land the new version under a new name")
             return True
-        sinks.units_done.append(entry.name)
-        record.status, record.rows = SCORED, sinks.rows
-        self._close_entry(record)
+        record.status, record.rows = SCORED, writes.rows
+        self._close_entry(record, done=True)
         self.scored_now.append(entry.name)
         return True
 
-    def _start_entry(self, first: source.Chunk | None) -> _EntrySinks:
+    def _start_entry(self, first: source.Chunk | None) -> WriteStage:
         try:
-            check_columns(first, self.scorer, self.opts)
+            self.the_run.check_first(first)
         except OutputError as e:  # a column clash is this entry's problem, not the output's
             raise _EntryFailed(str(e)) from None
-        return self.sinks
+        return self.writes
+
+    def _entry_row_limit(self, bad_before: int) -> tuple[str, float] | None:
+        """--max-errors as a row count holds for each entry: its bad rows over those before."""
+        limit = self.the_run.error_limit
+        return ("rows", bad_before + limit[1]) if limit and limit[0] == "rows" else None
 
     def _check_unchanged(self, entry: Path, taken: Signature) -> None:
         now = Signature.of(entry)
@@ -284,102 +268,74 @@ class _Follower:
             raise _EntryChanged(now.change_from(taken))
 
     def _check_error_fraction(self, bad: int, rows: int) -> None:
-        limit = self.error_limit
+        limit = self.the_run.error_limit
         if limit and limit[0] == "fraction" and rows and bad / rows > limit[1]:
             raise DataError(f"{bad} of {rows} rows are bad ({bad / rows:.2%}), more than "
                             f"--max-errors {self.opts.max_errors}")
 
     def _fail(self, entry: Path, record: EntryRecord, reason: str) -> None:
         """Record the entry as failed (with a dead-letter note), keeping its committed rows."""
-        self.sinks = sinks = self._new_sinks()  # back to the last checkpoint: what is committed
+        self.writes = writes = self.the_run.write_stage(per_unit=True)  # what is committed
         record.status, record.reason = FAILED, reason
-        record.rows = sinks.rows if sinks.unit == entry.name else 0
-        if sinks.dead is not None:
-            sinks.dead.write(pa.table({"source": [str(entry)], "position": [None],
-                                       "error": [f"entry failed: {reason}"], "text": [None]},
-                                      schema=DEAD_LETTER_SCHEMA))
-        self._close_entry(record)
+        record.rows = writes.rows if writes.unit == entry.name else 0
+        writes.dead_letter_note(str(entry), f"entry failed: {reason}")
+        self._close_entry(record, done=False)
         self.failed_now.append(entry.name)
         self.notify(f"entry {entry.name} failed, recorded and skipped: {reason}")
 
-    def _close_entry(self, record: EntryRecord) -> None:
-        sinks = self.sinks
-        sinks.entry_check = None
-        sinks.unit, sinks.rows = None, 0
-        record.profile = sinks.profile.to_json()
-        record.drift = drift.compare(self.reference, sinks.profile).to_json()
-        sinks.profile = drift.Profile.empty(sinks.profile.labels)  # the next entry's
-        self._set_record(record)
-        sinks.checkpoint()  # the entry is done: recorded with its last parts
+    def _close_entry(self, record: EntryRecord, done: bool) -> None:
+        profile = self.writes.end_unit(done)
+        record.profile = profile.to_json()
+        record.drift = drift.compare(self.the_run.reference, profile).to_json()
+        self.writes.record_entry(asdict(record))
+        self.writes.checkpoint()  # the entry is done: recorded with its last parts
         self._write_manifest()
-
-    def _set_record(self, record: EntryRecord) -> None:
-        entries = self.sinks.entries
-        index = next((i for i, e in enumerate(entries) if e["name"] == record.name), len(entries))
-        entries[index:index + 1] = [asdict(record)]
 
     def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
         """Score with the model in model_dir from the next entry on (loading it if it is not the
         one loaded); checksum: the spec checksum it must have."""
         spec = model_dir / modeldir.SPEC_FILE
-        current = self.scorer.model_dir.id
+        current = self.the_run.model_dir.id
         if str(model_dir) == current["path"] and spec.is_file() and \
                 modeldir.sha256_file(spec) == current["checksum"]:
             return
-        self._load_model(model_dir)
-        if checksum and self.scorer.model_dir.id["checksum"] != checksum:
+        self.the_run.load_scorer(model_dir)
+        if checksum and self.the_run.model_dir.id["checksum"] != checksum:
             raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
-        self.sinks = self._new_sinks()  # new part files carry the new model's id
-
-    def _load_model(self, model_dir: Path) -> None:
-        opts = self.opts
-        t0 = time.perf_counter()
-        self.scorer = load_scorer(model_dir, opts)
-        self.load_seconds = time.perf_counter() - t0
-        self.scorer.stats = ScoreStats()
-        self.compiled_before = self.scorer.predictor.compile_seconds
-        self.reference, self.reference_warnings = load_reference(self.scorer, opts)
-
-    def _new_sinks(self) -> _EntrySinks:
-        """Sinks at the last checkpoint (the per-entry --max-errors limit is set per entry)."""
-        return _EntrySinks(self.outdir, self.opts, self.scorer, None)
+        self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id
 
     def _write_manifest(self) -> None:
         """Cumulative over every entry ever taken into this output; rewritten after each."""
-        sinks = self.sinks
-        c = sinks.counters
-        manifest = _manifest(self.scorer, [{"path": str(self.landing), "follow": True}], self.opts,
-                             c["rows_out"] + c["rows_dead_lettered"], sinks, self.timer,
-                             self.load_seconds, self.compiled_before, self.started)
-        manifest.update(units_done=list(sinks.units_done),
-                        units_failed=[e["name"] for e in sinks.entries if e["status"] == FAILED],
-                        entries=sinks.entries, units_scored_now=self.scored_now,
-                        units_failed_now=self.failed_now, warnings=[])
+        writes = self.writes
+        manifest = self.the_run.manifest([self._input()], writes)
+        manifest.update(units_done=list(writes.units_done),
+                        units_failed=[e["name"] for e in writes.entries if e["status"] == FAILED],
+                        entries=writes.entries, units_scored_now=self.scored_now,
+                        units_failed_now=self.failed_now)
         manifest.update(self._drift_fields())
         self.outdir.write_manifest(manifest)
         self.manifest = manifest
         if self.opts.metrics_file:
-            write_metrics(self.opts.metrics_file, manifest, str(self.out),
+            write_metrics(self.opts.metrics_file, manifest, str(self.the_run.out),
                           EXIT_ENTRIES_FAILED if self.failed_now else 0)
 
     def _drift_fields(self) -> dict:
         """Drift is per entry (EntryRecord.drift): the manifest's "drift" is the largest among
         the entries scored by this process, "profile" merges every entry's of the current labels,
         and each entry over the warning level is a warning."""
-        labels = self.scorer.spec.labels
+        labels, reference = self.the_run.model_dir.spec.labels, self.the_run.reference
         profile = drift.Profile.empty(labels)
-        for e in self.sinks.entries:
+        for e in self.writes.entries:
             if e.get("profile") and e["profile"]["labels"] == labels:
                 profile = profile.merge(drift.Profile.from_json(e["profile"]))
-        now = [e for e in self.sinks.entries if e["name"] in self.scored_now and e.get("drift")]
+        now = [e for e in self.writes.entries if e["name"] in self.scored_now and e.get("drift")]
         worst = max(now, key=lambda e: e["drift"]["max_psi"] or 0.0, default=None)
-        warnings = list(self.reference_warnings)
+        warnings = list(self.the_run.reference_warnings)
         for e in now:
             warnings += [f"entry {e['name']}: {w}" for w in drift.Drift(
                 e["drift"]["reference"], e["drift"]["psi"]).warnings()]
-        none = drift.compare(self.reference, drift.Profile.empty(labels)).to_json()
+        none = drift.compare(reference, drift.Profile.empty(labels)).to_json()
         return {"profile": profile.to_json(), "summary": profile.summary(),
                 "drift": worst["drift"] if worst else none,
                 "drift_entry": worst["name"] if worst else None,
-                "reference_profile": self.reference.profile.to_json() if self.reference else None,
                 "warnings": warnings}

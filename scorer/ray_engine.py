@@ -24,13 +24,11 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from scorer import source
-from scorer.api import Scorer, ScoreStats
+from scorer import runtime, source
 from scorer.errors import InputError
-from scorer.options import RunOptions, parse_max_errors
-from scorer.pipeline import (RunResult, _final_checks, _manifest, _Sinks, add_drift,
-                             check_columns, chunk_table, load_reference, load_scorer,
-                             open_output, output_location, scored_table)
+from scorer.options import RunOptions
+from scorer.run import Run, RunResult, WriteStage, load_scorer
+from scorer.tables import READ_ERROR, TEXTS, chunk_table, scored_table
 
 
 class ChunkSource(Datasource):
@@ -63,75 +61,70 @@ class ScoreBlocks:
         self.scorer = load_scorer(model, opts)
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        texts = block.column("__texts").to_pylist()
-        prepared = self.scorer.prepare(texts, block.column("__read_error").to_pylist())
+        texts = block.column(TEXTS).to_pylist()
+        prepared = self.scorer.prepare(texts, block.column(READ_ERROR).to_pylist())
         return scored_table(block, self.scorer, prepared, self.scorer.infer(prepared), self.opts)
 
 
 def run(inputs: list[str], output, model=None, options: RunOptions | None = None,
         address: str | None = None, workers: int = 1, progress=None) -> RunResult:
-    opts = options or RunOptions()
+    the_run = Run(options or RunOptions(), output)
+    opts = the_run.opts
     if opts.flush_seconds or "-" in inputs:
         raise InputError("--engine ray reads files and object stores, not standard input")
-    error_limit = parse_max_errors(opts.max_errors)
-    started = time.time()
-    out = output_location(output)
     expanded = source.expand_inputs(inputs, opts.format)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
-    # The driver loads the model too: the sink needs its id, and the column check its labels.
-    t0 = time.perf_counter()
-    driver_scorer = load_scorer(model, opts, precision="float32", threads=1)
-    load_seconds = time.perf_counter() - t0
-    model_dir = driver_scorer.model_dir
-    reference, reference_warnings = load_reference(driver_scorer, opts)
-    outdir = open_output(out, [source.fingerprint(i) for i in expanded], driver_scorer, opts)
+    runtime.start(threads=1)  # the driver only writes: the actors score
+    # The driver reads the model's spec: the sink needs its id, the column check its labels.
+    model_dir = the_run.read_model(model)
+    outdir = the_run.open([source.fingerprint(i) for i in expanded])
     if outdir.finished:
-        return RunResult(out, outdir.finished, already_complete=True)
+        return RunResult(the_run.out, outdir.finished, already_complete=True)
     skip = outdir.progress.rows
-    timer = {"read": 0.0, "write": 0.0}
-    try:
-        chunks = source.read_chunks(expanded, opts.text_column, opts.chunk_rows, skip=skip,
-                                    max_line_bytes=opts.max_line_bytes)
-        first = next(chunks, None)
-        chunks.close()
-        check_columns(first, driver_scorer, opts)
+    with the_run.writing():
+        the_run.check_first(_first_chunk(expanded, opts, skip))
         outdir.prepare()
-        sinks = _Sinks(outdir, opts, driver_scorer, error_limit)
+        writes = the_run.write_stage()
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        # Reading is light and must not wait for a CPU the scoring actors hold.
-        ds = ray.data.read_datasource(ChunkSource(expanded, opts, skip), num_cpus=0)
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # parts in input order, as the local engine
-        scored = ds.map_batches(ScoreBlocks, fn_constructor_args=(str(model_dir.path), opts),
-                                # A batch is one block (= one chunk). Ray requires a batch size
-                                # with GPUs: there a chunk's rows, and small blocks may be bundled.
-                                batch_size=opts.chunk_rows if gpus else None,
-                                batch_format="pyarrow", zero_copy_batch=True,
-                                concurrency=workers, num_gpus=1 if gpus else 0)
-        rows_in = skip
-        for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            t = time.perf_counter()
-            sinks.write(block)
-            timer["write"] += time.perf_counter() - t
-            rows_in += block.num_rows
-            if progress:
-                progress(rows_in - sinks.start_rows, time.time() - started)
-        sinks.checkpoint()
-        stats = source.SourceStats(files=[i.path for i in expanded], rows=rows_in, rows_skipped=skip)
-        warnings = _final_checks(stats, sinks.counters, opts, error_limit)
-    except BaseException:
-        outdir.abandon()
-        raise
-    driver_scorer.stats = ScoreStats()  # scoring ran in the actors
-    manifest = _manifest(driver_scorer, [{"path": i.path, "format": i.format} for i in expanded],
-                         opts, rows_in, sinks, timer, load_seconds, driver_scorer.predictor.compile_seconds,
-                         started)
-    manifest.update(engine={"name": "ray", "workers": workers, "gpus_per_worker": 1 if gpus else 0,
-                            "ray_version": ray.__version__}, resumed=outdir.resumed, warnings=warnings,
-                    rows_resumed_from_checkpoint=skip,
-                    rows_per_second=round((rows_in - skip) / max(time.time() - started, 1e-9), 1))
-    add_drift(manifest, reference, reference_warnings, sinks.profile)
-    outdir.finish(manifest)
-    return RunResult(out, manifest)
+        scored = _scored_blocks(ChunkSource(expanded, opts, skip), str(model_dir.path), opts, workers, gpus)
+        _write_blocks(scored, the_run, writes, progress)
+    stats = source.SourceStats(files=[i.path for i in expanded], rows=writes.rows, rows_skipped=skip)
+    engine = {"name": "ray", "workers": workers, "gpus_per_worker": 1 if gpus else 0,
+              "ray_version": ray.__version__}
+    return the_run.complete(expanded, stats, writes, engine=engine)
+
+
+def _first_chunk(inputs: list[source.Input], opts: RunOptions, skip: int) -> source.Chunk | None:
+    """Read on the driver for the column check, before the output is changed."""
+    chunks = source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
+                                max_line_bytes=opts.max_line_bytes)
+    try:
+        return next(chunks, None)
+    finally:
+        chunks.close()
+
+
+def _scored_blocks(chunks: ChunkSource, model_path: str, opts: RunOptions, workers: int, gpus: int):
+    """The Ray Dataset of scored_table() blocks, in input order."""
+    # Reading is light and must not wait for a CPU the scoring actors hold.
+    ds = ray.data.read_datasource(chunks, num_cpus=0)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # parts in input order, as the local engine
+    return ds.map_batches(ScoreBlocks, fn_constructor_args=(model_path, opts),
+                          # A batch is one block (= one chunk). Ray requires a batch size with
+                          # GPUs: there a chunk's rows, and small blocks may be bundled.
+                          batch_size=opts.chunk_rows if gpus else None,
+                          batch_format="pyarrow", zero_copy_batch=True,
+                          concurrency=workers, num_gpus=1 if gpus else 0)
+
+
+def _write_blocks(scored, the_run: Run, writes: WriteStage, progress) -> None:
+    """The driver writes the scored blocks as they come, then checkpoints."""
+    for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        with the_run.timers.write.measure():
+            writes.write(block)
+        if progress:
+            progress(writes.rows_now, time.time() - the_run.started)
+    writes.checkpoint()

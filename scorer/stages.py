@@ -11,6 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 _POLL = 0.1  # seconds between checks of the stop flag while a queue is full
@@ -107,15 +109,28 @@ class _Cancelled(Exception):
     pass
 
 
-def timed(items: Iterable, totals: dict, key: str) -> Iterator:
-    """Yield from items, adding the time spent producing each one to totals[key]."""
-    it = iter(items)
-    while True:
+@dataclass
+class Stopwatch:
+    """Seconds spent in one stage, summed over its pieces of work."""
+
+    seconds: float = 0.0
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
-            item = next(it)
-        except StopIteration:
-            totals[key] += time.perf_counter() - t0
-            return
-        totals[key] += time.perf_counter() - t0
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def timed(items: Iterable, stopwatch: Stopwatch) -> Iterator:
+    """Yield from items, adding the time spent producing each one to the stopwatch."""
+    it = iter(items)
+    while True:
+        with stopwatch.measure():
+            try:
+                item = next(it)
+            except StopIteration:
+                return
         yield item

@@ -1,0 +1,388 @@
+"""A run: what every engine (scorer.pipeline, scorer.follow, scorer.ray_engine) shares.
+
+    the_run = Run(opts, "scored/")
+    the_run.load_scorer(model)                # the Ray driver: read_model(model), it scores nothing
+    outdir = the_run.open(fingerprints)       # locked: fresh, resumed, or already finished
+    the_run.check_first(first_chunk); outdir.prepare()
+    writes = the_run.write_stage()            # the engine writes every scored_table() into it
+    writes.checkpoint()
+    the_run.complete(inputs, stats, writes)   # run-level checks, the manifest, _SUCCESS
+
+The write stage (WriteStage) keeps the row accounting (Counters) and commits part files every
+--rows-per-file input rows (scorer.commit); the manifest is computed here, once, for all engines.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import scorer
+from scorer import classifier, commit, drift, modeldir, runtime, sink, source, storage
+from scorer.api import Scorer, ScoreStats, error_kind
+from scorer.errors import DataError, ModelError
+from scorer.options import RESUME_OPTIONS, RunOptions, parse_max_errors
+from scorer.stages import Stopwatch
+from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, DEAD_LETTER_SCHEMA,
+                           check_columns, dead_letters, probabilities_in, public_columns)
+
+
+def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
+    """The Scorer a run's options ask for (every engine, and every Ray actor, loads it here)."""
+    kwargs = dict(max_length=opts.max_length, batch_tokens=opts.batch_tokens,
+                  precision=opts.precision, threads=opts.threads, long_text=opts.long_text,
+                  max_windows=opts.max_windows)
+    return Scorer.load(model, **{**kwargs, **overrides})
+
+
+def output_location(output) -> Path | str:
+    """A local output as a Path; an object store URI as it is."""
+    return output if storage.is_remote(str(output)) else Path(output)
+
+
+@dataclass
+class RunResult:
+    output: Path | str  # a local directory, or an object store URI
+    manifest: dict = field(default_factory=dict)
+    already_complete: bool = False  # the output held this very run, finished: nothing was done
+
+
+@dataclass
+class Counters:
+    """What became of the input rows, cumulative over the output (in progress.json and the
+    manifest)."""
+
+    rows_out: int = 0  # rows in the part files
+    rows_dead_lettered: int = 0
+    rows_with_error: int = 0  # rows not scored: in the part files with error set, or dead-lettered
+    rows_truncated: int = 0  # of rows_out
+    rows_windowed: int = 0  # of rows_out
+    error_reasons: dict[str, int] = field(default_factory=dict)  # api.error_kind -> rows
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Counters":
+        """progress.json's counters (a checkpoint from before rows_windowed lacks it)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: copy.deepcopy(v) for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def rows_in(self) -> int:
+        """Input rows accounted for: each is in a part file or a dead letter."""
+        return self.rows_out + self.rows_dead_lettered
+
+    @property
+    def rows_scored(self) -> int:
+        return self.rows_in - self.rows_with_error
+
+    def count(self, written: pa.Table, bad_rows: pa.Table, dead_lettered: bool) -> None:
+        """A piece of a scored_table(): `written` went to the part files, `bad_rows` (ERROR set)
+        are among them, or went to the dead letters."""
+        self.rows_out += written.num_rows
+        self.rows_dead_lettered += bad_rows.num_rows if dead_lettered else 0
+        self.rows_with_error += bad_rows.num_rows
+        self.rows_truncated += pc.sum(written.column(TRUNCATED)).as_py() or 0
+        self.rows_windowed += pc.sum(written.column(WINDOWED)).as_py() or 0
+        for reason in bad_rows.column(ERROR).to_pylist():
+            kind = error_kind(reason)
+            self.error_reasons[kind] = self.error_reasons.get(kind, 0) + 1
+
+
+@dataclass
+class Timers:
+    """Where a run's time went, besides the Scorer's own (ScoreStats)."""
+
+    load: Stopwatch = field(default_factory=Stopwatch)  # the model (--follow: the latest)
+    read: Stopwatch = field(default_factory=Stopwatch)
+    write: Stopwatch = field(default_factory=Stopwatch)
+
+
+class WriteStage:
+    """Output (and dead-letter) part files, row accounting, checkpoints: from the output's last
+    checkpoint on. --follow writes one landing entry (a unit) at a time into it."""
+
+    def __init__(self, outdir: commit.OutputDir, opts: RunOptions, model_dir: modeldir.ModelDir,
+                 error_limit: tuple[str, float] | None):
+        p = outdir.progress
+        self.outdir, self.opts, self.error_limit = outdir, opts, error_limit
+        self.writer = sink.PartWriter(outdir.out, model_dir.id, opts.partition_by,
+                                      parts=p.parts, next_index=p.next_index)
+        self.dead = (sink.PartWriter(outdir.dead_letter, parts=p.dead_letter_parts,
+                                     next_index=p.dead_letter_next_index)
+                     if outdir.dead_letter else None)
+        self.start_rows = self.rows = p.rows  # input rows accounted for, committed or not
+        self.since = 0  # of which not yet committed
+        self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
+        self.counters = Counters.from_json(p.counters)
+        self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
+        self.entries = copy.deepcopy(p.entries)  # --follow only
+        self.before_commit: Callable[[], None] | None = None  # --follow: the entry is unchanged
+        labels = model_dir.spec.labels
+        # What was scored (the run's; --follow: the entry in progress), as committed
+        self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
+                        else drift.Profile.empty(labels))
+        self._check_committed_errors()
+
+    @property
+    def rows_now(self) -> int:
+        """Input rows written by this write stage (--follow: of this unit)."""
+        return self.rows - self.start_rows
+
+    def write(self, scored: pa.Table) -> None:
+        """Write a scored_table(): pieces end where a checkpoint falls."""
+        start = 0
+        while start < scored.num_rows:  # none: a stream's tick, only time has passed
+            take = min(scored.num_rows - start, self.opts.rows_per_file - self.since)
+            self._write_piece(scored.slice(start, take))
+            start += take
+            if self.since == self.opts.rows_per_file:
+                self.checkpoint()
+        self._commit_if_due()
+
+    def checkpoint(self) -> None:
+        """Commit every open part, then record it (scorer.commit.OutputDir.checkpoint)."""
+        if self.before_commit is not None:
+            self.before_commit()
+        self.writer.commit()
+        if self.dead is not None:
+            self.dead.commit()
+        self.outdir.checkpoint(commit.Progress(
+            rows=self.rows, unit=self.unit, units_done=list(self.units_done),
+            entries=copy.deepcopy(self.entries),
+            parts=list(self.writer.parts),
+            dead_letter_parts=list(self.dead.parts) if self.dead else [],
+            next_index=dict(self.writer.next_index),
+            dead_letter_next_index=dict(self.dead.next_index) if self.dead else {},
+            counters=self.counters.to_json(), profile=self.profile.to_json()))
+        self.since = 0
+
+    def abort(self) -> None:
+        self.writer.abort()
+        if self.dead is not None:
+            self.dead.abort()
+
+    def begin_unit(self, name: str, skip: int, error_limit: tuple[str, float] | None,
+                   before_commit: Callable[[], None]) -> None:
+        """--follow: the next rows are unit `name`'s from its row `skip` on; before_commit()
+        raises if they must not be committed."""
+        self.unit, self.rows, self.start_rows = name, skip, skip
+        self.error_limit, self.before_commit = error_limit, before_commit
+
+    def end_unit(self, done: bool) -> drift.Profile:
+        """--follow: the unit is over (done: all its rows are in); its profile is returned, and
+        the next unit's starts empty."""
+        if done:
+            self.units_done.append(self.unit)
+        profile = self.profile
+        self.unit, self.rows, self.before_commit = None, 0, None
+        self.profile = drift.Profile.empty(profile.labels)
+        return profile
+
+    def record_entry(self, entry: dict) -> None:
+        """--follow: the record of a landing entry (scorer.follow.EntryRecord), added or updated."""
+        names = [e["name"] for e in self.entries]
+        index = names.index(entry["name"]) if entry["name"] in names else len(names)
+        self.entries[index:index + 1] = [entry]
+
+    def dead_letter_note(self, where: str, reason: str) -> None:
+        """A dead letter for something that has no row (--follow: a whole entry failed)."""
+        if self.dead is not None:
+            self.dead.write(pa.table({"source": [where], "position": [None], "error": [reason],
+                                      "text": [None]}, schema=DEAD_LETTER_SCHEMA))
+
+    def _write_piece(self, scored: pa.Table) -> None:
+        self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",
+                                          len(self.profile.labels)),
+                         scored.column(TOKENS).to_numpy())
+        bad = scored.column(ERROR).is_valid()
+        bad_rows = scored.filter(bad)
+        rows = scored.num_rows
+        dead_lettered = self.dead is not None and bad_rows.num_rows > 0
+        if dead_lettered:
+            self.dead.write(dead_letters(bad_rows))
+            scored = scored.filter(pc.invert(bad))
+        self.writer.write(public_columns(scored))
+        self.counters.count(scored, bad_rows, dead_lettered)
+        if not self.since:
+            self.first_uncommitted = time.monotonic()
+        self.rows += rows
+        self.since += rows
+        if self._over_row_limit():
+            row = bad_rows.slice(bad_rows.num_rows - 1).to_pylist()[0]
+            raise DataError(f"more than {int(self.error_limit[1])} bad rows (--max-errors); the "
+                            f"latest: {row[SOURCE]}:{row[POSITION]}: {row[ERROR]}")
+
+    def _commit_if_due(self) -> None:
+        """--flush-seconds: commit once the oldest uncommitted row was written flush/2 ago (the
+        reader hands rows on within flush/2 of their arrival)."""
+        flush = self.opts.flush_seconds
+        if flush and self.since and time.monotonic() - self.first_uncommitted >= flush / 2:
+            self.checkpoint()
+
+    def _over_row_limit(self) -> bool:
+        limit = self.error_limit
+        return bool(limit) and limit[0] == "rows" and self.counters.rows_with_error > limit[1]
+
+    def _check_committed_errors(self) -> None:
+        if self._over_row_limit():
+            raise DataError(f"{self.outdir.out}: the unfinished run there already has "
+                            f"{self.counters.rows_with_error} bad rows, more than --max-errors "
+                            f"{self.opts.max_errors}; resume it with a higher limit, or pass "
+                            "--overwrite to start again")
+
+
+class Run:
+    """One run into one output directory: its options, model, output, timers and manifest."""
+
+    def __init__(self, opts: RunOptions, output):
+        self.opts = opts
+        self.error_limit = parse_max_errors(opts.max_errors)
+        self.started = time.time()
+        self.out = output_location(output)
+        self.timers = Timers()
+        self.scorer: Scorer | None = None  # None on the Ray driver: its actors score
+        self.model_dir: modeldir.ModelDir | None = None
+        self.device: classifier.DevicePolicy | None = None
+        self.reference: drift.Reference | None = None
+        self.reference_warnings: list[str] = []
+        self.outdir: commit.OutputDir | None = None
+        self._compiled_before = 0.0
+        self._rows_before = 0  # input rows the output held when this process opened it
+
+    def load_scorer(self, model, scorer_: Scorer | None = None, **overrides) -> Scorer:
+        """Load the model (or take scorer_, counting from zero) and its drift reference; again
+        to change models (--follow)."""
+        self.timers.load = Stopwatch()
+        with self.timers.load.measure():
+            model_scorer = scorer_ or load_scorer(model, self.opts, **overrides)
+        model_scorer.reset_stats()
+        self.scorer = model_scorer
+        self._compiled_before = model_scorer.predictor.compile_seconds
+        self._use_model(model_scorer.model_dir, model_scorer.predictor.policy)
+        return model_scorer
+
+    def read_model(self, model) -> modeldir.ModelDir:
+        """The model's spec, checked, without building its Keras model: for a driver that only
+        writes what workers score (the device is the one they would choose on this machine)."""
+        with self.timers.load.measure():
+            model_dir = modeldir.read(model)
+        self._use_model(model_dir, classifier.choose_device(precision=self.opts.precision))
+        return model_dir
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model_dir.spec.problem_type == "multi_label"
+
+    @property
+    def windowed(self) -> bool:
+        return self.scorer.windowed if self.scorer else self.opts.long_text == "window"
+
+    def open(self, inputs: list[dict], model_key: str | None = None) -> commit.OutputDir:
+        """Lock the output and decide fresh run or resume; what identifies this run is its inputs'
+        fingerprints, the model's checksum (or model_key: --follow's model reference, since a
+        follower moves to a new champion between entries) and the options that shape the output."""
+        identity = {"inputs": inputs, "model": model_key or self.model_dir.id["checksum"],
+                    "options": {k: getattr(self.opts, k) for k in RESUME_OPTIONS}}
+        self.outdir = commit.OutputDir.open(self.out, identity, self.opts.overwrite, self.opts.dead_letter)
+        self._rows_before = Counters.from_json(self.outdir.progress.counters).rows_in
+        return self.outdir
+
+    def check_first(self, first: source.Chunk | None) -> None:
+        """The first chunk's columns (tables.check_columns), before the output is changed."""
+        check_columns(first, self.opts, self.multi_label, self.windowed)
+
+    def write_stage(self, per_unit: bool = False) -> WriteStage:
+        """A write stage at the output's last checkpoint, held to the run's --max-errors row
+        limit (per_unit: none yet, --follow sets one for each unit it begins)."""
+        return WriteStage(self.outdir, self.opts, self.model_dir, None if per_unit else self.error_limit)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A failure inside releases the output; its checkpoint stays, so the same command
+        resumes the run."""
+        try:
+            yield
+        except BaseException:
+            self.outdir.abandon()
+            raise
+
+    def complete(self, inputs: list[source.Input], stats: source.SourceStats, writes: WriteStage,
+                 **extra) -> RunResult:
+        """Once every row is written and checkpointed: the run-level checks, then the manifest
+        (with `extra` fields) and _SUCCESS."""
+        with self.writing():
+            warnings = self._final_checks(stats, writes.counters)
+            manifest = self.manifest([{"path": i.path, "format": i.format} for i in inputs], writes)
+            manifest.update(extra, resumed=self.outdir.resumed,
+                            rows_resumed_from_checkpoint=stats.rows_skipped)
+            run_drift = drift.compare(self.reference, writes.profile)
+            manifest.update(drift=run_drift.to_json(), warnings=warnings + manifest["warnings"]
+                            + run_drift.warnings())
+            self.outdir.finish(manifest)
+        return RunResult(self.out, manifest)
+
+    def manifest(self, inputs: list[dict], writes: WriteStage) -> dict:
+        """What the output holds and how it was made (every engine's _manifest.json)."""
+        c, s = writes.counters, self.scorer.stats if self.scorer else ScoreStats()
+        total = time.time() - self.started
+        compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
+        return {
+            "scorer_version": scorer.__version__, "model": self.model_dir.id, "inputs": inputs,
+            "options": {k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
+            "rows_in": c.rows_in, "rows_out": c.rows_out, "rows_scored": c.rows_scored,
+            "rows_with_error": c.rows_with_error, "rows_dead_lettered": c.rows_dead_lettered,
+            "error_reasons": c.error_reasons, "rows_truncated": c.rows_truncated,
+            "rows_windowed": c.rows_windowed,
+            "rows_per_second": round((c.rows_in - self._rows_before) / max(total, 1e-9), 1),
+            "parts": writes.writer.parts,
+            "dead_letter": {"path": self.opts.dead_letter, "parts": writes.dead.parts} if writes.dead else None,
+            "timing": {
+                "total_seconds": round(total, 3), "load_seconds": round(self.timers.load.seconds, 3),
+                "read_seconds": round(self.timers.read.seconds, 3),
+                "encode_seconds": round(s.encode_seconds, 3), "infer_seconds": round(s.infer_seconds, 3),
+                "compile_seconds": round(compiled, 3), "write_seconds": round(self.timers.write.seconds, 3),
+            },
+            "profile": writes.profile.to_json(), "summary": writes.profile.summary(),
+            "reference_profile": self.reference.profile.to_json() if self.reference else None,
+            "warnings": list(self.reference_warnings),
+            "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
+            "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
+            "device": self.device.device, "precision": self.device.dtype,
+            "threads": runtime.threads_in_use, "xla_cache": runtime.xla_cache_dir(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def _use_model(self, model_dir: modeldir.ModelDir, device: classifier.DevicePolicy) -> None:
+        """Score as model_dir from now on; its drift reference is found (--max-drift without one
+        is refused before anything is scored)."""
+        self.model_dir, self.device = model_dir, device
+        self.reference, self.reference_warnings = drift.find_reference(model_dir, self.opts.reference)
+        if self.reference is None and self.opts.max_drift is not None:
+            warnings = self.reference_warnings
+            raise ModelError(f"--max-drift needs a reference for model {model_dir.path}: make one "
+                             "with `scorer profile MODEL DATA`, or pass --reference FILE"
+                             + (f" ({warnings[0]})" if warnings else ""))
+
+    def _final_checks(self, stats: source.SourceStats, counters: Counters) -> list[str]:
+        """Run-level rules checked once every row is in: the error fraction, empty input."""
+        limit = self.error_limit
+        if limit and limit[0] == "fraction" and stats.rows:
+            share = counters.rows_with_error / stats.rows
+            if share > limit[1]:
+                raise DataError(f"{counters.rows_with_error} of {stats.rows} rows are bad "
+                                f"({share:.2%}), more than --max-errors {self.opts.max_errors}")
+        if stats.rows == 0:
+            if self.opts.fail_on_empty:
+                raise DataError(f"no input rows in {', '.join(stats.files)} (--fail-on-empty)")
+            return [f"no input rows in {', '.join(stats.files)}: the output holds no part files"]
+        return []

@@ -1,0 +1,140 @@
+"""scorer.run: what every engine shares: the counters, the write stage's row accounting and
+checkpoints, resume identity, the manifest (computed once), loading the model."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from scorer import classifier, commit, source
+from scorer.errors import DataError, OutputError
+from scorer.options import RunOptions
+from scorer.run import Counters, Run
+from scorer.tables import chunk_table, scored_table
+
+INPUT = [{"path": "in.jsonl", "size": 1}]  # an input fingerprint: what resume identity compares
+
+
+def scored(the_run: Run, texts: list, offset: int = 0) -> pa.Table:
+    """The scored_table() of one chunk of `texts` (None: a row that cannot be scored)."""
+    chunk = source.Chunk(pa.table({"text": texts}), texts, [None] * len(texts), "in.jsonl", offset)
+    prepared = the_run.scorer.prepare(chunk.texts, chunk.read_errors)
+    return scored_table(chunk_table(chunk, the_run.opts), the_run.scorer, prepared,
+                        the_run.scorer.infer(prepared), the_run.opts)
+
+
+def opened(tiny_scorer, out, **options) -> Run:
+    the_run = Run(RunOptions(**options), out)
+    the_run.load_scorer(None, tiny_scorer)
+    outdir = the_run.open(INPUT)
+    outdir.prepare()
+    return the_run
+
+
+def progress_json(out) -> dict:
+    return json.loads((out / commit.STATE_DIR / "progress.json").read_text())
+
+
+def test_counters_read_a_checkpoint_from_before_rows_windowed_and_add_up():
+    old = {"rows_out": 5, "rows_dead_lettered": 2, "rows_with_error": 3, "rows_truncated": 1,
+           "error_reasons": {"empty text": 3}}
+    c = Counters.from_json(old)
+    assert (c.rows_windowed, c.rows_in, c.rows_scored) == (0, 7, 4)
+    assert Counters.from_json(c.to_json()) == c
+    c.error_reasons["null text"] = 1
+    assert old["error_reasons"] == {"empty text": 3}  # a copy: the checkpoint's dict is not shared
+
+
+@pytest.mark.parametrize("dead_letter", [False, True])
+def test_the_write_stage_accounts_for_every_row_and_checkpoints_every_rows_per_file(
+        tiny_scorer, tmp_path, dead_letter):
+    out = tmp_path / "out"
+    the_run = opened(tiny_scorer, out, rows_per_file=2,
+                     dead_letter=str(tmp_path / "dead") if dead_letter else None)
+    writes = the_run.write_stage()
+    writes.write(scored(the_run, ["good", None, "fine", "", "ok"]))
+    # 5 rows, a checkpoint every 2: the 5th row is written but not committed yet
+    assert (writes.rows, writes.rows_now, writes.since) == (5, 5, 1)
+    assert progress_json(out)["rows"] == 4
+    assert Counters.from_json(progress_json(out)["counters"]).rows_in == 4
+    writes.checkpoint()
+    c = writes.counters
+    assert (c.rows_in, c.rows_with_error, c.rows_scored) == (5, 2, 3)
+    assert (c.rows_out, c.rows_dead_lettered) == ((3, 2) if dead_letter else (5, 0))
+    assert c.error_reasons == {"null text": 1, "empty text": 1}
+    assert progress_json(out)["counters"] == c.to_json()
+    assert sum(p["rows"] for p in writes.writer.parts) == c.rows_out
+
+
+def test_the_manifest_counts_rows_one_way_and_its_rate_only_this_process_s_rows(tiny_scorer, tmp_path):
+    out = tmp_path / "out"
+    first = opened(tiny_scorer, out, rows_per_file=3)
+    first.write_stage().write(scored(first, ["a", "b", "c", "d"]))  # killed after 3 committed
+    first.outdir.abandon()
+
+    again = opened(tiny_scorer, out, rows_per_file=3)
+    assert again.outdir.resumed and again.outdir.progress.rows == 3
+    writes = again.write_stage()
+    writes.write(scored(again, ["d", None], offset=3))
+    writes.checkpoint()
+    again.started -= 10  # ten seconds ago: 2 rows scored by this process, 0.2 rows/s
+    manifest = again.manifest([{"path": "in.jsonl"}], writes)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_scored"]) == (5, 5, 4)
+    assert manifest["rows_per_second"] == pytest.approx(0.2, abs=0.01)
+    assert manifest["timing"]["total_seconds"] >= 10
+    assert manifest["options"]["rows_per_file"] == 3 and "overwrite" not in manifest["options"]
+
+
+def test_resume_identity_holds_the_output_shaping_options_only(tiny_scorer, tmp_path):
+    out = tmp_path / "out"
+    first = opened(tiny_scorer, out, rows_per_file=3)
+    first.write_stage().write(scored(first, ["a", "b", "c", "d"]))
+    first.outdir.abandon()
+
+    busier = Run(RunOptions(rows_per_file=3, queue_depth=5, threads=1), out)  # same output
+    busier.load_scorer(None, tiny_scorer)
+    assert busier.open(INPUT).resumed
+    busier.outdir.abandon()
+    other = Run(RunOptions(rows_per_file=3, output_prefix="pred_"), out)  # another output
+    other.load_scorer(None, tiny_scorer)
+    with pytest.raises(OutputError, match="--output-prefix was .."):
+        other.open(INPUT)
+
+
+def test_an_unfinished_run_over_the_bad_row_limit_is_refused_at_once(tiny_scorer, tmp_path):
+    out = tmp_path / "out"
+    first = opened(tiny_scorer, out, rows_per_file=2)
+    first.write_stage().write(scored(first, [None, "", "x"]))  # 2 bad rows committed
+    first.outdir.abandon()
+
+    again = Run(RunOptions(rows_per_file=2, max_errors="1"), out)
+    again.load_scorer(None, tiny_scorer)
+    again.open(INPUT)
+    with pytest.raises(DataError, match="already has 2 bad rows"):
+        again.write_stage()
+
+
+def test_a_run_counts_its_own_scoring_not_what_the_scorer_did_before(tiny_scorer, tmp_path):
+    tiny_scorer.probabilities(["warm the scorer up"])
+    assert tiny_scorer.stats.real_tokens > 0
+    the_run = opened(tiny_scorer, tmp_path / "out")
+    assert the_run.scorer.stats.real_tokens == 0
+    writes = the_run.write_stage()
+    writes.write(scored(the_run, ["two words"]))
+    manifest = the_run.manifest([], writes)
+    assert manifest["real_tokens"] == tiny_scorer.stats.real_tokens > 0
+
+
+def test_the_ray_driver_reads_the_spec_without_building_the_keras_model(tiny_model, tmp_path,
+                                                                         monkeypatch):
+    def no_keras(*args, **kwargs):
+        raise AssertionError("the driver built a Keras model")
+
+    monkeypatch.setattr(classifier, "load_keras_model", no_keras)
+    the_run = Run(RunOptions(long_text="truncate"), tmp_path / "out")
+    model_dir = the_run.read_model(tiny_model)
+    assert the_run.scorer is None and model_dir.spec.labels == ["negative", "positive"]
+    assert (the_run.multi_label, the_run.windowed) == (False, False)
+    assert the_run.open(INPUT).identity["model"] == model_dir.id["checksum"]
