@@ -1,0 +1,68 @@
+"""scorer.pipeline, the local engine: its threaded stages over a Run, progress reporting."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.dataset as ds
+import pytest
+
+from scorer import pipeline
+from scorer.errors import OutputError
+from scorer.run import WriteStage
+
+
+@pytest.fixture
+def ten_rows(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"review {i}: a fine film"}) + "\n" for i in range(10)))
+    return str(path)
+
+
+def test_progress_is_told_the_rows_written_so_far(tiny_scorer, ten_rows, tmp_path):
+    calls = []
+    pipeline.run([ten_rows], tmp_path / "out", scorer_=tiny_scorer, chunk_rows=4,
+                 progress=lambda rows, seconds: calls.append((rows, seconds)))
+    assert [rows for rows, _ in calls] == [4, 8, 10]  # after each chunk
+    assert all(b >= a >= 0 for (_, a), (_, b) in zip(calls, calls[1:]))
+
+
+def test_one_scorer_serves_two_runs_and_each_manifest_counts_its_own(tiny_scorer, ten_rows, tmp_path):
+    first = pipeline.run([ten_rows], tmp_path / "one", scorer_=tiny_scorer).manifest
+    second = pipeline.run([ten_rows], tmp_path / "two", scorer_=tiny_scorer).manifest
+    assert second["real_tokens"] == first["real_tokens"] > 0
+    assert second["rows_in"] == second["rows_out"] == 10
+
+
+def test_rows_lost_between_reading_and_writing_fail_the_run(tiny_scorer, ten_rows, tmp_path,
+                                                           monkeypatch):
+    write = WriteStage.write
+
+    def drop_the_last_row(self, scored):
+        write(self, scored.slice(0, max(scored.num_rows - 1, 0)))
+
+    monkeypatch.setattr(WriteStage, "write", drop_the_last_row)
+    with pytest.raises(OutputError, match="read 10 rows but accounted for 9"):
+        pipeline.run([ten_rows], tmp_path / "out", scorer_=tiny_scorer)
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_failing_write_stage_leaves_only_committed_parts(tiny_scorer, ten_rows, tmp_path,
+                                                          monkeypatch):
+    write = WriteStage.write
+
+    def fail_on_the_third_chunk(self, scored):
+        if self.rows >= 6:
+            raise OSError("disk gone")
+        write(self, scored)
+
+    monkeypatch.setattr(WriteStage, "write", fail_on_the_third_chunk)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk gone"):
+        pipeline.run([ten_rows], out, scorer_=tiny_scorer, chunk_rows=3, rows_per_file=3)
+    assert ds.dataset(out, format="parquet").count_rows() == 6  # two checkpoints, nothing open
+
+
+def test_terminal_progress_is_one_rewritten_line(capsys):
+    pipeline.terminal_progress(12345, 2.0)
+    assert capsys.readouterr().err == "\rscored 12,345 rows (6,172 rows/s)"
