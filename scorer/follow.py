@@ -35,7 +35,7 @@ from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.metrics import write_metrics
 from scorer.options import RunOptions
 from scorer.pipeline import stream
-from scorer.run import Run, RunResult, WriteStage
+from scorer.runs import Run, RunResult, WriteStage
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
 # (.gstmp), WinSCP (.filepart), editors and backups (~).

@@ -1,4 +1,4 @@
-"""The local engine: source -> encode -> model -> sink on threads, for one run (scorer.run).
+"""The local engine: source -> encode -> model -> sink on threads, for one run (scorer.runs).
 
     run(["in.parquet"], "scored/")     # what `scorer run in.parquet -o scored/` does
 
@@ -21,7 +21,7 @@ from scorer import faults, source, stages
 from scorer.api import Prepared, Scorer
 from scorer.errors import OutputError
 from scorer.options import RunOptions
-from scorer.run import Run, RunResult, WriteStage
+from scorer.runs import Run, RunResult, WriteStage
 from scorer.tables import chunk_table, scored_table
 
 Progress = Callable[[int, float], None]  # (rows scored so far, seconds since the run started)

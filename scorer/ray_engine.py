@@ -27,7 +27,7 @@ from ray.data.block import BlockMetadata
 from scorer import runtime, source
 from scorer.errors import InputError
 from scorer.options import RunOptions
-from scorer.run import Run, RunResult, WriteStage, load_scorer
+from scorer.runs import Run, RunResult, WriteStage, load_scorer
 from scorer.tables import READ_ERROR, TEXTS, chunk_table, scored_table
 
 

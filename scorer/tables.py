@@ -4,7 +4,7 @@
     scored_table(table, scorer, prepared, probs, opts) -> + output columns + ERROR, TRUNCATED, ...
 
 A chunk_table() is also what a Ray Data block holds (scorer.ray_engine). The private columns all
-start with PRIVATE_PREFIX; the write stage (scorer.run) reads them and drops them before writing.
+start with PRIVATE_PREFIX; the write stage (scorer.runs) reads them and drops them before writing.
 """
 
 from __future__ import annotations

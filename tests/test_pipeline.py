@@ -9,7 +9,7 @@ import pytest
 
 from scorer import pipeline
 from scorer.errors import OutputError
-from scorer.run import WriteStage
+from scorer.runs import WriteStage
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""scorer.run: what every engine shares: the counters, the write stage's row accounting and
+"""scorer.runs: what every engine shares: the counters, the write stage's row accounting and
 checkpoints, resume identity, the manifest (computed once), loading the model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from scorer import classifier, commit, source
 from scorer.errors import DataError, OutputError
 from scorer.options import RunOptions
-from scorer.run import Counters, Run
+from scorer.runs import Counters, Run
 from scorer.tables import chunk_table, scored_table
 
 INPUT = [{"path": "in.jsonl", "size": 1}]  # an input fingerprint: what resume identity compares

@@ -10,6 +10,7 @@
 
 The write stage (WriteStage) keeps the row accounting (Counters) and commits part files every
 --rows-per-file input rows (scorer.commit); the manifest is computed here, once, for all engines.
+(The module is `runs`: `scorer.run` is the Python API's function, scorer.pipeline.run.)
 """
 
 from __future__ import annotations
