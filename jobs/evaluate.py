@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import click
 
 from jobs import data as data_mod
-from jobs.finetune import evaluate
+from jobs.errors import fail
+from jobs.metrics import evaluate
 from scorer import Scorer
 from scorer.errors import ScorerError
 
@@ -40,8 +40,7 @@ def main(model, paths, text_column, label_column):
         metrics = evaluate(lambda texts: scorer.probabilities(texts)[0], data, names,
                            scorer.multi_label, scorer.spec.threshold)
     except ScorerError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+        fail(e)
     metrics.update(model=scorer.model_dir.id, data=list(paths), data_report=report["evaluation"],
                    seconds=round(time.time() - start, 1))
     click.echo(json.dumps(metrics))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.data import LabeledData
+from jobs.metrics import evaluate
 from scorer import Scorer, modeldir, registry
 
 
 def decide(reg: Path, version: int, validation: LabeledData, names: list[str], cfg,
            min_improvement: float, floors: dict, new_metrics: dict, log=print) -> dict:
-    """Compare the new version with the champion on the same validation rows; promote or not."""
-    from jobs.finetune import evaluate
-
+    """Compare the new version with the champion on the same validation rows; promote or not.
+    cfg: the job's TrainConfig (its promotion metric)."""
     metric = cfg.metric
     # The champion is read, scored and replaced under the registry's promotion lock.
     with registry.promotion_lock(reg):

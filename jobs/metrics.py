@@ -1,6 +1,10 @@
-"""Evaluation metrics from probabilities, in NumPy (no scikit-learn in the install)."""
+"""Evaluation metrics from probabilities, in NumPy (no scikit-learn in the install), and the
+evaluation of a model on labelled data."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -131,3 +135,52 @@ def fit_temperature(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) ->
             lo, a = a, b
             b = lo + ratio * (hi - lo)
     return float(round(np.exp((lo + hi) / 2), 4))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate(probabilities: Callable[[list[str]], np.ndarray], data, names: list[str],
+             multi_label: bool, threshold: float = 0.5) -> dict:
+    """Metrics of a probabilities(texts) -> [n, labels] function on labelled data
+    (jobs.data.LabeledData)."""
+    probs = probabilities(data.texts)
+    if multi_label:
+        return multilabel_metrics(data.targets, probs, names, threshold)
+    return classification_metrics(data.targets, probs, names)
+
+
+def summary_metrics(metrics: dict) -> dict:
+    """The scalar metrics, without the per-class table and the confusion matrix."""
+    return {k: v for k, v in metrics.items() if k not in ("per_class", "confusion_matrix")}
+
+
+@dataclass
+class Calibration:
+    """The temperature fitted on the validation set, and what it did (the spec's
+    training.calibration)."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+
+
+def calibration_error(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """ECE; multi-label: the mean over labels, each a binary calibration."""
+    if multi_label:
+        return float(np.mean([expected_calibration_error(
+            y_true[:, j], np.stack([1 - probs[:, j], probs[:, j]], 1)) for j in range(probs.shape[1])]))
+    return expected_calibration_error(y_true, probs)
+
+
+def calibrate(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> Calibration:
+    """Fit the temperature to labelled probabilities and measure ECE and NLL before and after."""
+    temperature = fit_temperature(y_true, probs, multi_label)
+    after = with_temperature(probs, temperature, multi_label)
+    return Calibration(
+        temperature=temperature,
+        ece_before=round(calibration_error(y_true, probs, multi_label), 4),
+        ece_after=round(calibration_error(y_true, after, multi_label), 4),
+        nll_before=round(negative_log_likelihood(y_true, probs, multi_label), 4),
+        nll_after=round(negative_log_likelihood(y_true, after, multi_label), 4))

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from jobs.errors import fail
 from scorer import modeldir, registry
 from scorer.errors import ScorerError
 
@@ -87,11 +87,6 @@ def promote(path, version, alias):
     except ScorerError as e:
         fail(e)
     click.echo(json.dumps({"alias": alias, "version": version, "previous": previous}))
-
-
-def fail(error: ScorerError):
-    click.echo(f"error: {error}", err=True)
-    sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A one-page PNG of a training run: loss and validation curves, and the confusion matrix."""
+"""A one-page PNG of a training run: loss and validation curves, and the confusion matrix.
+matplotlib (the `report` extra) is imported here only, when the PNG is drawn."""
 
 from __future__ import annotations
 
@@ -6,21 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.checkpoint import TrainState
+from scorer.errors import ConfigError
 
-def write_png(path: Path, state: dict, metrics: dict, names: list[str], title: str) -> None:
-    import matplotlib
 
+def write_png(path: Path, state: TrainState, metrics: dict, names: list[str], title: str) -> None:
+    """Raises ConfigError when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("matplotlib is not installed: pip install 'scorer[report]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_val, ax_cm) = plt.subplots(1, 3, figsize=(16, 4.8))
     fig.suptitle(title)
-    steps = state["step_losses"]  # [global step, mean loss over the steps since the last point]
+    steps = state.step_losses  # [global step, mean loss over the steps since the last point]
     if steps:
         ax_loss.plot([s for s, _ in steps], [l for _, l in steps])
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training loss")
-    history = state["history"]
+    history = state.history
     for key in ("accuracy", "macro_f1", "subset_accuracy"):
         values = [h["validation"].get(key) for h in history]
         if any(v is not None for v in values):

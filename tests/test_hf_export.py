@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from jobs import base as job_base
 from jobs import finetune
 from scorer import Scorer, classifier, modeldir
 from scorer.cli import main
-from scorer.hf import checkpoint
+from scorer.hf import checkpoint, convert
 from tests.conftest import hf_reference_scores
 
 TOLERANCE = 1e-5
@@ -58,7 +59,7 @@ def lora_spec(case, labels):
     ckpt = checkpoint.read(case.path)
     base = {"kind": "hf_dir", "path": str(case.path), "sha256": ckpt.checksums}
     spec = modeldir.ModelSpec(name="x", labels=labels, base=base, pooling="cls", lora_rank=4,
-                              head_activation=finetune.convert.head_activation(ckpt))
+                              head_activation=convert.head_activation(ckpt))
     return ckpt, spec
 
 
@@ -66,7 +67,7 @@ def test_finetune_starts_from_the_checkpoints_head_when_the_labels_match(hf_refe
     case = hf_reference["distilbert"]
     ckpt, spec = lora_spec(case, list(case.labels))
     model = classifier.build_from_spec(spec)
-    message = finetune.start_from_checkpoint(model, spec, ckpt)
+    message = job_base.start_from_checkpoint(model, spec, ckpt)
     assert message == "head: DistilBertForSequenceClassification's, labels ['negative', 'positive']"
     # LoRA starts at zero, so before training the model is the checkpoint, head and all
     rows = [0, 2, 3]
@@ -78,7 +79,7 @@ def test_finetune_keeps_the_dense_layer_but_starts_a_new_classifier_for_other_la
     case = hf_reference["roberta"]
     ckpt, spec = lora_spec(case, ["x", "y", "z"])
     model = classifier.build_from_spec(spec)
-    message = finetune.start_from_checkpoint(model, spec, ckpt)
+    message = job_base.start_from_checkpoint(model, spec, ckpt)
     assert "a new classifier layer" in message
     tensors = ckpt.tensors()
     np.testing.assert_array_equal(np.asarray(model.get_layer(classifier.HEAD_DENSE).kernel),

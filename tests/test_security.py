@@ -278,7 +278,6 @@ def test_concurrent_promotions_cannot_crown_the_worse_model(tiny_model, tmp_path
     import time
     from types import SimpleNamespace
 
-    import jobs.finetune
     from jobs import gate
     from scorer import registry
 
@@ -302,7 +301,7 @@ def test_concurrent_promotions_cannot_crown_the_worse_model(tiny_model, tmp_path
         return {"macro_f1": predict(None)}
 
     monkeypatch.setattr(gate, "Scorer", ChampionScorer)
-    monkeypatch.setattr(jobs.finetune, "evaluate", evaluate)
+    monkeypatch.setattr(gate, "evaluate", evaluate)
     results = {}
 
     def job(version, delay):
@@ -324,7 +323,7 @@ def test_concurrent_promotions_cannot_crown_the_worse_model(tiny_model, tmp_path
 # --------------------------------------------------------------------------- hf_dir bases
 
 def test_an_hf_dir_base_is_checksummed_at_training_and_checked_at_load(tmp_path):
-    from jobs.finetune import resolve_base
+    from jobs.base import resolve_base
     from tests.conftest import make_hf_checkpoint
 
     ckpt = make_hf_checkpoint(tmp_path / "bert", "bert")
