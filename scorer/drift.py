@@ -26,6 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
+from scorer import jsonfile
 from scorer.errors import ModelError
 
 PROBABILITY_BINS = 10  # equal-width bins over [0, 1]
@@ -257,11 +258,8 @@ def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | 
 
 
 def read_sidecar(path: Path) -> Reference:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: not a readable reference ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
+    data = jsonfile.read_object(path, ModelError)
+    if data.get("format") != REFERENCE_FORMAT:
         raise ModelError(f"{path}: not a scorer reference (format {REFERENCE_FORMAT})")
     return Reference(Profile.from_json(data.get("profile") or {}, str(path)), str(path),
                      (data.get("model") or {}).get("checksum"))

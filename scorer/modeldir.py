@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from scorer import registry
+from scorer import jsonfile, registry
 from scorer.errors import ModelError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf.checkpoint import Checkpoint
@@ -183,12 +183,7 @@ def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
         return from_checkpoint(hf_checkpoint.read(path))
     if not spec_path.is_file():
         raise ModelError(f"{path} is not a scorer model directory: it has no {SPEC_FILE}")
-    try:
-        raw = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{spec_path}: not readable JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelError(f"{spec_path}: expected a JSON object")
+    raw = jsonfile.read_object(spec_path, ModelError)
     known = {f.name for f in fields(ModelSpec)}
     missing = [k for k in ("name", "labels", "base") if k not in raw]
     if missing:

@@ -7,12 +7,11 @@ times. matplotlib is imported here only, never on the scoring path.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from scorer import commit, drift, storage
+from scorer import commit, drift, jsonfile, storage
 from scorer.errors import ConfigError, InputError, OutputError
 
 _RUN, _REFERENCE = "#1f77b4", "#bbbbbb"
@@ -66,12 +65,9 @@ def read_manifest(out: str) -> dict:
     if storage.is_remote(out):
         raise InputError(f"{out}: scorer report reads local output directories; copy it here first")
     path = Path(out) / commit.MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{out}: no {commit.MANIFEST}; is it the output of a finished run?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not readable ({e})") from None
+    if not path.exists():
+        raise InputError(f"{out}: no {commit.MANIFEST}; is it the output of a finished run?")
+    manifest = jsonfile.read_object(path, InputError)
     if not manifest.get("profile"):
         raise InputError(f"{path}: has no profile of its rows (written by an older scorer); "
                          "score it again to draw it")

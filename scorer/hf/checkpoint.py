@@ -13,12 +13,12 @@ directory. `read()` checks all of it and records the sha256 of the config and ev
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scorer import jsonfile
 from scorer.errors import ModelError
 
 CONFIG_FILE = "config.json"
@@ -129,7 +129,7 @@ def read(path: Path, classifier: bool = True) -> Checkpoint:
     from scorer.modeldir import sha256_file
 
     path = Path(path)
-    config = _read_json(path / CONFIG_FILE)
+    config = jsonfile.read_object(path / CONFIG_FILE, ModelError)
     if "auto_map" in config:
         raise ModelError(f"{path / CONFIG_FILE}: names custom code (auto_map); scorer never runs "
                          "code from a model directory")
@@ -149,7 +149,7 @@ def read(path: Path, classifier: bool = True) -> Checkpoint:
 
 def _weight_files(path: Path) -> tuple[str, ...]:
     if (path / WEIGHTS_INDEX).is_file():
-        index = _read_json(path / WEIGHTS_INDEX)
+        index = jsonfile.read_object(path / WEIGHTS_INDEX, ModelError)
         files = sorted(set((index.get("weight_map") or {}).values()))
         for name in files:
             if Path(name).name != name or not (path / name).is_file():
@@ -168,18 +168,6 @@ def _weight_files(path: Path) -> tuple[str, ...]:
     raise ModelError(f"{path}: no {WEIGHTS_FILE}")
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected a JSON object")
-    return raw
-
-
 # ----------------------------------------------------------------------------- tokenizer
 
 def load_tokenizer(path: Path):
@@ -187,7 +175,7 @@ def load_tokenizer(path: Path):
     merges.txt or a SentencePiece model), offline. Returns (its Rust `tokenizers.Tokenizer`,
     the pad id, model_max_length); scoring encodes with the Rust tokenizer alone."""
     tokenizer_config = path / "tokenizer_config.json"
-    if tokenizer_config.is_file() and "auto_map" in _read_json(tokenizer_config):
+    if tokenizer_config.is_file() and "auto_map" in jsonfile.read_object(tokenizer_config, ModelError):
         raise ModelError(f"{tokenizer_config}: names custom code (auto_map); scorer never runs "
                          "code from a model directory")
     import transformers
