@@ -8,7 +8,7 @@ import pytest
 
 from scorer import Scorer, classifier, modeldir
 from scorer.errors import ModelError
-from tests.conftest import make_tiny_model
+from tests.conftest import SAMPLE, make_tiny_model
 
 
 def copy_model(src, tmp_path):
@@ -30,7 +30,16 @@ def test_default_model_is_packaged_and_small():
     assert md.spec.lora_rank and md.spec.tokenizer_file is None
     size = sum(f.stat().st_size for f in md.path.iterdir())
     assert size < 5 * 2**20
-    assert md.spec.metrics["test"]["accuracy"] >= 0.88
+
+
+def test_default_model_classifies_sst2_dev_sentences(default_scorer):
+    """The packaged model as scoring loads it (base encoder, adapter, head, temperature), on 300
+    SST-2 dev sentences it was never trained on: measured 0.88-0.89 on the whole dev set."""
+    rows = [json.loads(line) for line in (SAMPLE / "sst2_dev_sample.jsonl").read_text().splitlines()]
+    predictions = default_scorer.score([row["text"] for row in rows])
+    assert all(p.error is None for p in predictions)
+    accuracy = np.mean([p.label == row["gold_label"] for p, row in zip(predictions, rows)])
+    assert accuracy >= 0.85, accuracy
 
 
 @pytest.mark.parametrize("damage, message", [

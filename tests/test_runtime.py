@@ -1,6 +1,8 @@
 """Thread sizing: CPU affinity capped by a container's cgroup CPU quota."""
 
 import os
+import subprocess
+import sys
 
 from scorer import runtime
 
@@ -32,13 +34,17 @@ def test_no_cgroup_files_means_affinity(tmp_path):
     assert runtime.available_cpus(tmp_path) == len(os.sched_getaffinity(0))
 
 
-def test_tensorflow_pools_follow_the_chosen_thread_count():
-    import tensorflow as tf
-
-    runtime.start()
-    assert runtime.threads_in_use >= 1
-    assert tf.config.threading.get_intra_op_parallelism_threads() == runtime.threads_in_use
-    assert os.environ["RAYON_NUM_THREADS"]
+def test_tensorflow_and_tokenizer_pools_follow_scorer_threads():
+    """In a fresh process (TensorFlow sizes its pools once), SCORER_THREADS=3 sizes TensorFlow's
+    intra- and inter-op pools and the tokenizer's (RAYON_NUM_THREADS)."""
+    probe = ("from scorer import runtime; runtime.start(); import os, tensorflow as tf; "
+             "print(runtime.threads_in_use, tf.config.threading.get_intra_op_parallelism_threads(), "
+             "tf.config.threading.get_inter_op_parallelism_threads(), os.environ['RAYON_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", probe], env={**env, "SCORER_THREADS": "3"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "3", "3", "3"]
 
 
 def test_scorer_threads_sets_the_count_and_a_bad_value_is_a_config_error(monkeypatch):
