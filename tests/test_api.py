@@ -71,9 +71,14 @@ def test_the_windows_column_and_a_huge_text_stays_bounded(windowed):
     assert windowed.prepare(["x " * 5_000_000]).encoded.lengths.sum() <= 4 * 16
 
 
-def test_truncate_is_the_default_and_has_no_windows_column(tiny_scorer):
-    assert not tiny_scorer.windowed
-    assert "windows" not in tiny_scorer.score_columns(["a film"]).column_names
+def test_window_is_the_default_and_truncate_has_no_windows_column(tiny_model, tiny_scorer):
+    assert tiny_scorer.windowed  # Scorer.load() as every engine calls it: api.DEFAULT_LONG_TEXT
+    table = tiny_scorer.score_columns([LONG, "a film"])
+    assert table.column("windows").to_pylist()[1] == 1 and table.column("windows").to_pylist()[0] > 1
+    truncating = Scorer.load(tiny_model, long_text="truncate")
+    assert not truncating.windowed
+    assert "windows" not in truncating.score_columns([LONG, "a film"]).column_names
+    assert truncating.prepare([LONG]).truncated().tolist() == [True]
     with pytest.raises(ValueError, match="long_text"):
         Scorer.load(long_text="chunk")
 
