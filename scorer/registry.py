@@ -137,11 +137,7 @@ def _fsync_tree(root: Path) -> None:
     """fsync every file and directory under root, directories after what they hold."""
     for directory, _, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            storage.fsync_path(Path(directory, name))
         storage.fsync_dir(Path(directory))
 
 

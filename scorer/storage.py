@@ -215,6 +215,12 @@ def open_storage(location: str | Path):
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file in it) durable."""
+    fsync_path(path)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data) or a directory (its entries), by path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
