@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from scorer.cli import main
 from tests.conftest import SAMPLE, wait_for_port
 
-OUTPUT_COLUMNS = ["label", "label_id", "score", "probabilities", "error"]
+OUTPUT_COLUMNS = ["label", "label_id", "score", "probabilities", "windows", "error"]
 
 
 def invoke(*args, input=None):
@@ -81,6 +81,27 @@ def test_id_column_drop_text_and_prefix(tiny_model, tmp_path):
                "--id-column", "id", "--drop-text", "--output-prefix", "pred_")
     assert r.exit_code == 0, r.output
     assert read_output(out).column_names == ["id", "gold_label"] + ["pred_" + c for c in OUTPUT_COLUMNS]
+
+
+def test_long_texts_are_scored_as_windows_by_default(tiny_model, tmp_path):
+    long_review = "a slow start, then a film of real grace and wit; " * 30  # over the tiny model's 64 tokens
+    lines = f"{long_review}\nshort and sweet\n"
+    r = invoke("run", "-", "--format", "text", "-o", tmp_path / "w", "--model", tiny_model, input=lines)
+    assert r.exit_code == 0, r.output
+    windows = read_output(tmp_path / "w").column("windows").to_pylist()
+    assert windows[0] > 1 and windows[1] == 1
+    m = json.loads((tmp_path / "w" / "_manifest.json").read_text())
+    assert m["rows_windowed"] == 1 and m["rows_truncated"] == 0
+    # --long-text truncate: cut at the max length, counted, and no windows column
+    r = invoke("run", "-", "--format", "text", "-o", tmp_path / "t", "--model", tiny_model,
+               "--long-text", "truncate", input=lines)
+    assert r.exit_code == 0, r.output
+    assert "windows" not in read_output(tmp_path / "t").column_names
+    m = json.loads((tmp_path / "t" / "_manifest.json").read_text())
+    assert m["rows_windowed"] == 0 and m["rows_truncated"] == 1
+    help_text = " ".join(invoke("run", "--help").output.split())
+    long_text_help = help_text[help_text.index("--long-text [truncate|window]"):help_text.index("--max-windows")]
+    assert "[default: window]" in long_text_help
 
 
 def test_partition_by_predicted_label(tiny_model, tmp_path):
