@@ -198,16 +198,16 @@ def load_checkpoint_model(model_dir: ModelDir, dtype=None):
 
 def packing_supported(model) -> bool:
     """Packed batches need BERT's embeddings and an attention mask: keras-hub BertBackbone."""
-    return _bert_backbone(model) is not None
-
-
-def _bert_backbone(model):
     import keras_hub
 
-    for layer in model.layers:
-        if isinstance(layer, keras_hub.models.BertBackbone):
-            return layer
-    return None
+    return isinstance(backbone_layer(model), keras_hub.models.BertBackbone)
+
+
+def backbone_layer(model):
+    """The model's keras-hub backbone (its encoder) layer; None if it has none."""
+    import keras_hub
+
+    return next((layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)), None)
 
 
 class Predictor:
@@ -230,7 +230,7 @@ class Predictor:
         self.temperature = float(temperature)  # logits / temperature: the model's calibration
         self.compile_seconds = 0.0
         self.shapes_seen: set[tuple[int, int]] = set()
-        self._backbone = _bert_backbone(model)
+        self._backbone = backbone_layer(model)  # packed batches run its layers (BERT only)
         self._head = model.get_layer(HEAD_NAME)
         names = {layer.name for layer in model.layers}
         self._head_dense = model.get_layer(HEAD_DENSE) if HEAD_DENSE in names else None

@@ -132,13 +132,24 @@ class _Tensors:
         return self.tensors[key]
 
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        value = self.get_tensor(hf_weight_key)
-        if hook_fn:
-            value = hook_fn(value, list(keras_variable.shape))
-        if tuple(value.shape) != tuple(keras_variable.shape):
-            raise ModelError(f"{hf_weight_key} has shape {value.shape}, the backbone wants "
-                             f"{tuple(keras_variable.shape)}")
-        keras_variable.assign(value)
+        value = hooked(self, keras_variable, hf_weight_key, hook_fn)
+        assign_tensor(keras_variable, value, hf_weight_key)
+
+
+def hooked(loader, keras_variable, hf_weight_key: str, hook_fn) -> np.ndarray:
+    """What keras-hub's loader.port_weight(keras_variable, hf_weight_key, hook_fn) ports: the
+    named tensor, through the converter's hook (a transpose, reshape or slice) if it has one."""
+    value = loader.get_tensor(hf_weight_key)
+    return hook_fn(value, list(keras_variable.shape)) if hook_fn else value
+
+
+def assign_tensor(variable, value: np.ndarray, name: str, stored_shape: tuple | None = None) -> None:
+    """Set a backbone variable to a checkpoint tensor (laid out for it), refusing one of another
+    shape; the message names the tensor's shape as stored when it is given."""
+    if tuple(value.shape) != tuple(variable.shape):
+        raise ModelError(f"tensor {name} has shape {stored_shape or value.shape}, which does not fit "
+                         f"the backbone's {variable.path} {tuple(variable.shape)}")
+    variable.assign(value)
 
 
 def build_backbone(ckpt: Checkpoint, tensors: Mapping[str, np.ndarray], dtype=None):

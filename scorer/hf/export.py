@@ -46,7 +46,9 @@ def export(model_dir: ModelDir, out: Path) -> dict:
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty")
     model = classifier.load_keras_model(model_dir)
-    backbone = _backbone_of(model)
+    backbone = classifier.backbone_layer(model)
+    if backbone is None:
+        raise ModelError(f"{model_dir.path}: the model has no keras-hub backbone")
     tensors = _encoder_tensors(base, backbone)
     tensors.update(_head_tensors(model, base, head, model_dir.spec.temperature))
     config = _config(model_dir, base)
@@ -87,15 +89,6 @@ def _head_layout(model_dir: ModelDir, base: checkpoint.Checkpoint) -> str:
         + " to export")
 
 
-def _backbone_of(model):
-    import keras_hub
-
-    for layer in model.layers:
-        if isinstance(layer, keras_hub.models.Backbone):
-            return layer
-    raise ModelError("the model has no keras-hub backbone")
-
-
 class _Recorder:
     """keras-hub's loader interface: instead of loading, records where each variable came from.
     get_tensor returns the flat indices of the named tensor in its checkpoint shape, so the
@@ -114,9 +107,7 @@ class _Recorder:
         return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
 
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        index = self.get_tensor(hf_weight_key)
-        if hook_fn:
-            index = hook_fn(index, list(keras_variable.shape))
+        index = convert.hooked(self, keras_variable, hf_weight_key, hook_fn)
         self.records.append((self.key(hf_weight_key), np.asarray(index), keras_variable))
 
 
