@@ -52,9 +52,10 @@ def test_every_sample_format_through_the_cli(tmp_path):
         "parquet", "jsonl", "text"]
     meta = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"scorer.model"])
     assert meta == m["model"]
-    # drift against the packaged model's reference (its validation set: SST-2 training phrases):
-    # the scores are as the model is known to produce them, the sentences are longer than phrases
-    assert m["drift"]["reference"].endswith("models/default/scorer_reference.json")
+    # drift against the packaged model's reference (its validation set: SST-2 training phrases
+    # and IMDB reviews): the scores are as the model is known to produce them, the sentences are
+    # longer than phrases and shorter than reviews
+    assert m["drift"]["reference"] == "spec"
     psi = m["drift"]["psi"]
     assert psi["probability:negative"] < 0.1 and psi["probability:positive"] < 0.1
     assert psi["text_length"] > 1 and f"text_length {psi['text_length']:.3f}" in r.stderr
@@ -71,3 +72,18 @@ def test_stdin_jsonl_in_a_real_process(tmp_path):
     assert f"scored 6 rows into {out}/" in proc.stderr.decode()
     labels = pq.read_table(out / "part-00000.parquet").column("label").to_pylist()
     assert labels == ["positive"] * 3 + ["negative"] * 3
+
+
+def test_long_reviews_are_scored_as_windows_by_default(tmp_path):
+    """sample_data's 40 IMDB dev reviews (never trained on), as a new user runs them: every
+    review over the default model's 128 tokens is scored whole, as windows."""
+    out = tmp_path / "reviews"
+    r = CliRunner().invoke(main, ["run", str(SAMPLE / "imdb_dev_sample.jsonl"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(out / "part-00000.parquet")
+    windows = t.column("windows").to_pylist()
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["rows_windowed"] == sum(w > 1 for w in windows) >= 30 and m["rows_truncated"] == 0
+    gold = t.column("gold_label").to_pylist()
+    accuracy = sum(g == p for g, p in zip(gold, t.column("label").to_pylist())) / len(gold)
+    assert accuracy >= 0.85, accuracy
