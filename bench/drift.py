@@ -1,11 +1,9 @@
-"""Drift against the default model's reference, on real shifts; and that reference itself.
+"""Drift against the default model's reference, on real shifts.
 
-    .venv/bin/python bench/drift.py reference      # writes scorer/models/default/scorer_reference.json
     .venv/bin/python bench/drift.py shifts         # the README's table; bench/results/drift.json
 
-`reference` profiles the default model on exactly the rows it was validated on: the job held out
-10% of SST-2 train with seed 0 (jobs.data.split), and the fingerprint of the rows rebuilt here is
-checked against the one the model's spec records. `shifts` scores batches through
+The default model's reference is in its spec: the fine-tuning job profiled its validation set
+(10% of SST-2 train + IMDB train, held out with seed 0). `shifts` scores batches through
 scorer.pipeline.run (the path every run takes) with the default model and its reference, and
 reports each run's PSIs: SST-2 dev, AG News, IMDB reviews, and a seeded half (B) of SST-2 dev as it
 is, with half its texts emptied, and with half of them replaced by boilerplate. Each run's profile
@@ -25,39 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scorer import drift, modeldir  # noqa: E402
+from scorer import drift  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 RESULTS = REPO / "bench" / "results" / "drift.json"
 BOILERPLATE = "Click here to subscribe to our newsletter and never miss a review."
-
-
-def validation_texts() -> tuple[list[str], dict]:
-    from jobs import data
-
-    spec = modeldir.read(None).spec
-    raw = data.read_raw([str(DATASETS / "sst2" / "train.jsonl")], "text", "label")
-    labelled = data.prepare(raw, spec.labels, False, "train", {})
-    config = spec.training["config"]
-    _, validation = data.split(labelled, config["validation_fraction"], config["seed"])
-    if validation.fingerprint != spec.training["validation_data"]:
-        raise SystemExit(f"validation rows {validation.fingerprint} are not the model's "
-                         f"{spec.training['validation_data']}")
-    return validation.texts, validation.fingerprint
-
-
-def write_reference() -> None:
-    from scorer.api import Scorer
-
-    texts, fingerprint = validation_texts()
-    model = Scorer.load()
-    profile = drift.profile_texts(model, texts)
-    target = drift.sidecar_path(model.model_dir)
-    drift.write_sidecar(target, model.model_dir.id, profile, {
-        "what": "the default model's validation set: 10% of SST-2 train held out by the fine-tuning "
-                "job (jobs.data.split, seed 0), rebuilt and fingerprint-checked by bench/drift.py",
-        "validation_data": fingerprint, "rows_profiled": len(texts)})
-    print(f"{target}: {json.dumps(profile.summary())}")
 
 
 def read_texts(path: Path) -> list[str]:
@@ -136,13 +106,10 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["reference", "shifts"])
+    parser.add_argument("what", choices=["shifts"])
     parser.add_argument("--rows", type=int, default=3000, help="rows sampled per shifted batch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.what == "reference":
-        write_reference()
-        return
     results = measure(args.rows, args.seed)
     RESULTS.write_text(json.dumps({"command": " ".join(["bench/drift.py", *sys.argv[1:]]),
                                    "results": results}, indent=2) + "\n")
