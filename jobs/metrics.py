@@ -143,7 +143,12 @@ def evaluate(probabilities: Callable[[list[str]], np.ndarray], data, names: list
              multi_label: bool, threshold: float = 0.5) -> dict:
     """Metrics of a probabilities(texts) -> [n, labels] function on labelled data
     (jobs.data.LabeledData)."""
-    probs = probabilities(data.texts)
+    return metrics_of(probabilities(data.texts), data, names, multi_label, threshold)
+
+
+def metrics_of(probs: np.ndarray, data, names: list[str], multi_label: bool,
+               threshold: float = 0.5) -> dict:
+    """Metrics of probabilities [n, labels] already computed for labelled data."""
     if multi_label:
         return multilabel_metrics(data.targets, probs, names, threshold)
     return classification_metrics(data.targets, probs, names)

@@ -352,24 +352,26 @@ class Trainer:
             spec.tokenizer_file = "tokenizer.json"
         spec.training = {"history": self.state.history, "best_epoch": self.state.best_epoch,
                          "seconds": round(time.time() - self.started, 1)}
-        calibration = metrics.calibrate(val_data.targets, self.probabilities(val_data.texts),
-                                        self.cfg.multi_label)
+        raw = self.probabilities(val_data.texts)  # [n, labels]: the validation set scored once
+        calibration = metrics.calibrate(val_data.targets, raw, self.cfg.multi_label)
         spec.temperature = calibration.temperature
         spec.training["calibration"] = asdict(calibration)
-        calibrated = self.probabilities.calibrated(calibration.temperature)
+        probs = metrics.with_temperature(raw, calibration.temperature, self.cfg.multi_label)
         return TrainResult(
-            out, spec, metrics.evaluate(calibrated, val_data, spec.labels, self.cfg.multi_label),
-            self.state, calibrated, validation_reference(self.encoder, calibrated, val_data, spec.labels))
+            out, spec, metrics.metrics_of(probs, val_data, spec.labels, self.cfg.multi_label),
+            self.state, self.probabilities.calibrated(calibration.temperature),
+            validation_reference(self.encoder, probs, val_data, spec.labels))
 
 
-def validation_reference(encoder: encode.BatchEncoder, probabilities: ModelProbabilities,
-                         data: LabeledData, names: list[str]) -> dict:
+def validation_reference(encoder: encode.BatchEncoder, probs: np.ndarray, data: LabeledData,
+                         names: list[str]) -> dict:
     """The model's drift reference (scorer.drift) on its validation set, for its spec: what the
-    model is known to produce, which every run it scores is compared with."""
-    chunk = encoder.encode(data.texts)
+    model is known to produce (its calibrated probabilities [n, labels] of the set), which every
+    run it scores is compared with."""
+    chunk = encoder.encode(data.texts)  # the token counts, as a run counts them
     counted = api.Prepared([None] * len(data.texts), np.arange(len(data.texts)), chunk)
     profile = drift.Profile.empty(names)
-    profile.add(probabilities(data.texts), drift.token_counts(counted))
+    profile.add(probs, drift.token_counts(counted))
     return {"data": {"validation": data.fingerprint}, "profile": profile.to_json()}
 
 
