@@ -12,6 +12,11 @@ unreadable text) count as 0 tokens, so an upstream change that empties texts sho
 
 The population stability index compares two histograms: sum((a - e) * ln(a / e)) over the bins'
 shares; below 0.1 is conventionally "no real shift", 0.1-0.25 moderate, above 0.25 major.
+
+A model trained on several sources (short phrases and long reviews) has a reference that is a
+mixture, and a batch of one source alone differs from a mixture. Its reference may therefore hold
+one profile per source besides the whole ("parts"); a run is compared with the candidate (the
+whole or a part) it is nearest to, so a shift is what no known source looks like.
 """
 
 from __future__ import annotations
@@ -183,13 +188,35 @@ def psi_by_feature(reference: Profile, current: Profile) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
+WHOLE = "all"  # the whole reference's name among the candidates a run is compared with
+
+
+@dataclass
+class ReferencePart:
+    """The reference profile of the rows of one training source (the --train argument they came
+    from), or of the whole (named WHOLE)."""
+
+    name: str
+    profile: Profile
+
+
 @dataclass
 class Reference:
     """A model's reference profile and where it was found."""
 
-    profile: Profile
+    profile: Profile  # the whole validation set
     source: str  # "spec" (written by the fine-tuning job) or the sidecar file's path
     model_checksum: str | None  # the model it was made with (None: part of the spec itself)
+    parts: list[ReferencePart] = field(default_factory=list)  # one per training source, if recorded
+
+    def candidates(self) -> list[ReferencePart]:
+        """What a run may be compared with: the whole first (it wins ties), then each part."""
+        return [ReferencePart(WHOLE, self.profile), *self.parts]
+
+    def profile_of(self, part: str | None) -> Profile:
+        """The profile of a part (None: the whole). A part this reference does not have (an entry
+        --follow scored with an earlier model) gives the whole, as before parts existed."""
+        return next((p.profile for p in self.parts if p.name == part), self.profile)
 
 
 @dataclass
@@ -197,8 +224,10 @@ class Drift:
     """A run's comparison with its model's reference (the manifest's "drift")."""
 
     reference: str | None  # where the reference came from; None: the model has none
-    psi: dict[str, float] = field(default_factory=dict)
+    psi: dict[str, float] = field(default_factory=dict)  # against the nearest candidate
     note: str | None = None  # why there is no comparison
+    part: str | None = None  # the nearest candidate when it is a part; None: the whole
+    candidates: dict[str, float] = field(default_factory=dict)  # max PSI against each (WHOLE: the whole)
 
     @property
     def max_psi(self) -> float | None:
@@ -209,14 +238,26 @@ class Drift:
         if not shifted:
             return []
         shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(shifted.items(), key=lambda kv: -kv[1]))
-        return [f"drift: PSI above {PSI_WARNING} (moderate shift) against the model's reference: {shown}"]
+        against = "the model's reference"
+        if len(self.candidates) > 1:
+            nearest = f"part {self.part}" if self.part else "the whole"
+            against = f"the nearest of the model's {len(self.candidates)} reference candidates ({nearest})"
+        return [f"drift: PSI above {PSI_WARNING} (moderate shift) against {against}: {shown}"]
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "psi": self.psi, "max_psi": self.max_psi,
-                "warning_level": PSI_WARNING, "note": self.note}
+                "warning_level": PSI_WARNING, "note": self.note, "part": self.part,
+                "candidates": self.candidates}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Drift":
+        """A manifest's drift (one recorded before parts existed has no part or candidates)."""
+        return cls(data["reference"], data.get("psi") or {}, data.get("note"), data.get("part"),
+                   data.get("candidates") or {})
 
 
 def compare(reference: Reference | None, profile: Profile) -> Drift:
+    """The run's PSIs against the reference candidate whose largest PSI is the smallest."""
     if reference is None:
         return Drift(None, note="the model has no reference: see `scorer profile`")
     if reference.profile.labels != profile.labels:
@@ -224,7 +265,11 @@ def compare(reference: Reference | None, profile: Profile) -> Drift:
                      f"are not the model's {profile.labels}")
     if not profile.rows:
         return Drift(reference.source, note="no rows")
-    return Drift(reference.source, psi_by_feature(reference.profile, profile))
+    measured = {c.name: psi_by_feature(c.profile, profile) for c in reference.candidates()}
+    largest = {name: max(psis.values()) for name, psis in measured.items()}
+    nearest = min(largest, key=largest.__getitem__)  # the first of equals: the whole
+    return Drift(reference.source, measured[nearest], part=None if nearest == WHOLE else nearest,
+                 candidates=largest)
 
 
 def sidecar_path(model_dir) -> Path:
@@ -240,9 +285,7 @@ def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | 
     """The model's reference, and warnings: an explicit file, else the spec's (the fine-tuning
     job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used."""
     if explicit is None and model_dir.spec.reference:
-        return Reference(Profile.from_json(model_dir.spec.reference.get("profile", {}),
-                                           f"{model_dir.path}: 'reference'"),
-                         "spec", None), []
+        return spec_reference(model_dir.spec.reference, model_dir.path), []
     path = Path(explicit) if explicit else sidecar_path(model_dir)
     if not path.is_file():
         if explicit:
@@ -255,6 +298,29 @@ def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | 
                       f"{str(reference.model_checksum)[:12]}..., not this model's {checksum[:12]}...; "
                       "run `scorer profile` again"]
     return reference, []
+
+
+def spec_reference(data: dict, model_path) -> Reference:
+    """The reference the fine-tuning job records in the spec: the whole validation set's profile
+    and, optionally, "parts": [{"name": its --train source, "data": ..., "profile": ...}, ...]."""
+    whole = Profile.from_json(data.get("profile", {}), f"{model_path}: 'reference'")
+    parts = data.get("parts", [])
+    if not isinstance(parts, list):
+        raise ModelError(f"{model_path}: 'reference.parts': expected a list of {{name, data, profile}}")
+    return Reference(whole, "spec", None, [_part(item, f"{model_path}: 'reference.parts[{i}]'",
+                                                 whole.labels, parts[:i]) for i, item in enumerate(parts)])
+
+
+def _part(item, where: str, labels: list[str], before: list) -> ReferencePart:
+    """One recorded part, checked like the whole, with a name no other candidate has."""
+    name = item.get("name") if isinstance(item, dict) else None
+    if not isinstance(name, str) or not name or name == WHOLE or name in {
+            p.get("name") for p in before if isinstance(p, dict)}:
+        raise ModelError(f"{where}: needs a 'name' (its training source), unique and not {WHOLE!r}")
+    profile = Profile.from_json(item.get("profile", {}), f"{where} ({name})")
+    if profile.labels != labels:
+        raise ModelError(f"{where} ({name}): labels {profile.labels} are not the whole reference's {labels}")
+    return ReferencePart(name, profile)
 
 
 def read_sidecar(path: Path) -> Reference:

@@ -320,9 +320,10 @@ class _Follower:
                           EXIT_ENTRIES_FAILED if self.failed_now else 0)
 
     def _drift_fields(self) -> dict:
-        """Drift is per entry (EntryRecord.drift): the manifest's "drift" is the largest among
-        the entries scored by this process, "profile" merges every entry's of the current labels,
-        and each entry over the warning level is a warning."""
+        """Drift is per entry (EntryRecord.drift, each against its nearest reference candidate):
+        the manifest's "drift" is the largest among the entries scored by this process (with the
+        candidate that entry was measured against as "reference_profile"), "profile" merges every
+        entry's of the current labels, and each entry over the warning level is a warning."""
         labels, reference = self.the_run.model_dir.spec.labels, self.the_run.reference
         profile = drift.Profile.empty(labels)
         for e in self.writes.entries:
@@ -332,10 +333,10 @@ class _Follower:
         worst = max(now, key=lambda e: e["drift"]["max_psi"] or 0.0, default=None)
         warnings = list(self.the_run.reference_warnings)
         for e in now:
-            warnings += [f"entry {e['name']}: {w}" for w in drift.Drift(
-                e["drift"]["reference"], e["drift"]["psi"]).warnings()]
-        none = drift.compare(reference, drift.Profile.empty(labels)).to_json()
+            warnings += [f"entry {e['name']}: {w}" for w in drift.Drift.from_json(e["drift"]).warnings()]
+        worst_drift = (drift.Drift.from_json(worst["drift"]) if worst
+                       else drift.compare(reference, drift.Profile.empty(labels)))
         return {"profile": profile.to_json(), "summary": profile.summary(),
-                "drift": worst["drift"] if worst else none,
+                **self.the_run.drift_fields(worst_drift),
                 "drift_entry": worst["name"] if worst else None,
                 "warnings": warnings}

@@ -326,7 +326,7 @@ class Run:
             manifest.update(extra, resumed=self.outdir.resumed,
                             rows_resumed_from_checkpoint=stats.rows_skipped)
             run_drift = drift.compare(self.reference, writes.profile)
-            manifest.update(drift=run_drift.to_json(), warnings=warnings + manifest["warnings"]
+            manifest.update(self.drift_fields(run_drift), warnings=warnings + manifest["warnings"]
                             + run_drift.warnings())
             self.outdir.finish(manifest)
         return RunResult(self.out, manifest)
@@ -353,7 +353,6 @@ class Run:
                 "compile_seconds": round(compiled, 3), "write_seconds": round(self.timers.write.seconds, 3),
             },
             "profile": writes.profile.to_json(), "summary": writes.profile.summary(),
-            "reference_profile": self.reference.profile.to_json() if self.reference else None,
             "warnings": list(self.reference_warnings),
             "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
             "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
@@ -362,6 +361,12 @@ class Run:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+
+    def drift_fields(self, run_drift: drift.Drift) -> dict:
+        """The manifest's drift and the reference profile it was measured against (the nearest
+        candidate's), which `scorer report` draws beside the run's."""
+        chosen = self.reference.profile_of(run_drift.part) if self.reference else None
+        return {"drift": run_drift.to_json(), "reference_profile": chosen.to_json() if chosen else None}
 
     def _use_model(self, model_dir: modeldir.ModelDir, device: classifier.DevicePolicy) -> None:
         """Score as model_dir from now on; its drift reference is found (--max-drift without one

@@ -49,6 +49,19 @@ def make_tiny_model(path: Path, labels=("negative", "positive"), problem_type="s
     return path
 
 
+def with_spec_reference(model: Path, whole, parts: dict | None = None) -> Path:
+    """Write into model's spec the drift reference the fine-tuning job records: the whole
+    validation set's drift.Profile and (parts: {training source: Profile}) one per source."""
+    spec = modeldir.read(model).spec
+    data = {"validation": {"rows": whole.rows, "sha256": "0" * 64}}
+    spec.reference = {"data": data, "profile": whole.to_json()}
+    if parts is not None:
+        spec.reference["parts"] = [{"name": name, "data": {"validation": {"rows": p.rows, "sha256": "0" * 64}},
+                                    "profile": p.to_json()} for name, p in parts.items()]
+    modeldir.write_spec(model, spec)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from scorer import drift
 from scorer.cli import main
 from scorer.errors import ModelError
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, with_spec_reference
 
 LABELS = ["negative", "positive"]
 
@@ -92,6 +92,122 @@ def test_sample_is_seeded_uniform_and_keeps_input_order():
     assert drift.sample(iter(items), 100, 4) != a
     assert 3500 < np.mean(a) < 6500  # not the first 100
     assert drift.sample(iter(range(5)), 100, 0) == [0, 1, 2, 3, 4]
+
+
+# --- a reference with parts: one profile per training source --------------------------------
+
+SST2, IMDB = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+
+
+def lengths_of(kind: str, n: int, rng) -> np.ndarray:
+    """Token counts like one-sentence phrases, long reviews, or neither (mid-length texts)."""
+    low, high = {"short": (5, 30), "long": (150, 500), "medium": (50, 95)}[kind]
+    return rng.integers(low, high, n)
+
+
+def profile_of(*kinds: str, rows: int = 1000, seed: int = 0) -> drift.Profile:
+    """rows texts of each kind, with probabilities drawn alike for every kind."""
+    rng = np.random.default_rng(seed)
+    p = drift.Profile.empty(LABELS)
+    for kind in kinds:
+        positive = rng.beta(2, 2, rows)
+        p.add(np.stack([1 - positive, positive], axis=1), lengths_of(kind, rows, rng))
+    return p
+
+
+@pytest.fixture(scope="module")
+def two_sources() -> drift.Reference:
+    short, long = profile_of("short", seed=1), profile_of("long", seed=2)
+    return drift.Reference(short.merge(long), "spec", None,
+                           [drift.ReferencePart(SST2, short), drift.ReferencePart(IMDB, long)])
+
+
+@pytest.mark.parametrize("kind, nearest", [("short", SST2), ("long", IMDB)])
+def test_a_batch_like_one_source_is_measured_against_that_part(two_sources, kind, nearest):
+    batch = profile_of(kind, rows=500, seed=3)
+    d = drift.compare(two_sources, batch)
+    assert d.part == nearest and d.max_psi < drift.PSI_WARNING and d.warnings() == []
+    assert d.psi == drift.psi_by_feature(two_sources.profile_of(nearest), batch)
+    assert set(d.candidates) == {drift.WHOLE, SST2, IMDB}
+    assert d.candidates[nearest] == d.max_psi
+    assert d.candidates[drift.WHOLE] > drift.PSI_WARNING  # the whole alone would have warned
+    assert d.to_json()["part"] == nearest and d.to_json()["candidates"] == d.candidates
+
+
+def test_a_batch_like_no_source_crosses_and_the_warning_names_the_nearest(two_sources):
+    d = drift.compare(two_sources, profile_of("medium", rows=500, seed=3))
+    assert all(v > drift.PSI_WARNING for v in d.candidates.values())
+    assert d.max_psi == min(d.candidates.values())
+    name = f"part {d.part}" if d.part else "the whole"
+    [warning] = d.warnings()
+    assert warning.startswith("drift: PSI above 0.1 (moderate shift) against the nearest of the "
+                              f"model's 3 reference candidates ({name}): text_length ")
+
+
+def test_the_whole_is_chosen_when_nearest_and_on_a_tie(two_sources):
+    mixed = profile_of("short", "long", rows=500, seed=3)
+    d = drift.compare(two_sources, mixed)
+    assert d.part is None and d.max_psi < drift.PSI_WARNING
+    assert d.psi == drift.psi_by_feature(two_sources.profile, mixed)
+    assert d.candidates[drift.WHOLE] < min(d.candidates[SST2], d.candidates[IMDB])
+    one_source = drift.Reference(two_sources.profile, "spec", None,
+                                 [drift.ReferencePart(SST2, two_sources.profile)])
+    tie = drift.compare(one_source, profile_of("short", rows=500, seed=3))
+    assert tie.candidates[drift.WHOLE] == tie.candidates[SST2] and tie.part is None
+
+
+def test_a_reference_without_parts_is_compared_as_before(two_sources):
+    single = drift.Reference(two_sources.profile, "spec", None)
+    batch = profile_of("short", rows=500, seed=3)
+    d = drift.compare(single, batch)
+    assert d.psi == drift.psi_by_feature(single.profile, batch) and d.part is None
+    assert d.candidates == {drift.WHOLE: d.max_psi}
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(d.psi.items(), key=lambda kv: -kv[1])
+                      if v > drift.PSI_WARNING)
+    assert d.warnings() == [f"drift: PSI above 0.1 (moderate shift) against the model's reference: {shown}"]
+
+
+def spec_model(reference: dict, tmp_path) -> SimpleNamespace:
+    """What find_reference reads of a model directory whose spec holds `reference`."""
+    return SimpleNamespace(path=tmp_path, checkpoint=None, spec=SimpleNamespace(reference=reference),
+                           id={"checksum": "0" * 64})
+
+
+def spec_reference(whole: drift.Profile, parts: list[tuple[str, dict]] | None) -> dict:
+    """The spec's reference as the fine-tuning job writes it (parts: absent when None)."""
+    data = {"validation": {"rows": whole.rows, "sha256": "0" * 64}}
+    reference = {"data": data, "profile": whole.to_json()}
+    if parts is not None:
+        reference["parts"] = [{"name": name, "data": data, "profile": profile} for name, profile in parts]
+    return reference
+
+
+def test_find_reference_reads_the_spec_s_parts(two_sources, tmp_path):
+    whole = two_sources.profile
+    parts = [(p.name, p.profile.to_json()) for p in two_sources.parts]
+    found, warnings = drift.find_reference(spec_model(spec_reference(whole, parts), tmp_path))
+    assert found == two_sources and warnings == []
+    old, _ = drift.find_reference(spec_model(spec_reference(whole, None), tmp_path))
+    assert old == drift.Reference(whole, "spec", None) and old.parts == []
+
+
+def test_a_malformed_part_is_a_model_error_naming_it(two_sources, tmp_path):
+    whole, short = two_sources.profile, two_sources.parts[0].profile.to_json()
+    other_bins = {**short, "length_hist": [0, 0, 0]}
+    other_labels = drift.Profile.empty(["a", "b"]).to_json()
+    cases = [([(SST2, short), (IMDB, other_bins)], r"'reference.parts\[1\]' \(.*imdb.*\): its bins are not"),
+             ([(SST2, short), (IMDB, {"labels": LABELS, "colour": 1})], r"parts\[1\]' .*: not a profile"),
+             ([(SST2, other_labels)], r"parts\[0\]' .*: labels \['a', 'b'\] are not the whole reference's"),
+             ([("", short)], r"parts\[0\]': needs a 'name'"),
+             ([(SST2, short), (SST2, short)], r"parts\[1\]': needs a 'name'.*unique"),
+             ([(drift.WHOLE, short)], r"parts\[0\]': needs a 'name'.*not 'all'")]
+    for parts, message in cases:
+        with pytest.raises(ModelError, match=message):
+            drift.find_reference(spec_model(spec_reference(whole, parts), tmp_path))
+    for bad in ({"name": SST2}, ["not", "a", "list"]):
+        reference = {**spec_reference(whole, None), "parts": bad}
+        with pytest.raises(ModelError, match="'reference.parts"):
+            drift.find_reference(spec_model(reference, tmp_path))
 
 
 # --- scorer profile and scorer run ---------------------------------------------------------
@@ -171,7 +287,8 @@ def test_max_drift_without_a_reference_is_refused_before_scoring(model, data, tm
     r = invoke("run", data / "same.jsonl", "-o", out, "--model", model)  # no reference: no drift
     assert r.exit_code == 0
     assert manifest(out)["drift"] == {"reference": None, "psi": {}, "max_psi": None, "warning_level": 0.1,
-                                      "note": "the model has no reference: see `scorer profile`"}
+                                      "note": "the model has no reference: see `scorer profile`",
+                                      "part": None, "candidates": {}}
 
 
 def test_a_sidecar_of_another_model_is_not_used(model, tiny_multilabel_model, data, tmp_path):
@@ -230,3 +347,27 @@ def test_follow_measures_drift_per_entry(model, data, tmp_path):
     r = invoke("run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0",
                "--max-drift", "0.25")
     assert r.exit_code == 9 and "(text_length) passes --max-drift 0.25" in r.stderr
+
+
+def test_follow_compares_each_entry_with_its_own_nearest_part(model, data, tiny_scorer, tmp_path):
+    phrases = [json.loads(line)["text"] for line in (data / "same.jsonl").read_text().splitlines()]
+    reviews = [json.loads(line)["text"] for line in (SAMPLE / "imdb_dev_sample.jsonl").read_text().splitlines()]
+    short, long = drift.profile_texts(tiny_scorer, phrases), drift.profile_texts(tiny_scorer, reviews)
+    with_spec_reference(model, short.merge(long), {SST2: short, IMDB: long})
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(data / "same.jsonl", landing / "a.jsonl")
+    shutil.copy(SAMPLE / "imdb_dev_sample.jsonl", landing / "b.jsonl")
+    out = tmp_path / "out"
+    r = invoke("run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0",
+               "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output
+    m = manifest(out)
+    a, b = m["entries"]
+    assert (a["drift"]["part"], b["drift"]["part"]) == (SST2, IMDB)
+    assert a["drift"]["max_psi"] < drift.PSI_WARNING and b["drift"]["max_psi"] < drift.PSI_WARNING
+    assert a["drift"]["candidates"]["all"] > drift.PSI_WARNING < b["drift"]["candidates"]["all"]
+    worst = max((a, b), key=lambda e: e["drift"]["max_psi"])
+    assert m["drift"] == worst["drift"] and m["drift_entry"] == worst["name"]
+    assert m["reference_profile"] == (short if worst is a else long).to_json()
+    assert "warning:" not in r.stderr

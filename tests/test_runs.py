@@ -4,15 +4,19 @@ checkpoints, resume identity, the manifest (computed once), loading the model.""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
-from scorer import classifier, commit, source
+from scorer import classifier, commit, drift, source
+from scorer.cli import main
 from scorer.errors import DataError, OutputError
 from scorer.options import RunOptions
 from scorer.runs import Counters, Run
 from scorer.tables import chunk_table, scored_table
+from tests.conftest import SAMPLE, with_spec_reference
 
 INPUT = [{"path": "in.jsonl", "size": 1}]  # an input fingerprint: what resume identity compares
 
@@ -138,3 +142,37 @@ def test_the_ray_driver_reads_the_spec_without_building_the_keras_model(tiny_mod
     assert the_run.scorer is None and model_dir.spec.labels == ["negative", "positive"]
     assert (the_run.multi_label, the_run.windowed) == (False, False)
     assert the_run.open(INPUT).identity["model"] == model_dir.id["checksum"]
+
+
+def test_a_run_is_measured_against_the_nearest_part_of_a_multi_source_reference(tiny_model, tiny_scorer,
+                                                                                  tmp_path):
+    """A model trained on one-sentence phrases and long reviews: a batch of phrases only is what
+    it was made for (its part: no warning), though against the mixture of both it shifts."""
+    def texts(name):
+        return [json.loads(line)["text"] for line in (SAMPLE / name).read_text().splitlines()]
+
+    sst2, imdb = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+    phrases = drift.profile_texts(tiny_scorer, texts("sst2_dev_sample.jsonl"))
+    reviews = drift.profile_texts(tiny_scorer, texts("imdb_dev_sample.jsonl"))
+    whole = phrases.merge(reviews)
+    parts = with_spec_reference(shutil.copytree(tiny_model, tmp_path / "parts"), whole,
+                                {sst2: phrases, imdb: reviews})
+    alone = with_spec_reference(shutil.copytree(tiny_model, tmp_path / "alone"), whole)
+    batch = str(SAMPLE / "sst2_dev_sample.jsonl")
+
+    r = CliRunner().invoke(main, ["run", batch, "-o", str(tmp_path / "out"), "--model", str(parts),
+                                  "--max-drift", "0.25"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert m["drift"]["part"] == sst2 and m["drift"]["max_psi"] < drift.PSI_WARNING
+    assert set(m["drift"]["candidates"]) == {"all", sst2, imdb}
+    assert m["drift"]["candidates"]["all"] > 0.25 and m["drift"]["candidates"][sst2] == m["drift"]["max_psi"]
+    assert m["reference_profile"] == phrases.to_json()  # what `scorer report` draws
+    assert "warning:" not in r.stderr
+
+    r = CliRunner().invoke(main, ["run", batch, "-o", str(tmp_path / "whole"), "--model", str(alone)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "whole" / "_manifest.json").read_text())
+    assert m["drift"]["part"] is None and m["drift"]["candidates"] == {"all": m["drift"]["max_psi"]}
+    assert m["drift"]["psi"]["text_length"] > 0.25 and m["reference_profile"] == whole.to_json()
+    assert "warning: drift: PSI above 0.1 (moderate shift) against the model's reference: " in r.stderr
