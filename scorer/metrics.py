@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scorer.drift import WHOLE
+
 PREFIX = "scorer_"
 
 
@@ -60,7 +62,22 @@ def run_metrics(manifest: dict | None, output: str, exit_code: int) -> list[Metr
         for feature, value in drift["psi"].items():
             psi.samples.append(({**out, "feature": feature}, float(value)))
         metrics += [psi, one("drift_max_psi", "The largest drift PSI", drift["max_psi"])]
+        metrics += _candidate_metrics(drift, out)
     return metrics
+
+
+def _candidate_metrics(drift: dict, out: dict) -> list[Metric]:
+    """From a manifest's drift: the largest PSI against each reference candidate (WHOLE, else a
+    training source's part), and which one, the nearest, the PSIs above were measured against."""
+    largest = Metric(PREFIX + "drift_candidate_max_psi",
+                     f"The largest drift PSI against each reference candidate ({WHOLE}: the whole reference)")
+    chosen = Metric(PREFIX + "drift_candidate_chosen",
+                    "1 for the reference candidate the drift PSIs are measured against (the nearest), else 0")
+    nearest = drift.get("part") or WHOLE
+    for candidate, value in (drift.get("candidates") or {}).items():
+        largest.samples.append(({**out, "candidate": candidate}, float(value)))
+        chosen.samples.append(({**out, "candidate": candidate}, 1.0 if candidate == nearest else 0.0))
+    return [largest, chosen] if largest.samples else []
 
 
 # Exit codes of a run whose output is committed: success, --follow with failed entries, drift.

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from scorer import follow, metrics
+from scorer import drift, follow, metrics
 from scorer.cli import main
 from tests.conftest import SAMPLE
 
@@ -58,6 +58,27 @@ def test_drift_psis_are_metrics(tiny_model, tmp_path):
     for feature in ("probability:negative", "probability:positive", "text_length"):
         assert value(samples, "scorer_drift_psi", feature=feature) == 0.0
     assert value(samples, "scorer_drift_max_psi") == 0.0
+    # a reference without parts: the whole is the one candidate, and the one measured against
+    assert value(samples, "scorer_drift_candidate_max_psi", candidate="all") == 0.0
+    assert value(samples, "scorer_drift_candidate_chosen", candidate="all") == 1
+
+
+def test_drift_metrics_tell_which_reference_part_was_nearest(tmp_path):
+    sst2, imdb = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+    measured = drift.Drift("spec", {"probability:negative": 0.01, "probability:positive": 0.01,
+                                    "text_length": 0.02}, part=sst2,
+                           candidates={"all": 0.667, sst2: 0.02, imdb: 5.1})
+    manifest = {"rows_in": 300, "rows_scored": 300, "rows_with_error": 0, "rows_dead_lettered": 0,
+                "rows_per_second": 30.0, "padding_fraction": 0.1, "timing": {"total_seconds": 10.0},
+                "drift": measured.to_json()}
+    prom = tmp_path / "scorer.prom"
+    metrics.write_metrics(prom, manifest, "out", 0)
+    samples = parse(prom)
+    assert value(samples, "scorer_drift_max_psi") == 0.02  # against the nearest: the sst2 part
+    assert value(samples, "scorer_drift_psi", feature="text_length") == 0.02
+    for candidate, max_psi in measured.candidates.items():
+        assert value(samples, "scorer_drift_candidate_max_psi", candidate=candidate) == max_psi
+        assert value(samples, "scorer_drift_candidate_chosen", candidate=candidate) == (candidate == sst2)
 
 
 def test_a_failed_run_says_so(tiny_model, tmp_path):
