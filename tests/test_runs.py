@@ -176,3 +176,11 @@ def test_a_run_is_measured_against_the_nearest_part_of_a_multi_source_reference(
     assert m["drift"]["part"] is None and m["drift"]["candidates"] == {"all": m["drift"]["max_psi"]}
     assert m["drift"]["psi"]["text_length"] > 0.25 and m["reference_profile"] == whole.to_json()
     assert "warning: drift: PSI above 0.1 (moderate shift) against the model's reference: " in r.stderr
+
+    spec = json.loads((parts / "scorer_model.json").read_text())
+    spec["reference"]["parts"][1]["profile"]["length_hist"] = [0, 0, 0]  # another scorer's bins
+    (parts / "scorer_model.json").write_text(json.dumps(spec))
+    r = CliRunner().invoke(main, ["run", batch, "-o", str(tmp_path / "refused"), "--model", str(parts)])
+    assert r.exit_code == 4 and r.stderr.strip().splitlines() == [
+        f"error: {parts}: 'reference.parts[1]' ({imdb}): its bins are not this scorer's (10 probability "
+        "bins, 12 length bins); profile the model again"]
