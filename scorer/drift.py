@@ -213,10 +213,12 @@ class Reference:
         """What a run may be compared with: the whole first (it wins ties), then each part."""
         return [ReferencePart(WHOLE, self.profile), *self.parts]
 
-    def profile_of(self, part: str | None) -> Profile:
-        """The profile of a part (None: the whole). A part this reference does not have (an entry
-        --follow scored with an earlier model) gives the whole, as before parts existed."""
-        return next((p.profile for p in self.parts if p.name == part), self.profile)
+    def profile_of(self, part: str | None) -> Profile | None:
+        """The profile of a part (None: the whole); None for a part this reference does not have
+        (an entry --follow scored with an earlier model), rather than another candidate's."""
+        if part is None:
+            return self.profile
+        return next((p.profile for p in self.parts if p.name == part), None)
 
 
 @dataclass

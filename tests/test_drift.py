@@ -187,6 +187,8 @@ def test_find_reference_reads_the_spec_s_parts(two_sources, tmp_path):
     parts = [(p.name, p.profile.to_json()) for p in two_sources.parts]
     found, warnings = drift.find_reference(spec_model(spec_reference(whole, parts), tmp_path))
     assert found == two_sources and warnings == []
+    assert found.profile_of(None) == whole and found.profile_of(IMDB) == two_sources.parts[1].profile
+    assert found.profile_of("a source of an earlier model") is None
     old, _ = drift.find_reference(spec_model(spec_reference(whole, None), tmp_path))
     assert old == drift.Reference(whole, "spec", None) and old.parts == []
 
