@@ -21,33 +21,47 @@ from scorer.source import expand_inputs, read_chunks
 class LabeledData:
     texts: list[str]
     targets: np.ndarray  # [n] int label ids, or [n, labels] 0/1 for multi-label
+    # Which source (an index into source_names: the --train arguments) each row came from
+    sources: np.ndarray | None = None  # [n] int; None: one source
+    source_names: list[str] = field(default_factory=list)
     fingerprint: dict = field(default_factory=dict)  # rows + sha256 of the (text, label) pairs
 
     def __post_init__(self):
+        if self.sources is None:
+            self.sources = np.zeros(len(self.texts), np.int32)
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.texts, self.targets)
 
     def take(self, rows) -> "LabeledData":
         rows = list(rows)
-        return LabeledData([self.texts[i] for i in rows], self.targets[rows])
+        return LabeledData([self.texts[i] for i in rows], self.targets[rows],
+                           self.sources[rows], self.source_names)
 
 
 @dataclass
 class RawLabeled:
     texts: list  # str | None
     labels: list  # raw label values (lists for multi-label)
-    source: str
+    sources: list[int]  # per row: the index of the path (argument) it was read from
+    paths: list[str]
+
+    @property
+    def source(self) -> str:
+        return ", ".join(self.paths)
 
 
 def read_raw(paths: list[str], text_column: str, label_column: str) -> RawLabeled:
-    texts, labels = [], []
-    for chunk in read_chunks(expand_inputs(paths), text_column):
-        if label_column not in chunk.columns.column_names:
-            raise DataError(f"{chunk.source}: no label column {label_column!r} "
-                            f"(columns: {', '.join(chunk.columns.column_names)})")
-        texts += chunk.texts
-        labels += chunk.columns.column(label_column).to_pylist()
-    return RawLabeled(texts, labels, ", ".join(paths))
+    texts, labels, sources = [], [], []
+    paths = list(dict.fromkeys(paths))  # a path given twice is one source, read once
+    for index, path in enumerate(paths):
+        for chunk in read_chunks(expand_inputs([path]), text_column):
+            if label_column not in chunk.columns.column_names:
+                raise DataError(f"{chunk.source}: no label column {label_column!r} "
+                                f"(columns: {', '.join(chunk.columns.column_names)})")
+            texts += chunk.texts
+            labels += chunk.columns.column(label_column).to_pylist()
+            sources += [index] * len(chunk.texts)
+    return RawLabeled(texts, labels, sources, list(paths))
 
 
 def label_set(raw: RawLabeled, multi_label: bool) -> list[str]:
@@ -68,8 +82,8 @@ def prepare(raw: RawLabeled, names: list[str], multi_label: bool, role: str,
             return v  # an integer label with --label-names given
         return index.get(str(v))
 
-    texts, targets, empty, unlabelled, unknown = [], [], 0, 0, Counter()
-    for text, y in zip(raw.texts, raw.labels):
+    texts, targets, sources, empty, unlabelled, unknown = [], [], [], 0, 0, Counter()
+    for text, y, source in zip(raw.texts, raw.labels, raw.sources):
         if text is None or not str(text).strip():
             empty += 1
             continue
@@ -81,6 +95,7 @@ def prepare(raw: RawLabeled, names: list[str], multi_label: bool, role: str,
             unknown.update(str(v) for v, i in zip(y if multi_label else [y], ids) if i is None)
             continue
         texts.append(text)
+        sources.append(source)
         if multi_label:
             row = np.zeros(len(names), np.float32)
             row[ids] = 1.0
@@ -95,7 +110,8 @@ def prepare(raw: RawLabeled, names: list[str], multi_label: bool, role: str,
                         f"{dict(unknown.most_common(5))}")
     if not texts:
         raise DataError(f"{role} data ({raw.source}) has no usable rows")
-    data = LabeledData(texts, np.array(targets, dtype=np.float32 if multi_label else np.int32))
+    data = LabeledData(texts, np.array(targets, dtype=np.float32 if multi_label else np.int32),
+                       np.array(sources, np.int32), raw.paths)
     counts = (data.targets.sum(0).astype(int) if multi_label
               else np.bincount(data.targets, minlength=len(names)))
     section["class_counts"] = {n: int(c) for n, c in zip(names, counts)}
@@ -131,15 +147,52 @@ def fingerprint(texts: list[str], targets: np.ndarray) -> dict:
     return {"rows": len(texts), "sha256": h.hexdigest()}
 
 
+def containment_groups(texts: list[str]) -> np.ndarray:
+    """[n] group ids: each text's group is that of a longer (or equal, earlier) text containing it
+    word for word, else its own row. SST-2's rows are every phrase of its sentences: without this a
+    split validates on parts of sentences it trains on, and the model looks surer than it is."""
+    padded = [f" {' '.join(t.split())} " for t in texts]
+    words = [set(p.split()) for p in padded]
+    postings: dict[str, list[int]] = {}
+    order = sorted(range(len(texts)), key=lambda i: -len(padded[i]))  # containers first
+    group = np.arange(len(texts))
+    for rank, i in enumerate(order):
+        if words[i]:
+            rarest = min(words[i], key=lambda w: len(postings.get(w, ())))
+            container = next((j for j in postings.get(rarest, ()) if padded[i] in padded[j]), None)
+            if container is not None:
+                group[i] = group[container]
+        for w in words[i]:
+            postings.setdefault(w, []).append(i)
+    return group
+
+
+def whole_texts(texts: list[str]) -> np.ndarray:
+    """[n] bool: the texts not contained in another (SST-2's sentences, not their phrases)."""
+    return containment_groups(texts) == np.arange(len(texts))
+
+
 def split(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
-    """A seeded split, stratified by label (by first label for multi-label)."""
+    """A seeded split, stratified by label (by first label for multi-label), that keeps a text and
+    the texts it contains on one side (containment_groups): about `fraction` of each label's rows."""
     rng = np.random.default_rng(seed)
     strata = data.targets if data.targets.ndim == 1 else data.targets.argmax(1)
+    group = containment_groups(data.texts)
+    members: dict[int, list[int]] = {}
+    for row, g in enumerate(group.tolist()):
+        members.setdefault(g, []).append(row)
     held = []
     for value in np.unique(strata):
-        rows = np.flatnonzero(strata == value)
-        if len(rows) > 1:
-            held += rng.permutation(rows)[: max(1, round(len(rows) * fraction))].tolist()
+        roots = np.array([g for g in members if strata[g] == value])
+        want = max(1, round(int((strata[group] == value).sum()) * fraction))
+        if len(roots) < 2:
+            continue
+        taken = 0
+        for g in rng.permutation(roots).tolist():
+            if taken >= want:
+                break
+            held += members[g]
+            taken += len(members[g])
     held_set = set(held)
     return (data.take(i for i in range(len(data.texts)) if i not in held_set),
             data.take(sorted(held)))

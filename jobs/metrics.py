@@ -159,16 +159,38 @@ def summary_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("per_class", "confusion_matrix")}
 
 
-@dataclass
-class Calibration:
-    """The temperature fitted on the validation set, and what it did (the spec's
-    training.calibration)."""
+# Fewer windowed validation texts than this: they share the one-window texts' temperature
+MIN_WINDOWED_ROWS = 100
 
-    temperature: float
+
+@dataclass
+class CalibrationFit:
+    """What a temperature did to the rows it was fitted on."""
+
+    rows: int
     ece_before: float
     ece_after: float
     nll_before: float
     nll_after: float
+
+
+@dataclass
+class Calibration:
+    """The temperatures fitted on the validation set's whole texts (the spec's
+    training.calibration): one for texts of one window, one for texts scored as several (None:
+    too few of them, they share `temperature`)."""
+
+    temperature: float
+    windowed_temperature: float | None
+    all: CalibrationFit  # every calibration row, each with its own temperature
+    one_window: CalibrationFit | None  # None: no such rows
+    windowed: CalibrationFit | None
+
+
+def row_temperatures(windows: np.ndarray, temperature: float,
+                     windowed_temperature: float | None) -> np.ndarray:
+    """[n] the temperature each row is divided by, from its number of windows [n]."""
+    return np.where(windows > 1, windowed_temperature or temperature, temperature)
 
 
 def calibration_error(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
@@ -179,13 +201,37 @@ def calibration_error(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) 
     return expected_calibration_error(y_true, probs)
 
 
-def calibrate(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> Calibration:
-    """Fit the temperature to labelled probabilities and measure ECE and NLL before and after."""
-    temperature = fit_temperature(y_true, probs, multi_label)
-    after = with_temperature(probs, temperature, multi_label)
-    return Calibration(
-        temperature=temperature,
-        ece_before=round(calibration_error(y_true, probs, multi_label), 4),
+def with_row_temperatures(probs: np.ndarray, temperatures: np.ndarray, multi_label: bool) -> np.ndarray:
+    """with_temperature, each row [n] with its own temperature [n]."""
+    return api.probabilities_of(api.logits_of(probs, multi_label) / temperatures[:, None], multi_label)
+
+
+def calibration_fit(y_true: np.ndarray, before: np.ndarray, after: np.ndarray,
+                    multi_label: bool) -> CalibrationFit:
+    return CalibrationFit(
+        rows=int(len(y_true)),
+        ece_before=round(calibration_error(y_true, before, multi_label), 4),
         ece_after=round(calibration_error(y_true, after, multi_label), 4),
-        nll_before=round(negative_log_likelihood(y_true, probs, multi_label), 4),
+        nll_before=round(negative_log_likelihood(y_true, before, multi_label), 4),
         nll_after=round(negative_log_likelihood(y_true, after, multi_label), 4))
+
+
+def calibrate(y_true: np.ndarray, probs: np.ndarray, windows: np.ndarray,
+              multi_label: bool) -> Calibration:
+    """Fit the temperatures to labelled probabilities [n, labels] (T = 1) of texts scored as
+    windows [n] windows each: one on the one-window texts, one on the others when there are
+    MIN_WINDOWED_ROWS of them (else one on all), and measure ECE and NLL before and after."""
+    several = windows > 1
+    if several.sum() >= MIN_WINDOWED_ROWS and (~several).sum() >= MIN_WINDOWED_ROWS:
+        temperature = fit_temperature(y_true[~several], probs[~several], multi_label)
+        windowed_temperature = fit_temperature(y_true[several], probs[several], multi_label)
+    else:
+        temperature, windowed_temperature = fit_temperature(y_true, probs, multi_label), None
+    after = with_row_temperatures(probs, row_temperatures(windows, temperature, windowed_temperature),
+                                  multi_label)
+
+    def fit(rows):
+        return calibration_fit(y_true[rows], probs[rows], after[rows], multi_label) if rows.any() else None
+
+    return Calibration(temperature, windowed_temperature, fit(np.ones(len(windows), bool)),
+                       fit(~several), fit(several))

@@ -20,7 +20,7 @@ from jobs import metrics
 from jobs.base import hf_classifier, start_from, start_from_checkpoint
 from jobs.batches import TrainingBatch, TrainingRows, epoch_batches, epoch_steps
 from jobs.checkpoint import Checkpoint, TrainState
-from jobs.data import LabeledData
+from jobs.data import LabeledData, whole_texts
 from scorer import api, classifier, drift, encode, modeldir
 from scorer import backbone as backbones
 from scorer.hf import convert
@@ -71,23 +71,34 @@ class TrainConfig:
 @dataclass
 class ModelProbabilities:
     """probabilities(texts) -> [n, labels] as scoring computes them: a long text's windows
-    combined, then the model's temperature (None: not calibrated yet)."""
+    combined, then the model's temperatures (None: not calibrated yet)."""
 
-    predictor: classifier.Predictor
+    predictor: classifier.Predictor  # uncalibrated (temperature 1)
     encoder: encode.BatchEncoder
     num_labels: int
     multi_label: bool
-    temperature: float | None = None
+    calibration: metrics.Calibration | None = None
+
+    def uncalibrated(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [n, labels] at temperature 1, and how many windows each text was [n]."""
+        chunk = self.encoder.encode(texts)
+        return (api.chunk_probabilities(self.predictor, chunk, self.num_labels, self.multi_label),
+                api.windows_per_text(chunk))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        probs = api.chunk_probabilities(self.predictor, self.encoder.encode(texts), self.num_labels,
-                                        self.multi_label)
-        if self.temperature is None:
-            return probs
-        return metrics.with_temperature(probs, self.temperature, self.multi_label)
+        probs, windows = self.uncalibrated(texts)
+        return self.calibrate(probs, windows)
 
-    def calibrated(self, temperature: float) -> "ModelProbabilities":
-        return replace(self, temperature=temperature)
+    def calibrate(self, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities [n, labels] of texts of windows [n] -> what scoring gives."""
+        cal = self.calibration
+        if cal is None:
+            return probs
+        temperatures = metrics.row_temperatures(windows, cal.temperature, cal.windowed_temperature)
+        return metrics.with_row_temperatures(probs, temperatures, self.multi_label)
+
+    def calibrated(self, calibration: metrics.Calibration) -> "ModelProbabilities":
+        return replace(self, calibration=calibration)
 
 
 @dataclass
@@ -352,27 +363,49 @@ class Trainer:
             spec.tokenizer_file = "tokenizer.json"
         spec.training = {"history": self.state.history, "best_epoch": self.state.best_epoch,
                          "seconds": round(time.time() - self.started, 1)}
-        raw = self.probabilities(val_data.texts)  # [n, labels]: the validation set scored once
-        calibration = metrics.calibrate(val_data.targets, raw, self.cfg.multi_label)
+        # The validation set scored once: [n, labels] at temperature 1, windows per text [n]
+        raw, windows = self.probabilities.uncalibrated(val_data.texts)
+        whole = whole_texts(val_data.texts)  # calibrate and profile on texts as traffic has them
+        calibration = metrics.calibrate(val_data.targets[whole], raw[whole], windows[whole],
+                                        self.cfg.multi_label)
         spec.temperature = calibration.temperature
+        spec.windowed_temperature = calibration.windowed_temperature
         spec.training["calibration"] = asdict(calibration)
-        probs = metrics.with_temperature(raw, calibration.temperature, self.cfg.multi_label)
+        probabilities = self.probabilities.calibrated(calibration)
+        probs = probabilities.calibrate(raw, windows)
         return TrainResult(
             out, spec, metrics.metrics_of(probs, val_data, spec.labels, self.cfg.multi_label),
-            self.state, self.probabilities.calibrated(calibration.temperature),
-            validation_reference(self.encoder, probs, val_data, spec.labels))
+            self.state, probabilities,
+            validation_reference(self.encoder, val_data.take(np.flatnonzero(whole)), probs[whole],
+                                 spec.labels))
 
 
-def validation_reference(encoder: encode.BatchEncoder, probs: np.ndarray, data: LabeledData,
+# A training source with fewer whole validation texts than this gets no part of the reference
+MIN_REFERENCE_PART_ROWS = 200
+
+
+def validation_reference(encoder: encode.BatchEncoder, data: LabeledData, probs: np.ndarray,
                          names: list[str]) -> dict:
-    """The model's drift reference (scorer.drift) on its validation set, for its spec: what the
-    model is known to produce (its calibrated probabilities [n, labels] of the set), which every
-    run it scores is compared with."""
+    """The model's drift reference (scorer.drift) on its validation set's whole texts, for its
+    spec: what the model is known to produce (its calibrated probabilities [n, labels] of them),
+    which every run it scores is compared with; and one part per training source, so that traffic
+    like any one source the model was made for is not taken for a shift."""
     chunk = encoder.encode(data.texts)  # the token counts, as a run counts them
-    counted = api.Prepared([None] * len(data.texts), np.arange(len(data.texts)), chunk)
-    profile = drift.Profile.empty(names)
-    profile.add(probs, drift.token_counts(counted))
-    return {"data": {"validation": data.fingerprint}, "profile": profile.to_json()}
+    tokens = drift.token_counts(api.Prepared([None] * len(data.texts), np.arange(len(data.texts)), chunk))
+
+    def profile_of(rows: np.ndarray) -> dict:
+        profile = drift.Profile.empty(names)
+        profile.add(probs[rows], tokens[rows])
+        return profile.to_json()
+
+    reference = {"data": {"validation": data.fingerprint},
+                 "profile": profile_of(np.arange(len(data.texts)))}
+    parts = [np.flatnonzero(data.sources == i) for i in range(len(data.source_names))]
+    if sum(len(rows) >= MIN_REFERENCE_PART_ROWS for rows in parts) >= 2:
+        reference["parts"] = [
+            {"name": name, "data": {"validation": data.take(rows).fingerprint}, "profile": profile_of(rows)}
+            for name, rows in zip(data.source_names, parts) if len(rows) >= MIN_REFERENCE_PART_ROWS]
+    return reference
 
 
 def train(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None,

@@ -128,6 +128,13 @@ class Scorer:
     def windowed(self) -> bool:
         return self.encoder.window_overlap is not None
 
+    @property
+    def windowed_scale(self) -> float:
+        """What a windowed text's combined logits are multiplied by: the predictor divided them by
+        the temperature, the spec may calibrate windowed texts with their own."""
+        spec = self.spec
+        return spec.temperature / (spec.windowed_temperature or spec.temperature)
+
     # The three stages an engine runs, possibly on different threads: prepare (tokenize and
     # plan batches), infer (the model), columns (Arrow output). Each updates only its own stats.
 
@@ -147,7 +154,7 @@ class Scorer:
         chunk = prepared.encoded
         if chunk is not None:
             probs[prepared.valid] = chunk_probabilities(self.predictor, chunk, probs.shape[1],
-                                                        self.multi_label)
+                                                        self.multi_label, self.windowed_scale)
             s = self.stats
             s.real_tokens += chunk.real_tokens
             s.padded_tokens += chunk.padded_tokens
@@ -209,12 +216,18 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
 
 
 def chunk_probabilities(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
-                        num_labels: int, multi_label: bool) -> np.ndarray:
+                        num_labels: int, multi_label: bool, windowed_scale: float = 1.0) -> np.ndarray:
     """Probabilities [texts of the chunk, labels]: a windowed text's windows combined."""
     sequences = run_batches(predictor, chunk, num_labels)  # [sequences, labels]
     if chunk.text_of is None:
         return sequences
-    return combine_windows(sequences, chunk.text_of, len(chunk.windows), multi_label)  # [texts, labels]
+    return combine_windows(sequences, chunk.text_of, len(chunk.windows), multi_label,
+                           windowed_scale)  # [texts, labels]
+
+
+def windows_per_text(chunk: encode.EncodedChunk) -> np.ndarray:
+    """[texts] int: how many windows each text of the chunk was scored as."""
+    return chunk.windows if chunk.windows is not None else np.ones(len(chunk.lengths), np.int32)
 
 
 def window_overlap(max_length: int) -> int:
@@ -223,13 +236,15 @@ def window_overlap(max_length: int) -> int:
 
 
 def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int,
-                    multi_label: bool) -> np.ndarray:
+                    multi_label: bool, windowed_scale: float = 1.0) -> np.ndarray:
     """[windows, labels] probabilities -> [texts, labels]: the mean of each text's window logits,
-    through the same softmax / sigmoid."""
+    times windowed_scale for a text of several windows (its own calibration), through the same
+    softmax / sigmoid."""
     counts = np.bincount(text_of, minlength=texts).astype(np.float64)[:, None]  # [texts, 1]
     summed = np.zeros((texts, probs.shape[1]))
     np.add.at(summed, text_of, logits_of(probs, multi_label))
-    return probabilities_of(summed / counts, multi_label).astype(np.float32)
+    scale = np.where(counts > 1, windowed_scale, 1.0)  # [texts, 1]
+    return probabilities_of(summed / counts * scale, multi_label).astype(np.float32)
 
 
 def logits_of(probs: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -454,6 +454,8 @@ def info(model, as_json):
         f"max length:   {spec.max_length} tokens",
         f"temperature:  {spec.temperature:g}" + (" (calibrated on the validation set)"
                                                   if spec.temperature != 1 else ""),
+        *([f"windowed:     temperature {spec.windowed_temperature:g} for a text of several windows"]
+          if spec.windowed_temperature is not None else []),
         f"checksum:     {md.id['checksum']} "
         + ("(of the files below)" if ckpt is not None else f"({modeldir.SPEC_FILE})"),
     ]

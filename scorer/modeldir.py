@@ -45,6 +45,11 @@ class ModelSpec:
     # Logits are divided by this before softmax / sigmoid: fitted by the job on its validation
     # set so that a score of 0.8 is right about 80% of the time (1.0: as trained)
     temperature: float = 1.0
+    # A text scored as several windows (--long-text window): its mean window logits are divided
+    # by this instead, fitted on the validation texts that had several (None: the temperature).
+    # The mean is milder than each window, so it wants its own; Hugging Face exports fold only
+    # `temperature` (transformers truncates)
+    windowed_temperature: float | None = None
     max_length: int = 128
     pooling: str = "mean"
     # A dense layer + this activation between pooling and the classifier (the heads of Hugging
@@ -91,6 +96,8 @@ class ModelSpec:
             bad(f"'head_activation' must be one of {HEAD_ACTIVATIONS}, not {self.head_activation!r}")
         if not 0.01 <= self.temperature <= 100:
             bad(f"'temperature' must be from 0.01 to 100, not {self.temperature!r}")
+        if self.windowed_temperature is not None and not 0.01 <= self.windowed_temperature <= 100:
+            bad(f"'windowed_temperature' must be from 0.01 to 100, not {self.windowed_temperature!r}")
         if not isinstance(self.max_length, int) or not 2 <= self.max_length <= 8192:
             bad(f"'max_length' must be an integer from 2 to 8192, not {self.max_length!r}")
 
@@ -102,7 +109,7 @@ class ModelSpec:
 _FIELD_TYPES = {
     "name": (str,), "labels": (list,), "base": (dict,), "version": (str, int),
     "problem_type": (str,), "threshold": (int, float), "temperature": (int, float),
-    "max_length": (int,), "pooling": (str,),
+    "windowed_temperature": (int, float, type(None)), "max_length": (int,), "pooling": (str,),
     "head_activation": (str, type(None)), "dropout": (int, float),
     "lora_rank": (int, type(None)), "lora_targets": (list, type(None)), "weights_file": (str,),
     "tokenizer_file": (str, type(None)), "checksums": (dict,), "training": (dict,),
@@ -111,7 +118,7 @@ _FIELD_TYPES = {
 _TYPE_WORDS = {(str,): "a string", (list,): "a list", (dict,): "a JSON object",
                (str, int): "a string or an integer", (int, float): "a number", (int,): "an integer",
                (str, type(None)): "a string or null", (int, type(None)): "an integer or null",
-               (list, type(None)): "a list or null"}
+               (list, type(None)): "a list or null", (int, float, type(None)): "a number or null"}
 # What each base kind must hold, and of which type.
 _BASE_FIELDS = {"packaged": {"id": str}, "hf_dir": {"path": str},
                 "config": {"architecture": str, "config": dict}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,41 @@ def test_combine_windows_averages_logits_by_hand():
     probs = np.array([sigmoid([-1, 3]), sigmoid([1, 1])], np.float32)
     out = combine_windows(probs, np.array([0, 0]), 1, multi_label=True)
     np.testing.assert_allclose(out, [sigmoid([0, 2])], atol=1e-6)
+
+
+def test_a_windowed_text_gets_its_own_temperature_by_hand():
+    # text 0: windows (0, 1) and (2, 0) -> mean (1, 0.5) x windowed_scale 2 -> (2, 1);
+    # text 1, one window (0, 3): unscaled
+    def softmax(z):
+        e = np.exp(np.array(z, float) - max(z))
+        return e / e.sum()
+
+    probs = np.array([softmax([0, 1]), softmax([2, 0]), softmax([0, 3])], np.float32)
+    out = combine_windows(probs, np.array([0, 0, 1]), 2, multi_label=False, windowed_scale=2.0)
+    np.testing.assert_allclose(out, [softmax([2, 1]), softmax([0, 3])], atol=1e-6)
+
+
+def test_the_spec_windowed_temperature_applies_to_windowed_texts_only(tiny_model, tmp_path):
+    """A copy of the tiny model whose spec has windowed_temperature 0.5 (temperature 1): a
+    one-window text scores as before, a windowed one with its mean window logits doubled."""
+    import shutil
+
+    from scorer import api, modeldir
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    spec = json.loads((copy / modeldir.SPEC_FILE).read_text())
+    spec["windowed_temperature"] = 0.5
+    (copy / modeldir.SPEC_FILE).write_text(json.dumps(spec))
+    plain = Scorer.load(tiny_model, max_length=16, long_text="window", max_windows=4)
+    hot = Scorer.load(copy, max_length=16, long_text="window", max_windows=4)
+    texts = ["a short one", " ".join(["the film was long and slow"] * 6)]
+    before = plain.probabilities(texts)[0]
+    after = hot.probabilities(texts)[0]
+    np.testing.assert_allclose(after[0], before[0], atol=1e-6)
+    doubled = api.probabilities_of(api.logits_of(before[1:], False) * 2.0, False)[0]
+    np.testing.assert_allclose(after[1], doubled, atol=1e-5)
+    assert not np.allclose(after[1], before[1], atol=1e-3)
 
 
 def test_a_long_text_is_the_mean_of_its_windows_scored_one_by_one(windowed):

@@ -275,6 +275,27 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert (calibrated.argmax(1) == overconfident.argmax(1)).all()
 
 
+def test_calibrate_fits_one_window_and_windowed_texts_apart():
+    """One-window texts over-confident (logits x 2.5), windowed ones under-confident (x 0.6):
+    one temperature each recovers both, where one for all could not."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    logits = rng.normal(0, 2.0, size=(n, 2))
+    y = np.array([rng.choice(2, p=np.exp(z) / np.exp(z).sum()) for z in logits])
+    windows = np.where(np.arange(n) % 2 == 0, 1, 3)
+    scale = np.where(windows > 1, 0.6, 2.5)[:, None]
+    probs = np.exp(logits * scale) / np.exp(logits * scale).sum(1, keepdims=True)
+    cal = metrics.calibrate(y, probs, windows, multi_label=False)
+    assert cal.temperature == pytest.approx(2.5, rel=0.1)
+    assert cal.windowed_temperature == pytest.approx(0.6, rel=0.1)
+    assert cal.one_window.rows == cal.windowed.rows == n // 2 and cal.all.rows == n
+    assert cal.all.ece_after < 0.03 < cal.all.ece_before
+    one = metrics.fit_temperature(y, probs, False)
+    assert cal.all.ece_after < metrics.expected_calibration_error(y, metrics.with_temperature(probs, one, False)) / 2
+    few = metrics.calibrate(y[:150], probs[:150], windows[:150], multi_label=False)
+    assert few.windowed_temperature is None and few.windowed.rows == 75  # under MIN_WINDOWED_ROWS
+
+
 def test_the_job_reads_logits_from_probabilities_as_scoring_does():
     """Calibration (jobs.metrics.with_temperature) and the windows' combination at scoring
     (scorer.api.combine_windows) both go back from probabilities to logits; a confident model's
@@ -299,7 +320,8 @@ def test_the_job_fits_and_records_a_temperature_that_scoring_applies(toy, tiny_m
     spec = json.loads((out / "scorer_model.json").read_text())
     calibration = spec["training"]["calibration"]
     assert spec["temperature"] == calibration["temperature"] != 1.0
-    assert calibration["nll_after"] <= calibration["nll_before"]
+    assert spec["windowed_temperature"] is calibration["windowed_temperature"] is None  # all short
+    assert calibration["all"]["nll_after"] <= calibration["all"]["nll_before"]
     assert json.loads((out / "metrics.json").read_text())["calibration"] == calibration
     # scoring with the spec's temperature gives the validation metrics the job reported
     from jobs import evaluate
@@ -307,3 +329,55 @@ def test_the_job_fits_and_records_a_temperature_that_scoring_applies(toy, tiny_m
     e = CliRunner().invoke(evaluate.main, ["--data", str(toy["val"]), "--model", str(out)])
     measured = json.loads(e.stdout.strip().splitlines()[-1])
     assert measured["ece"] == pytest.approx(spec["metrics"]["validation"]["ece"], abs=1e-4)
+
+
+def test_the_job_calibrates_windowed_texts_apart_and_scoring_agrees(tiny_model, tmp_path, monkeypatch):
+    """Validation with short texts and texts over --max-length: two temperatures in the spec, and
+    scoring the validation set (jobs.evaluate, the Scorer) gives the job's own figures."""
+    monkeypatch.setattr(metrics, "MIN_WINDOWED_ROWS", 40)
+    short = keyword_rows(60, 1)
+    long = [{"text": " ".join([r["text"]] + random.Random(i).sample(WORDS, 12)), "label": r["label"]}
+            for i, r in enumerate(keyword_rows(60, 2))]
+    val = write_jsonl(tmp_path / "val.jsonl", short + long)
+    train = write_jsonl(tmp_path / "train.jsonl", keyword_rows(300, 0))
+    out = tmp_path / "m"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(train), "--validation", str(val), "--base", str(tiny_model), "--name", "w",
+        "--out", str(out), "--epochs", "1", "--max-length", "12"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "scorer_model.json").read_text())
+    calibration = spec["training"]["calibration"]
+    assert spec["windowed_temperature"] == calibration["windowed_temperature"] is not None
+    assert calibration["windowed"]["rows"] == 60 and calibration["one_window"]["rows"] == 60
+    from jobs import evaluate
+
+    e = CliRunner().invoke(evaluate.main, ["--data", str(val), "--model", str(out)])
+    measured = json.loads(e.stdout.strip().splitlines()[-1])
+    assert measured["ece"] == pytest.approx(spec["metrics"]["validation"]["ece"], abs=1e-4)
+    assert measured["accuracy"] == pytest.approx(spec["metrics"]["validation"]["accuracy"])
+
+
+def test_the_reference_has_a_part_per_training_source(tiny_model, tmp_path, monkeypatch):
+    """Two --train files, validation split off them: the spec's reference profiles the whole
+    validation set and each source's rows apart (scorer.drift compares a run with the nearest)."""
+    from jobs import train as train_mod
+
+    monkeypatch.setattr(train_mod, "MIN_REFERENCE_PART_ROWS", 20)
+    short = write_jsonl(tmp_path / "short.jsonl", keyword_rows(200, 0))
+    long = write_jsonl(tmp_path / "long.jsonl", [
+        {"text": " ".join([r["text"]] + random.Random(i).sample(WORDS, 10)), "label": r["label"]}
+        for i, r in enumerate(keyword_rows(200, 5))])
+    out = tmp_path / "m"
+    r = CliRunner().invoke(finetune.main, [
+        "--train", str(short), "--train", str(long), "--base", str(tiny_model), "--name", "p",
+        "--out", str(out), "--epochs", "1", "--validation-fraction", "0.2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    reference = json.loads((out / "scorer_model.json").read_text())["reference"]
+    parts = reference["parts"]
+    assert [p["name"] for p in parts] == [str(short), str(long)]
+    rows = [p["data"]["validation"]["rows"] for p in parts]
+    assert all(30 <= n <= 50 for n in rows)  # a fifth of each source's 200 (whole texts, by group)
+    assert sum(rows) == reference["data"]["validation"]["rows"] == reference["profile"]["rows"]
+    lengths = [np.average(np.arange(len(p["profile"]["length_hist"])), weights=p["profile"]["length_hist"])
+               for p in parts]
+    assert lengths[0] < lengths[1]  # the long source's part has the longer texts

@@ -8,7 +8,8 @@
          names and shapes come from the base checkpoint, so a base that has none cannot export
       -> the head: the dense layer + activation (BERT's pooler, RoBERTa's classifier.dense,
          DistilBERT's pre_classifier) and the classifier layer, divided by the model's
-         temperature (its calibration), which gives the same probabilities
+         temperature (its calibration), which gives the same probabilities (transformers
+         truncates, so a windowed_temperature has nothing to apply to there and is not exported)
       -> config.json (id2label, problem_type, the activation the model really computes),
          model.safetensors, the tokenizer files with model_max_length = the model's max length
 
