@@ -70,7 +70,9 @@ BARS = {"default": ("test", "accuracy", 0.89), "sst2-lora": ("test", "accuracy",
 
 def run_once(name: str, seed: int | None) -> dict:
     """One jobs.finetune process at `seed` (None: the run's own); summary, wall time, command."""
-    args = list(map(str, RUNS[name]))
+    # data paths relative to the repository (the job runs there): the spec's reference parts are
+    # named by them, and the recorded command is the one a fresh clone runs
+    args = [str(a).replace(str(REPO.parent), "..") for a in RUNS[name]]
     own_seed = 0  # jobs.finetune's default
     if "--seed" in args:  # recorded apart from the command, so runs at other seeds compare
         at = args.index("--seed")
@@ -90,8 +92,7 @@ def run_once(name: str, seed: int | None) -> dict:
     return {"seed": seed, "metrics": summary["metrics"], "best_epoch": summary["best_epoch"],
             "history": history,
             "wall_seconds": round(time.time() - start, 1), "date": time.strftime("%Y-%m-%d"),
-            "command": "python -m jobs.finetune " + " ".join(
-                a.replace(str(REPO.parent), "..") for a in args)}
+            "command": "python -m jobs.finetune " + " ".join(args)}
 
 
 def record(results: dict, name: str, run: dict) -> None:
