@@ -30,7 +30,8 @@ def draw(out: str, png: str) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
     axes = list(axes.ravel())
     fig.suptitle(f"{out}: {manifest['rows_in']:,} rows, {manifest['rows_scored']:,} scored, model "
-                 f"{manifest['model'].get('name')} (finished {manifest.get('finished')})")
+                 f"{manifest['model'].get('name')} (finished {manifest.get('finished')})\n"
+                 + reference_caption(manifest.get("drift") or {}))
     centres = (np.arange(drift.PROBABILITY_BINS) + 0.5) / drift.PROBABILITY_BINS
     for j, label in enumerate(profile.labels):
         feature = f"probability:{label}"
@@ -88,6 +89,17 @@ def _pyplot():
 def _shares(counts) -> np.ndarray:
     counts = np.asarray(counts, dtype=float)
     return counts / counts.sum() if counts.sum() else counts
+
+
+def reference_caption(drift_json: dict) -> str:
+    """What the grey bars are: the reference the run's drift was measured against."""
+    if not drift_json.get("reference"):
+        return "no reference (see `scorer profile`)"
+    candidates = drift_json.get("candidates") or {}
+    if len(candidates) <= 1:
+        return f"grey: the model's reference ({drift_json['reference']})"
+    nearest = f"part {drift_json['part']}" if drift_json.get("part") else "the whole"
+    return f"grey: the nearest of the reference's {len(candidates)} candidates, {nearest}"
 
 
 def _bars(ax, x, run, reference, width, title, xlabel=None, ticks=None) -> None:

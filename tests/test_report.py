@@ -45,3 +45,16 @@ def test_the_scoring_path_does_not_import_matplotlib():
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_the_picture_says_which_reference_the_grey_bars_are():
+    from scorer.report import reference_caption
+
+    assert reference_caption({"reference": None}) == "no reference (see `scorer profile`)"
+    assert reference_caption({"reference": "spec", "candidates": {"all": 0.2}}) == (
+        "grey: the model's reference (spec)")
+    parts = {"reference": "spec", "part": "../shared/datasets/sst2/train.jsonl",
+             "candidates": {"all": 2.3, "../shared/datasets/sst2/train.jsonl": 0.02, "imdb": 9.0}}
+    assert reference_caption(parts) == (
+        "grey: the nearest of the reference's 3 candidates, part ../shared/datasets/sst2/train.jsonl")
+    assert reference_caption({**parts, "part": None}).endswith("candidates, the whole")
