@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/drift.py shifts         # the README's table; bench/results/drift.json
 
-The default model's reference is in its spec: the fine-tuning job profiled its validation set
-(10% of SST-2 train + IMDB train, held out with seed 0). `shifts` scores batches through
-scorer.pipeline.run (the path every run takes) with the default model and its reference, and
-reports each run's PSIs: SST-2 dev, AG News, IMDB reviews, and a seeded half (B) of SST-2 dev as it
-is, with half its texts emptied, and with half of them replaced by boilerplate. Each run's profile
-is also compared with a second reference made of the other half (A) of SST-2 dev, which separates
-these shifts from the one between the model's validation phrases and dev's whole sentences.
+The default model's reference is in its spec: the fine-tuning job profiled the whole texts of its
+validation set (10% of SST-2 train + IMDB train, held out by sentence with seed 0), all of them and
+each source apart (parts: SST-2's sentences, IMDB's reviews); a run is measured against the
+nearest of the three. `shifts` scores batches through scorer.pipeline.run (the path every run
+takes) with the default model and its reference, and reports each run's PSIs (against the nearest
+candidate, which it names, and the largest against the whole): SST-2 dev, AG News, IMDB reviews,
+TREC questions, and a seeded half (B) of SST-2 dev as it is, with half its texts emptied, and with
+half of them replaced by boilerplate. Each run's profile is also compared with a second reference
+made of the other half (A) of SST-2 dev, what `scorer profile` makes of a sample of one traffic.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def batches(rows: int, seed: int) -> dict[str, list[str]]:
         "AG News test (sample)": rng.sample(read_texts(DATASETS / "ag_news" / "test.jsonl"), rows),
         "IMDB reviews dev (sample)": rng.sample(read_texts(DATASETS / "imdb_reviews" / "dev.jsonl"),
                                                 min(rows, 2000)),
+        # questions, not opinions: a new kind of traffic of sentence length
+        "TREC questions (test)": read_texts(DATASETS / "trec" / "test.jsonl"),
     }
 
 
@@ -75,6 +79,8 @@ def measure(rows: int, seed: int) -> list[dict]:
             m = pipeline.run([str(data)], Path(tmp) / f"out{n}", scorer_=model).manifest
             profile = drift.Profile.from_json(m["profile"])
             results.append({"data": name, "rows": m["rows_in"], "psi": m["drift"]["psi"],
+                            "nearest": m["drift"].get("part") or drift.WHOLE,
+                            "candidates": m["drift"].get("candidates") or {},
                             "psi_vs_dev_half_a": drift.psi_by_feature(dev_half_reference, profile) if n else None,
                             "summary": m["summary"]})
             print(json.dumps(results[-1]), flush=True)
@@ -82,23 +88,27 @@ def measure(rows: int, seed: int) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    head = ["data", "rows", "mean tokens", "not scored", "predicted positive",
-            "PSI P(positive)", "PSI text length", "PSI P(positive) vs dev half A",
+    head = ["data", "rows", "mean tokens", "not scored", "predicted positive", "nearest reference",
+            "PSI P(positive)", "PSI text length", "max PSI vs the whole", "PSI P(positive) vs dev half A",
             "PSI text length vs dev half A"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def shown(psi: dict | None, key: str) -> str:
-        if psi is None:
+        if psi is None or key not in psi:
             return "-"
         value = psi[key]
         return f"**{value:.3f}**" if value > drift.PSI_WARNING else f"{value:.3f}"
+
+    def source(name: str) -> str:  # ../shared/datasets/sst2/train.jsonl -> sst2 part
+        return "the whole" if name == drift.WHOLE else Path(name).parent.name + " part"
 
     for r in results:
         s = r["summary"]
         lines.append("| " + " | ".join([
             r["data"], f"{r['rows']:,}", f"{s['mean_tokens']:.1f}", f"{s['unscored_share']:.0%}",
-            f"{s['predicted_share']['positive']:.1%}",
+            f"{s['predicted_share']['positive']:.1%}", source(r["nearest"]),
             shown(r["psi"], "probability:positive"), shown(r["psi"], drift.TEXT_LENGTH),
+            shown(r["candidates"], drift.WHOLE),
             shown(r["psi_vs_dev_half_a"], "probability:positive"),
             shown(r["psi_vs_dev_half_a"], drift.TEXT_LENGTH)]) + " |")
     return "\n".join(lines)
