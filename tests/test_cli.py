@@ -163,6 +163,20 @@ def test_info_shows_labels_base_and_checksums(tiny_model):
     assert "weights.safetensors:" in r.output
     spec = json.loads(invoke("info", "--model", tiny_model, "--json").output)
     assert spec["labels"] == ["negative", "positive"] and spec["max_length"] == 64
+    assert "windowed:" not in r.output  # no windowed temperature
+
+
+def test_info_shows_the_windowed_temperature(tiny_model, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_model, tmp_path / "m")
+    spec = json.loads((model / "scorer_model.json").read_text())
+    (model / "scorer_model.json").write_text(json.dumps({**spec, "temperature": 1.5,
+                                                         "windowed_temperature": 0.8}))
+    r = invoke("info", "--model", model)
+    assert r.exit_code == 0, r.output
+    assert "temperature:  1.5 (calibrated on the validation set)" in r.output
+    assert "windowed:     temperature 0.8 for a text of several windows" in r.output
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["info"]])
