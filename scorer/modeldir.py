@@ -22,7 +22,10 @@ from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf.checkpoint import Checkpoint
 
 SPEC_FILE = registry.SPEC_FILE
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this scorer reads
+# 2: windowed_temperature. A spec is written with the lowest version that holds it, so a model
+# without one still loads in an older scorer, and one with it is refused there ("upgrade scorer")
+# instead of scoring windowed texts with the wrong calibration (older readers skip unknown keys).
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
 PROBLEM_TYPES = ("single_label", "multi_label")
 POOLINGS = ("mean", "cls", "pooled")
@@ -259,5 +262,6 @@ def write_spec(path: Path, spec: ModelSpec) -> None:
         name: sha256_file(path / name)
         for name in [spec.weights_file] + ([spec.tokenizer_file] if spec.tokenizer_file else [])
     }
+    spec.format_version = 2 if spec.windowed_temperature is not None else 1
     spec.validate(str(path / SPEC_FILE))
     (path / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")

@@ -34,6 +34,8 @@ def edit_spec(path, **changes):
     ({"weights_file": "../weights.safetensors"}, "must be a plain name inside the model directory"),
     ({"checksums": {"weights.safetensors": 1}}, "'checksums' must map file names to sha256 strings"),
     ({"format_version": "1"}, "'format_version' must be an integer, not str"),
+    ({"windowed_temperature": 0}, "'windowed_temperature' must be from 0.01 to 100, not 0"),
+    ({"windowed_temperature": "1"}, "'windowed_temperature' must be a number or null, not str"),
 ])
 def test_a_bad_spec_is_refused_with_its_field_named(model, changes, message):
     edit_spec(model, **changes)
@@ -69,6 +71,18 @@ def test_write_spec_records_checksums_that_read_verifies(model):
     assert again.spec.checksums["tokenizer.json"] == modeldir.sha256_file(model / "tokenizer.json")
     assert again.spec.training == {"note": "rewritten"}
     assert again.id["checksum"] != checksum_before  # the id follows the spec file
+
+
+def test_a_spec_is_written_with_the_lowest_format_that_holds_it(model):
+    """A windowed temperature needs format 2 (an older scorer refuses it, where it would score
+    windowed texts with the wrong calibration); a spec without one stays 1, readable by it."""
+    md = modeldir.read(model)
+    modeldir.write_spec(model, md.spec)
+    assert json.loads((model / modeldir.SPEC_FILE).read_text())["format_version"] == 1
+    md.spec.windowed_temperature = 0.8
+    modeldir.write_spec(model, md.spec)
+    assert json.loads((model / modeldir.SPEC_FILE).read_text())["format_version"] == 2
+    assert modeldir.read(model).spec.windowed_temperature == 0.8
 
 
 def test_a_changed_weights_file_stops_scorer_with_exit_4_and_one_line(model, tmp_path):
