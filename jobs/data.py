@@ -156,7 +156,7 @@ def containment_groups(texts: list[str]) -> np.ndarray:
     postings: dict[str, list[int]] = {}
     order = sorted(range(len(texts)), key=lambda i: -len(padded[i]))  # containers first
     group = np.arange(len(texts))
-    for rank, i in enumerate(order):
+    for i in order:
         if words[i]:
             rarest = min(words[i], key=lambda w: len(postings.get(w, ())))
             container = next((j for j in postings.get(rarest, ()) if padded[i] in padded[j]), None)
