@@ -108,7 +108,7 @@ KERAS_TO_HF = {
 
 def test_default_model_probabilities_match_numpy_reference(default_scorer, minilm):
     """The whole default model vs NumPy: every LoRA adapter merged into the Hugging Face weights
-    by hand (W + a @ b), masked mean pooling, dense head, softmax."""
+    by hand (W + a @ b), masked mean pooling, dense head, the spec's temperature, softmax."""
     weights, _, encoder = minilm
     spec = default_scorer.spec
     trained = load_file(str(default_scorer.model_dir.path / spec.weights_file))
@@ -134,7 +134,7 @@ def test_default_model_probabilities_match_numpy_reference(default_scorer, minil
     expected = []
     for seq in ids:
         pooled = numpy_bert(merged, np.array(seq)).mean(0)  # [hidden]
-        logits = pooled @ kernel + bias  # [labels]
+        logits = (pooled @ kernel + bias) / spec.temperature  # [labels]; short texts: one window
         e = np.exp(logits - logits.max())
         expected.append(e / e.sum())
     got, _ = default_scorer.probabilities(TEXTS)
