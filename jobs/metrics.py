@@ -104,7 +104,7 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str],
 
 # ----------------------------------------------------------------------------- calibration
 
-def with_temperature(probs: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
+def with_temperature(probs: np.ndarray, temperature: float | np.ndarray, multi_label: bool) -> np.ndarray:
     """The probabilities the same logits give divided by `temperature` (what scoring does)."""
     return api.probabilities_of(api.logits_of(probs, multi_label) / temperature, multi_label)
 
@@ -203,7 +203,7 @@ def calibration_error(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) 
 
 def with_row_temperatures(probs: np.ndarray, temperatures: np.ndarray, multi_label: bool) -> np.ndarray:
     """with_temperature, each row [n] with its own temperature [n]."""
-    return api.probabilities_of(api.logits_of(probs, multi_label) / temperatures[:, None], multi_label)
+    return with_temperature(probs, temperatures[:, None], multi_label)
 
 
 def calibration_fit(y_true: np.ndarray, before: np.ndarray, after: np.ndarray,

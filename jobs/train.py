@@ -79,15 +79,14 @@ class ModelProbabilities:
     multi_label: bool
     calibration: metrics.Calibration | None = None
 
-    def uncalibrated(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities [n, labels] at temperature 1, and how many windows each text was [n]."""
+    def uncalibrated(self, texts: list[str]) -> tuple[np.ndarray, encode.EncodedChunk]:
+        """Probabilities [n, labels] at temperature 1, and the texts as they were encoded."""
         chunk = self.encoder.encode(texts)
-        return (api.chunk_probabilities(self.predictor, chunk, self.num_labels, self.multi_label),
-                api.windows_per_text(chunk))
+        return api.chunk_probabilities(self.predictor, chunk, self.num_labels, self.multi_label), chunk
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        probs, windows = self.uncalibrated(texts)
-        return self.calibrate(probs, windows)
+        probs, chunk = self.uncalibrated(texts)
+        return self.calibrate(probs, api.windows_per_text(chunk))
 
     def calibrate(self, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities [n, labels] of texts of windows [n] -> what scoring gives."""
@@ -363,8 +362,11 @@ class Trainer:
             spec.tokenizer_file = "tokenizer.json"
         spec.training = {"history": self.state.history, "best_epoch": self.state.best_epoch,
                          "seconds": round(time.time() - self.started, 1)}
-        # The validation set scored once: [n, labels] at temperature 1, windows per text [n]
-        raw, windows = self.probabilities.uncalibrated(val_data.texts)
+        # The validation set encoded and scored once: [n, labels] at temperature 1
+        raw, chunk = self.probabilities.uncalibrated(val_data.texts)
+        windows = api.windows_per_text(chunk)  # [n]
+        tokens = drift.token_counts(  # [n], as a run counts them
+            api.Prepared([None] * len(val_data.texts), np.arange(len(val_data.texts)), chunk))
         whole = whole_texts(val_data.texts)  # calibrate and profile on texts as traffic has them
         calibration = metrics.calibrate(val_data.targets[whole], raw[whole], windows[whole],
                                         self.cfg.multi_label)
@@ -376,7 +378,7 @@ class Trainer:
         return TrainResult(
             out, spec, metrics.metrics_of(probs, val_data, spec.labels, self.cfg.multi_label),
             self.state, probabilities,
-            validation_reference(self.encoder, val_data.take(np.flatnonzero(whole)), probs[whole],
+            validation_reference(val_data.take(np.flatnonzero(whole)), probs[whole], tokens[whole],
                                  spec.labels))
 
 
@@ -384,14 +386,12 @@ class Trainer:
 MIN_REFERENCE_PART_ROWS = 200
 
 
-def validation_reference(encoder: encode.BatchEncoder, data: LabeledData, probs: np.ndarray,
+def validation_reference(data: LabeledData, probs: np.ndarray, tokens: np.ndarray,
                          names: list[str]) -> dict:
     """The model's drift reference (scorer.drift) on its validation set's whole texts, for its
-    spec: what the model is known to produce (its calibrated probabilities [n, labels] of them),
-    which every run it scores is compared with; and one part per training source, so that traffic
-    like any one source the model was made for is not taken for a shift."""
-    chunk = encoder.encode(data.texts)  # the token counts, as a run counts them
-    tokens = drift.token_counts(api.Prepared([None] * len(data.texts), np.arange(len(data.texts)), chunk))
+    spec: what the model is known to produce (its calibrated probabilities [n, labels] of them,
+    their token counts [n]), which every run it scores is compared with; and one part per training
+    source, so that traffic like any one source the model was made for is not taken for a shift."""
 
     def profile_of(rows: np.ndarray) -> dict:
         profile = drift.Profile.empty(names)
