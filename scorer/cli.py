@@ -60,7 +60,7 @@ def main():
 
     Example:
 
-        scorer run sample_data/reviews.parquet -o scored/
+        scorer run sample_data/sst2_dev_sample.parquet -o scored/
     """
 
 
