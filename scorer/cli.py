@@ -400,14 +400,28 @@ def report(result, cmd: RunCommand) -> None:
     else:
         if cmd.show_progress:
             click.echo("", err=True)
-        errors = f", {m['rows_with_error']:,} with an error" if m["rows_with_error"] else ""
-        if m["rows_dead_lettered"]:
-            errors = f", {m['rows_dead_lettered']:,} bad rows into {m['dead_letter']['path']}/"
-        if m["resumed"]:
-            errors += f", resumed after {m['rows_resumed_from_checkpoint']:,} committed rows"
-        parts = f"{len(m['parts'])} part file" + ("" if len(m["parts"]) == 1 else "s")
-        click.echo(f"scored {m['rows_out']:,} rows{errors} into {result.output}/ ({parts}, "
-                   f"{m['timing']['total_seconds']:.1f}s, {m['rows_per_second']:,.0f} rows/s)", err=True)
+        click.echo(summary_line(m, result.output), err=True)
+
+
+def summary_line(m: dict, output) -> str:
+    """A batch run's summary: how many rows were scored (of how many), where the bad ones are."""
+    scored = (f"scored {m['rows_scored']:,} of {m['rows_in']:,} rows" if m["rows_with_error"]
+              else f"scored {m['rows_scored']:,} rows")
+    where = f" into {str(output).rstrip('/')}/"
+    details = [f"{len(m['parts'])} part file" + ("" if len(m["parts"]) == 1 else "s"),
+               f"{m['timing']['total_seconds']:.1f}s", f"{m['rows_per_second']:,.0f} rows/s"]
+    if m["rows_dead_lettered"]:
+        where += f", {bad_rows(m['rows_dead_lettered'])} into {m['dead_letter']['path'].rstrip('/')}/"
+    if m["rows_with_error"] > m["rows_dead_lettered"]:
+        details.insert(0, f"{bad_rows(m['rows_with_error'] - m['rows_dead_lettered'])} kept there "
+                          "with their error")
+    if m["resumed"]:
+        details.append(f"resumed after {m['rows_resumed_from_checkpoint']:,} committed rows")
+    return f"{scored}{where} ({', '.join(details)})"
+
+
+def bad_rows(n: int) -> str:
+    return f"{n:,} bad row" + ("" if n == 1 else "s")
 
 
 @main.command(context_settings=CONTEXT)

@@ -333,6 +333,7 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
         progress = (Progress(**json.loads(out.read_text(f"{STATE_DIR}/progress.json")))
                     if out.exists(f"{STATE_DIR}/progress.json") else Progress())
         return progress, True
+    _refuse_foreign(out, "the output directory")
     if not overwrite:
         if any(not f.startswith(STATE_DIR + "/") for f in out.files()) or (
                 not out.remote and any(p.name != STATE_DIR for p in out.root.iterdir())):
@@ -348,6 +349,8 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
                 f"files that are not the dead letters of {out}"
             raise OutputError(f"{dead_letter}: holds {whose}; give each output its own "
                               "--dead-letter directory")
+    if dead_letter:
+        _refuse_foreign(dead_letter, "the dead-letter directory")
     return Progress(), False
 
 
@@ -417,17 +420,68 @@ def _remove_uncommitted(out, committed: set[str]) -> None:
 
 
 def _clear(out, keep: str | None = None) -> None:
-    """Delete everything under the location but `keep` (the live run's lock)."""
+    """Delete what earlier scorer runs wrote there (parts, manifest, markers, state), but `keep`
+    (the live run's lock); nothing else (_inspect refuses a location holding anything else)."""
     if out.remote:
         for rel in out.files():
-            out.delete(rel)
+            if _OWN_FILE.fullmatch(rel):
+                out.delete(rel)
         return
     if not out.root.is_dir():
         return
-    for child in out.root.iterdir():
-        if keep and child == out.path(keep).parent and not child.is_symlink():
-            for inner in child.iterdir():
-                if inner != out.path(keep):  # a symlink is unlinked, never followed
-                    shutil.rmtree(inner) if inner.is_dir() and not inner.is_symlink() else inner.unlink()
-            continue
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    state = out.path(STATE_DIR)
+    if state.is_dir() and not state.is_symlink():
+        for inner in state.iterdir():
+            if not keep or inner != out.path(keep):  # a symlink is unlinked, never followed
+                shutil.rmtree(inner) if inner.is_dir() and not inner.is_symlink() else inner.unlink()
+    for rel in _local_entries(out.root):
+        if not rel.startswith(STATE_DIR + "/") and _OWN_FILE.fullmatch(rel):
+            out.path(rel).unlink()
+    for directory, _, _ in os.walk(out.root, topdown=False):  # deepest first, links not entered
+        rel = os.path.relpath(directory, out.root) + "/"
+        if _OWN_DIR.fullmatch(rel) and not rel.startswith(STATE_DIR) and not os.listdir(directory):
+            os.rmdir(directory)  # a partition directory its part files left empty
+
+
+# What scorer writes into an output or dead-letter location (scorer.sink's parts, under hive
+# partition directories or not; the manifest, markers, state, report, dead-letter owner, and
+# their temporary names): --overwrite replaces these, and refuses a location holding more.
+_OWN_FILE = re.compile(r"(?:[^/]*=[^/]*/)*(?:part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp)"
+                       r"|\.?_SUCCESS(?:\.tmp)?|\.?_manifest\.json(?:\.tmp)?|\.manifest\.json\.tmp"
+                       r"|\.?_scorer_output(?:\.tmp)?|_report\.png|\.scorer-write-test"
+                       rf"|{STATE_DIR}/.*", re.DOTALL)
+_OWN_DIR = re.compile(rf"(?:[^/]*=[^/]*/)+|{STATE_DIR}/.*", re.DOTALL)
+_NAMED = 5  # foreign files an error names
+
+
+def _local_entries(root: Path) -> list[str]:
+    """Every file, symlink and empty directory (ending in '/') under root, relative to it;
+    symlinked directories are listed, not entered."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        rel = os.path.relpath(directory, root)
+        prefix = "" if rel == "." else rel + "/"
+        found += [prefix + f for f in files]
+        found += [prefix + d for d in subdirs if os.path.islink(os.path.join(directory, d))]
+        if not subdirs and not files and prefix:
+            found.append(prefix)
+    return sorted(found)
+
+
+def foreign_files(location) -> list[str]:
+    """What a location holds that is not a scorer run's (see _OWN_FILE), relative to it."""
+    entries = location.files() if location.remote else (
+        _local_entries(location.root) if location.root.is_dir() else [])
+    return [e for e in entries if not (_OWN_DIR if e.endswith("/") else _OWN_FILE).fullmatch(e)]
+
+
+def _refuse_foreign(location, what: str) -> None:
+    """--overwrite replaces only what scorer wrote: a location holding other files is refused,
+    naming some of them."""
+    foreign = foreign_files(location)
+    if foreign:
+        shown = ", ".join(foreign[:_NAMED]) + (f" and {len(foreign) - _NAMED} more"
+                                               if len(foreign) > _NAMED else "")
+        raise OutputError(f"{location}: {what} holds files that are not a scorer output ({shown}); "
+                          "--overwrite replaces only a previous scorer output: move them away "
+                          "or choose another directory")

@@ -15,6 +15,13 @@ class ConfigError(ScorerError):
     exit_code = 2
 
 
+class UsageError(ScorerError):
+    """The command asks for something that cannot be done safely (an output that is, contains or
+    lies inside an input): the same exit code as click's usage errors."""
+
+    exit_code = 2
+
+
 class InputError(ScorerError):
     """An input file, glob or column is missing, unreadable or of the wrong type."""
 

@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from scorer import commit, drift, modeldir, source
+from scorer import commit, drift, modeldir, overlap, source
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.metrics import write_metrics
 from scorer.options import RunOptions
 from scorer.pipeline import stream
-from scorer.runs import Run, RunResult, WriteStage
+from scorer.runs import Run, RunResult, WriteStage, check_some_scored
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
 # (.gstmp), WinSCP (.filepart), editors and backups (~).
@@ -135,6 +135,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
     the_run = Run(options or RunOptions(**kwargs), output)
+    overlap.check_apart([], str(output), the_run.opts.dead_letter, follow_dir=str(landing))
     follower = _Follower(landing, the_run, model, require_marker, Settling(settle_seconds),
                          progress, notify)
     try:
@@ -224,14 +225,19 @@ class _Follower:
         writes = self.writes
         record.model = self.the_run.model_dir.id
         taken = Signature(**record.signature)
-        bad_before = writes.counters.rows_with_error
+        bad_before, reasons_before = writes.counters.rows_with_error, dict(writes.counters.error_reasons)
         writes.begin_unit(entry.name, skip, self._entry_row_limit(bad_before),
                           lambda: self._check_unchanged(entry, taken))
         writes.record_entry(asdict(record))  # committed with the entry's first checkpoint
         try:
             inputs = source.expand_inputs([str(entry)], self.opts.format)
             stream(inputs, skip, self.the_run, source.SourceStats(), self._start_entry, self.progress)
-            self._check_error_fraction(writes.counters.rows_with_error - bad_before, writes.rows - skip)
+            bad, rows = writes.counters.rows_with_error - bad_before, writes.rows - skip
+            self._check_error_fraction(bad, rows)
+            if not skip:  # a resumed entry's committed rows were counted by another process
+                check_some_scored(bad, rows, self.the_run.error_limit,
+                                  {k: n - reasons_before.get(k, 0) for k, n in
+                                   writes.counters.error_reasons.items() if n > reasons_before.get(k, 0)})
         except (InputError, DataError, _EntryFailed) as e:
             self._fail(entry, record, str(e))
             return True

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from scorer import faults, source, stages
+from scorer import faults, overlap, source, stages
 from scorer.api import Prepared, Scorer
 from scorer.errors import OutputError
 from scorer.options import RunOptions
@@ -32,12 +32,14 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     """Score every input row into Parquet part files under `output`.
 
     Options are RunOptions fields, given as an object or as keyword arguments. Everything that
-    can be checked before scoring is: inputs exist, the model loads, the output can be written.
+    can be checked before scoring is: inputs exist and lie apart from the output, the model
+    loads, the output can be written.
     An unfinished run of the same inputs, model and options in `output` is resumed; a finished
     one is left as it is (RunResult.already_complete, with its manifest).
     """
     the_run = Run(options or RunOptions(**kwargs), output)
     expanded = source.expand_inputs(inputs, the_run.opts.format)
+    overlap.check_apart([i.path for i in expanded], output, the_run.opts.dead_letter)
     the_run.load_scorer(model, scorer_)
     outdir = the_run.open([source.fingerprint(i) for i in expanded])
     if outdir.finished:

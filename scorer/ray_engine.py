@@ -24,7 +24,7 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from scorer import runtime, source
+from scorer import overlap, runtime, source
 from scorer.errors import InputError
 from scorer.options import RunOptions
 from scorer.runs import Run, RunResult, WriteStage, load_scorer
@@ -73,6 +73,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
     if opts.flush_seconds or "-" in inputs:
         raise InputError("--engine ray reads files and object stores, not standard input")
     expanded = source.expand_inputs(inputs, opts.format)
+    overlap.check_apart([i.path for i in expanded], output, opts.dead_letter)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})

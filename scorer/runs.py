@@ -241,6 +241,16 @@ class WriteStage:
                             "--overwrite to start again")
 
 
+def check_some_scored(bad: int, rows: int, error_limit: tuple[str, float] | None,
+                      reasons: dict[str, int]) -> None:
+    """Without --max-errors, rows that are all bad fail the run (exit 6): a run that scored
+    nothing is no success (a compressed file read as text, the wrong --format)."""
+    if error_limit is None and rows and bad == rows:
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        raise DataError(f"all {rows:,} rows are bad ({kinds}): nothing was scored; check --format "
+                        "and --text-column, or accept it with --max-errors")
+
+
 class Run:
     """One run into one output directory: its options, model, output, timers and manifest."""
 
@@ -380,8 +390,10 @@ class Run:
                              + (f" ({warnings[0]})" if warnings else ""))
 
     def _final_checks(self, stats: source.SourceStats, counters: Counters) -> list[str]:
-        """Run-level rules checked once every row is in: the error fraction, empty input."""
+        """Run-level rules checked once every row is in: the error fraction, empty input, a run
+        that scored no row at all."""
         limit = self.error_limit
+        check_some_scored(counters.rows_with_error, counters.rows_in, limit, counters.error_reasons)
         if limit and limit[0] == "fraction" and stats.rows:
             share = counters.rows_with_error / stats.rows
             if share > limit[1]:

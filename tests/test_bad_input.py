@@ -287,6 +287,28 @@ def test_max_errors(tiny_model, tmp_path, limit, code, message):
         assert not (tmp_path / "o" / "_SUCCESS").exists()
 
 
+def test_a_run_where_every_row_is_bad_fails_unless_max_errors_allows_it(tiny_model, tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"caf\xe9\n\n\xff\xfe\n")
+    out = tmp_path / "o"
+    r = invoke("run", tmp_path / "in.txt", "-o", out, "--model", tiny_model)
+    one_error_line(r, 6, "error: all 3 rows are bad (2 invalid UTF-8, 1 empty text): nothing was scored; "
+                         "check --format and --text-column, or accept it with --max-errors")
+    assert not (out / "_SUCCESS").exists()
+    r = invoke("run", tmp_path / "in.txt", "-o", out, "--model", tiny_model, "--max-errors", "100%")
+    assert r.exit_code == 0, r.output  # the same run, resumed and accepted
+    assert r.stderr.startswith(f"scored 0 of 3 rows into {out}/ (3 bad rows kept there with their "
+                               "error, 1 part file, ")
+
+
+def test_the_summary_says_how_many_rows_were_scored_and_where_the_bad_ones_went(tiny_model, tmp_path):
+    (tmp_path / "in.jsonl").write_text(f'{{"text": "{GOOD}"}}\n{{"text": 1}}\n{{"text": "{GOOD}"}}\n')
+    r = invoke("run", tmp_path / "in.jsonl", "-o", f"{tmp_path / 'o'}/", "--model", tiny_model,
+               "--dead-letter", f"{tmp_path / 'dl'}/")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(f"scored 2 of 3 rows into {tmp_path / 'o'}/, 1 bad row into "
+                               f"{tmp_path / 'dl'}/ (1 part file, "), r.stderr
+
+
 # --------------------------------------------------------------------------- file-level problems
 
 def write_truncated_parquet(path):
@@ -331,7 +353,10 @@ def test_file_level_problem(tiny_model, tmp_path, case, make, name, extra, code,
 
 OUTPUT_CASES = [
     ("output is a file", lambda o: o.write_text(""), "o: exists and is not a directory"),
-    ("output not empty", lambda o: (o.mkdir(), (o / "x").write_text("")), "o: output directory is not empty"),
+    ("output holds other files", lambda o: (o.mkdir(), (o / "x").write_text("")),
+     "o: the output directory holds files that are not a scorer output (x); --overwrite replaces only"),
+    ("output holds parts", lambda o: (o.mkdir(), (o / "part-00000.parquet").write_text("")),
+     "o: output directory is not empty; pass --overwrite to replace it"),
     ("output under a file", lambda o: (o.write_text(""), None), "cannot write there"),
     ("output holds another finished run", None,
      "holds a finished run of another command (its inputs were "),

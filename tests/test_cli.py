@@ -131,12 +131,12 @@ def test_label_column_clash_stops_before_scoring(tiny_model, tmp_path):
     pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1]}), src)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.me").write_text("x")
+    (out / "part-00000.parquet").write_text("x")  # a previous output's
     r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite")
     assert r.exit_code == 5
     assert "input column 'label' has the name of an output column" in r.stderr
     assert "--output-prefix" in r.stderr
-    assert (out / "keep.me").exists()  # nothing was touched
+    assert (out / "part-00000.parquet").read_text() == "x"  # nothing was touched
     r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite", "--output-prefix", "pred_")
     assert r.exit_code == 0
     assert read_output(out).column_names[:2] == ["text", "label"]

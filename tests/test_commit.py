@@ -38,7 +38,7 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
 def test_refusals(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.parquet").write_bytes(b"x")
+    (out / "part-00000.parquet").write_bytes(b"x")  # an unfinished run's, without its state
     with pytest.raises(OutputError, match="not empty; pass --overwrite"):
         open_dir(out)
     open_dir(out, overwrite=True).prepare()
@@ -211,3 +211,71 @@ def test_overwrite_does_not_clobber_another_outputs_dead_letters(tmp_path):
     assert not (dead / "part-00000.parquet").exists()
     again.finish({**NO_ROWS, "dead_letter": {"parts": []}, "rows_dead_lettered": 0})
     assert sorted(os.listdir(dead)) == ["_scorer_output"]
+
+
+def a_previous_output(out):
+    """What earlier runs leave: parts (some in partition directories), manifest, markers, state."""
+    (out / "label=positive").mkdir(parents=True)
+    (out / "label=positive" / "part-00000.parquet").write_bytes(b"x")
+    (out / "label=" / "nested=1").mkdir(parents=True)
+    (out / "label=" / "nested=1" / ".part-00001.parquet.tmp").write_bytes(b"x")
+    for name in ("part-00002.parquet", "_SUCCESS", "_manifest.json", "_report.png", "._manifest.json.tmp"):
+        (out / name).write_bytes(b"x")
+    (out / commit.STATE_DIR).mkdir()
+    (out / commit.STATE_DIR / "progress.json").write_text("{}")
+
+
+def test_overwrite_replaces_a_previous_output_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    a_previous_output(out)
+    d = open_dir(out, overwrite=True)
+    d.prepare()
+    assert sorted(os.listdir(out)) == [commit.STATE_DIR]
+    d.finish(NO_ROWS)
+
+
+def test_overwrite_of_a_location_holding_other_files_is_refused_naming_five(tmp_path):
+    out = tmp_path / "out"
+    a_previous_output(out)
+    for name in ("important.csv", "in.txt", "notes/a.md", "part-00003.parquet.bak", "z.parquet",
+                 "label=positive/readme.txt"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("keep me")
+    (out / "empty").mkdir()
+    (out / "link").symlink_to(tmp_path)
+    def listing():
+        return sorted(str(p.relative_to(out)) for p in out.rglob("*") if commit.STATE_DIR not in p.parts)
+
+    before = listing()
+    with pytest.raises(OutputError, match=(
+            rf"^{out}: the output directory holds files that are not a scorer output \(empty/, "
+            r"important.csv, in.txt, label=positive/readme.txt, link and 3 more\); --overwrite "
+            r"replaces only a previous scorer output: move them away or choose another directory$")):
+        open_dir(out, overwrite=True)
+    assert listing() == before
+
+
+def test_a_dead_letter_directory_holding_other_files_is_refused(tmp_path):
+    dead = tmp_path / "dead"
+    a = open_dir(tmp_path / "a", dead_letter=dead)
+    a.prepare()
+    a.abandon()
+    (dead / "mine.csv").write_text("keep me")
+    with pytest.raises(OutputError, match=rf"{dead}: the dead-letter directory holds files that "
+                                          r"are not a scorer output \(mine.csv\)"):
+        open_dir(tmp_path / "a", overwrite=True, dead_letter=dead)
+    assert (dead / "mine.csv").read_text() == "keep me"
+
+
+def test_foreign_files_in_an_object_store_prefix_are_refused(tmp_path):
+    """The same rule through pyarrow's filesystem (a local file:// stand-in for s3://)."""
+    from scorer import storage
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "_SUCCESS").write_text("")
+    (tmp_path / "p" / "data.jsonl").write_text("{}")
+    location = storage.ArrowStorage.__new__(storage.ArrowStorage)
+    import pyarrow.fs as pafs
+
+    location.uri, location.fs, location.base = f"s3://b/p", pafs.LocalFileSystem(), str(tmp_path / "p")
+    assert commit.foreign_files(location) == ["data.jsonl"]

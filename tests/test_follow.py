@@ -342,3 +342,17 @@ def test_max_errors_applies_to_each_entry(tiny_model, tmp_path):
     m = json.loads((out / "_manifest.json").read_text())
     assert m["units_done"] == ["b.jsonl", "c.jsonl"] and m["units_failed"] == ["a.jsonl"]
     assert m["rows_with_error"] == 4 and sorted(t for t in texts(out) if t) == expected((0, 4))
+
+
+def test_an_entry_whose_rows_are_all_bad_fails_unless_max_errors_allows_it(tiny_model, tmp_path):
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    (landing / "a.jsonl").write_bytes(b'{"text": "caf\xe9"}\n' * 3)
+    land(landing, "b.jsonl", 2)
+    r = follow_once(landing, out, tiny_model, "--settle-seconds", "0")
+    assert r.exit_code == 7, r.output
+    assert ("error: entry a.jsonl failed, recorded and skipped: all 3 rows are bad (3 invalid UTF-8): "
+            "nothing was scored") in r.stderr
+    assert json.loads((out / "_manifest.json").read_text())["units_done"] == ["b.jsonl"]
+    r = follow_once(landing, tmp_path / "out2", tiny_model, "--settle-seconds", "0", "--max-errors", "100%")
+    assert r.exit_code == 0, r.output
