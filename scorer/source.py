@@ -35,6 +35,11 @@ _EXTENSIONS = {
     ".csv": "csv",
     ".txt": "text", ".text": "text",
 }
+# Line formats (JSON Lines, CSV, text) may come compressed: by the file's last extension, or, on
+# stdin, by the stream's first bytes. They are read through pyarrow's decompressing streams.
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+_MAGIC = ((re.compile(rb"\x1f\x8b"), "gzip"), (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd"),
+          (re.compile(rb"BZh[1-9]"), "bz2"))
 DEFAULT_CHUNK_ROWS = 8192
 DEFAULT_CHUNK_BYTES = 4 << 20  # a chunk also ends at this much text, so long rows stay bounded
 DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, CSV, text) is a bad row, never read whole
@@ -87,11 +92,22 @@ def detect_format(path: str, fmt: str, is_dir: bool | None = None) -> str:
         raise InputError("reading stdin ('-') needs --format (jsonl, csv, text or parquet)")
     if Path(path).is_dir() if is_dir is None else is_dir:
         return "parquet"
-    suffix = Path(path.rsplit("/", 1)[-1]).suffix.lower()
+    name = path.rsplit("/", 1)[-1]
+    suffix = Path(name.removesuffix(_compression_suffix(path))).suffix.lower()
     if suffix not in _EXTENSIONS:
-        raise InputError(f"{path}: cannot tell the format from the extension {suffix or '(none)'!r};"
-                         " pass --format")
+        shown = (suffix + _compression_suffix(path)) or "(none)"
+        raise InputError(f"{path}: cannot tell the format from the extension {shown!r}; pass --format")
     return _EXTENSIONS[suffix]
+
+
+def compression_of(path: str) -> str | None:
+    """The codec a file is compressed with, by its extension (gzip, zstd, bz2), or None."""
+    return COMPRESSIONS.get(_compression_suffix(path).lower())
+
+
+def _compression_suffix(path: str) -> str:
+    suffix = Path(path.rsplit("/", 1)[-1]).suffix
+    return suffix if suffix.lower() in COMPRESSIONS else ""
 
 
 def expand_inputs(paths: list[str], fmt: str = "auto") -> list[Input]:
@@ -121,6 +137,9 @@ def expand_inputs(paths: list[str], fmt: str = "auto") -> list[Input]:
     for inp in inputs:
         if inp.path != "-" and not storage.is_remote(inp.path):
             _check_utf8_names(Path(inp.path))
+        if inp.format == "parquet" and compression_of(inp.path):
+            raise InputError(f"{inp.path}: a compressed Parquet file; Parquet compresses its own "
+                             "pages: decompress it first")
     return inputs
 
 
@@ -545,15 +564,71 @@ def _lines(path, max_line_bytes: int, ticks: bool = False) -> Iterator[bytes | i
     A line longer than max_line_bytes is read past in blocks and yielded as its length (an int).
     With ticks (stdin), _TICK is yielded every quarter second while no line arrives."""
     if path == "-":
-        lines = _split_lines(sys.stdin.buffer, max_line_bytes)
+        lines = _split_lines(_stdin(), max_line_bytes)
         yield from _with_ticks(lines) if ticks else lines
         return
+    compression = compression_of(path)
     try:
-        f = _LineReader(_open_remote(path)) if storage.is_remote(path) else open(path, "rb")
+        if compression:
+            raw = _open_remote(path) if storage.is_remote(path) else pa.OSFile(path, "rb")
+            f = _LineReader(pa.CompressedInputStream(raw, compression))
+        else:
+            f = _LineReader(_open_remote(path)) if storage.is_remote(path) else open(path, "rb")
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
     with f:
-        yield from _split_lines(f, max_line_bytes)
+        try:
+            yield from _split_lines(f, max_line_bytes)
+        except (OSError, pa.ArrowInvalid) as e:
+            if not compression:
+                raise
+            raise InputError(f"{path}: not readable as {compression} ({_first_line(e)})") from None
+
+
+def _stdin():
+    """Standard input with readline, decompressed if its first bytes are a gzip, zstd or bz2
+    header. The header is read before the first line: a plain stream's first line waits for 4
+    bytes (or the end)."""
+    stdin = sys.stdin.buffer
+    head = stdin.read(4)
+    compression = next((codec for magic, codec in _MAGIC if magic.match(head)), None)
+    stream = _Prefixed(head, stdin)
+    if compression is None:
+        return stream
+    return _LineReader(pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), compression))
+
+
+class _Prefixed:
+    """A stream with bytes already read put back in front (read1 and readline)."""
+
+    closed = False  # pyarrow's PythonFile asks
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data, self.head = (self.head, b"") if size < 0 or size >= len(self.head) else \
+                (self.head[:size], self.head[size:])
+            return data
+        return self.stream.read1(size) if size > 0 else self.stream.read()
+
+    def readline(self, limit: int) -> bytes:
+        if not self.head:
+            return self.stream.readline(limit)
+        end = self.head.find(b"\n", 0, limit)
+        if end >= 0 or len(self.head) >= limit:
+            n = end + 1 if end >= 0 else limit
+            line, self.head = self.head[:n], self.head[n:]
+            return line
+        line, self.head = self.head, b""
+        return line + self.stream.readline(limit - len(line))
+
+    def close(self) -> None:
+        pass  # stdin stays open
 
 
 class _LineReader:
@@ -584,7 +659,7 @@ class _LineReader:
 
 def _open_remote(uri: str):
     fs, path = storage.filesystem(uri)
-    return fs.open_input_stream(path)
+    return fs.open_input_stream(path, compression=None)  # decompressed by _lines, if at all
 
 
 def _remote_info(uri: str):

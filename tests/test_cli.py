@@ -471,3 +471,19 @@ def test_the_options_given_reach_the_engine(fake_engines, tmp_path):
     args, kwargs = fake_engines["ray"]
     assert args == ([str(TXT)], str(tmp_path / "o"), None, RunOptions())
     assert kwargs == vars(RayOptions(address="auto", workers=2))
+
+
+def test_compressed_inputs_by_extension_and_on_stdin(tiny_model, tmp_path):
+    import gzip
+
+    data = "".join(json.dumps({"text": f"review {i}: a fine film"}) + "\n" for i in range(49)).encode()
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(data))
+    for args in ([tmp_path / "c.jsonl.gz"], [tmp_path / "c.jsonl.gz", "--format", "jsonl"]):
+        out = tmp_path / f"o{len(args)}"
+        r = invoke("run", *args, "-o", out, "--model", tiny_model)
+        assert r.exit_code == 0, r.output
+        assert f"scored 49 rows into {out}/" in r.stderr
+        assert read_output(out).column("error").null_count == 49
+    r = invoke("run", "-", "--format", "jsonl", "-o", tmp_path / "stdin", "--model", tiny_model,
+               input=gzip.compress(data))
+    assert r.exit_code == 0 and "scored 49 rows" in r.stderr, r.output

@@ -151,7 +151,7 @@ def test_a_bad_entry_is_recorded_as_failed_and_the_follower_goes_on(tiny_model, 
     landing, out, dead = tmp_path / "landing", tmp_path / "out", tmp_path / "dead"
     landing.mkdir()
     land(landing, "a.jsonl", 10)
-    (landing / "b.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")  # unknown extension
+    (landing / "b.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")  # a corrupt gzip file
     pq.write_table(pa.table({"body": ["no text column here"]}), landing / "c.parquet")
     pq.write_table(pa.table({"text": ["a column clash"], "label": ["x"]}), landing / "d.parquet")
     (landing / "e.parquet").write_bytes(b"PAR1 not a parquet file")
@@ -166,7 +166,7 @@ def test_a_bad_entry_is_recorded_as_failed_and_the_follower_goes_on(tiny_model, 
     assert m["units_done"] == ["a.jsonl", "f.jsonl"]
     failed = {e["name"]: e for e in m["entries"] if e["status"] == "failed"}
     assert sorted(failed) == ["b.jsonl.gz", "c.parquet", "d.parquet", "e.parquet"]
-    assert "extension" in failed["b.jsonl.gz"]["reason"] and "'text'" in failed["c.parquet"]["reason"]
+    assert "not readable as gzip" in failed["b.jsonl.gz"]["reason"] and "'text'" in failed["c.parquet"]["reason"]
     assert "'label'" in failed["d.parquet"]["reason"]
     assert texts(out) == expected((0, 10), (40, 45))
     notes = ds.dataset(dead, format="parquet").to_table().to_pylist()

@@ -267,3 +267,72 @@ def test_parquet_one_huge_row_group_is_not_decoded_whole(tmp_path):
     rows, peak = map(int, proc.stdout.split())
     assert rows == 32_000
     assert peak < 40e6, f"peak Arrow memory {peak / 1e6:.0f} MB for a 96 MB row group"
+
+
+# --------------------------------------------------------------------------- compressed inputs
+
+def _compressed(data: bytes, codec: str) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, codec) as f:
+        f.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+COMPRESSED = [("gzip", ".gz"), ("zstd", ".zst"), ("bz2", ".bz2")]
+PLAIN = {
+    "jsonl": b'{"text": "one"}\n\n{"text": 2}\nnot json\n{"text": "five"}\n',
+    "csv": b'id,text\n007,one\n8,"two, quoted"\n',
+    "txt": b"one\n\xff\nthree\n",
+}
+
+
+@pytest.mark.parametrize("codec, suffix", COMPRESSED)
+@pytest.mark.parametrize("kind", sorted(PLAIN))
+def test_compressed_line_formats_read_as_the_plain_file(tmp_path, codec, suffix, kind):
+    plain, packed = tmp_path / f"x.{kind}", tmp_path / f"x.{kind}{suffix}"
+    plain.write_bytes(PLAIN[kind])
+    packed.write_bytes(_compressed(PLAIN[kind], codec))
+    want, _ = read_all([plain], chunk_rows=2)
+    got, stats = read_all([packed], chunk_rows=2)
+    assert [(c.offset, c.texts, c.read_errors, c.columns.to_pylist()) for c in got] == \
+        [(c.offset, c.texts, c.read_errors, c.columns.to_pylist()) for c in want]
+    assert stats.rows == sum(len(c) for c in want) > 0
+    skipped = list(source.read_chunks(source.expand_inputs([str(packed)]), "text", 2, skip=2))
+    assert [t for c in skipped for t in c.texts] == [t for c in want for t in c.texts][2:]  # resume
+
+
+def test_the_format_of_a_compressed_file_is_its_inner_extension(tmp_path):
+    assert source.detect_format("in/x.JSONL.GZ", "auto") == "jsonl"
+    assert source.detect_format("x.csv.zst", "auto") == "csv"
+    with pytest.raises(InputError, match=r"x.gz: cannot tell the format from the extension '.gz'; pass --format"):
+        source.detect_format("x.gz", "auto")
+    (tmp_path / "x.gz").write_bytes(_compressed(b"one\ntwo\n", "gzip"))  # --format with a bare .gz
+    chunks, _ = read_all([tmp_path / "x.gz"], fmt="text")
+    assert chunks[0].texts == ["one", "two"]
+    (tmp_path / "x.parquet.gz").write_bytes(b"x")
+    with pytest.raises(InputError, match="a compressed Parquet file"):
+        source.expand_inputs([str(tmp_path / "x.parquet.gz")])
+
+
+def test_a_corrupt_compressed_file_is_a_file_error(tmp_path):
+    (tmp_path / "x.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(InputError, match=r"x.jsonl.gz: not readable as gzip \("):
+        read_all([tmp_path / "x.jsonl.gz"])
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "bz2", None])
+def test_stdin_is_decompressed_by_its_first_bytes(codec):
+    data = b'{"text": "one"}\n{"text": "two"}\n'
+    code = ("import sys; from scorer import source; "
+            "print([t for c in source.read_chunks([source.Input('-', 'jsonl')], 'text') for t in c.texts])")
+    proc = subprocess.run([sys.executable, "-c", code], input=_compressed(data, codec) if codec else data,
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout.decode().strip() == "['one', 'two']", proc.stderr.decode()
+
+
+def test_stdin_shorter_than_a_magic_number_is_read_as_it_is():
+    code = ("from scorer import source; "
+            "print([t for c in source.read_chunks([source.Input('-', 'text')], 'text') for t in c.texts])")
+    proc = subprocess.run([sys.executable, "-c", code], input=b"a\nb", capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout.decode().strip() == "['a', 'b']", proc.stderr.decode()
