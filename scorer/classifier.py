@@ -33,26 +33,43 @@ HEAD_DENSE = "head_dense"
 class DevicePolicy:
     device: str  # a TensorFlow device name
     dtype: str  # keras dtype policy name for the backbone
+    int8: bool = False  # scored by scorer.quantized (int8 matmuls on the CPU, OpenVINO)
 
     @property
     def mixed(self) -> bool:
         return self.dtype.startswith("mixed")
 
+    @property
+    def precision(self) -> str:
+        """What the run's manifest records: int8, or the backbone's dtype policy."""
+        return "int8" if self.int8 else self.dtype
+
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "int8")
+
 
 def choose_device(gpus: list | None = None, precision: str = "auto") -> DevicePolicy:
     """GPU 0 with float16 mixed precision when a GPU is visible, else CPU in float32.
 
-    precision: auto | float32 | mixed_float16 | mixed_bfloat16. Mixed precision keeps the
+    precision: auto | float32 | mixed_float16 | mixed_bfloat16 | int8. Mixed precision keeps the
     variables and the head in float32 and runs the backbone's matmuls in 16 bits; on a CPU it
-    only slows things down, so auto never picks it there.
+    only slows things down, so auto never picks it there. int8 (CPU only, the openvino extra):
+    the model is loaded in float32 and its matmul weights quantized by scorer.quantized.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
+    if precision == "int8":
+        from scorer import quantized
+
+        quantized.require_openvino()  # before anything is loaded: exit 2 naming the extra
+        if gpus is None:
+            runtime.start()
+        return DevicePolicy("/CPU:0", "float32", int8=True)
     if gpus is None:
         gpus = runtime.start()
     device = "/GPU:0" if gpus else "/CPU:0"
     if precision == "auto":
         precision = "mixed_float16" if gpus else "float32"
-    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}")
     return DevicePolicy(device, precision)
 
 
@@ -277,6 +294,14 @@ class Predictor:
             pooled = self._head_dense(pooled)  # [batch, slots, hidden]
         return self._probabilities(self._head(pooled))  # [batch, slots, labels]
 
+    def run_plain(self, token_ids, padding_mask) -> np.ndarray:
+        """Probabilities [batch, labels] of an unpacked batch (one text a row)."""
+        return self._fn(token_ids, padding_mask).numpy()
+
+    def run_packed(self, token_ids, slot_ids, position_ids, slot_onehot) -> np.ndarray:
+        """Probabilities [batch, slots, labels] of a packed batch."""
+        return self._packed_fn(token_ids, slot_ids, position_ids, slot_onehot).numpy()
+
     def __call__(self, batch) -> np.ndarray:
         """Probabilities [len(batch.rows), labels] of the batch's texts, in batch.rows order."""
         import tensorflow as tf
@@ -286,11 +311,11 @@ class Predictor:
         start = time.perf_counter()
         with tf.device(self.policy.device):
             if batch.slot_ids is None:
-                probs = self._fn(batch.token_ids, batch.padding_mask).numpy()  # [batch, labels]
+                probs = self.run_plain(batch.token_ids, batch.padding_mask)  # [batch, labels]
                 probs = probs[: len(batch.rows)]
             else:
-                probs = self._packed_fn(batch.token_ids, batch.slot_ids, batch.position_ids,
-                                        batch.slot_onehot).numpy()  # [batch, slots, labels]
+                probs = self.run_packed(batch.token_ids, batch.slot_ids, batch.position_ids,
+                                        batch.slot_onehot)  # [batch, slots, labels]
                 probs = probs.reshape(-1, probs.shape[-1])[batch.slots]
         if first:
             self.shapes_seen.add(shape)

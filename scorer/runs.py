@@ -366,7 +366,7 @@ class Run:
             "warnings": list(self.reference_warnings),
             "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
             "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
-            "device": self.device.device, "precision": self.device.dtype,
+            "device": self.device.device, "precision": self.device.precision,
             "threads": runtime.threads_in_use, "xla_cache": runtime.xla_cache_dir(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

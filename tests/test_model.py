@@ -88,7 +88,7 @@ def test_device_policy():
     assert gpu == classifier.DevicePolicy("/GPU:0", "mixed_float16") and gpu.mixed
     assert classifier.choose_device(gpus=["g"], precision="float32").dtype == "float32"
     with pytest.raises(ValueError):
-        classifier.choose_device(gpus=[], precision="int8")
+        classifier.choose_device(gpus=[], precision="int4")
 
 
 def test_mixed_precision_path_gives_float32_probabilities(tiny_model):
