@@ -2,8 +2,10 @@
 
     python bench/contestants.py NAME TEXTS.parquet MODEL_DIR RESULT.json
 
-NAME is scorer, scorer_hf or tutorial (the product's venv), hf_pipeline, onnx or onnx_optimized
-(the bench venv, which has torch, transformers and onnxruntime; the product's venv does not). Each
+NAME is scorer, scorer_hf, scorer_int8, scorer_hf_int8 (`--precision int8`) or tutorial (the
+product's venv), hf_pipeline, onnx, onnx_optimized or onnx_int8 (onnxruntime's dynamic int8
+quantization of onnx_optimized) (the bench venv, which has torch, transformers and onnxruntime;
+the product's venv does not). Each
 loads the same weights (MODEL_DIR/hf: a BertForSequenceClassification checkpoint; MODEL_DIR/scorer,
 when there is one, the same as a scorer model directory), times load and warm-up apart from the
 steady-state pass, and writes the argmax of every row. scorer reads MODEL_DIR/scorer, scorer_hf
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 BATCH = 32
 
 
-def scorer_pipeline(data: str, model: Path):
+def scorer_pipeline(data: str, model: Path, precision: str = "auto"):
     """The whole tool, Parquet -> Parquet with I/O, through scorer.run with one loaded Scorer
     (model: a scorer model directory or a Hugging Face checkpoint directory): the warm-up pass
     compiles every shape the data needs; the timed pass is steady state."""
@@ -37,7 +39,7 @@ def scorer_pipeline(data: str, model: Path):
     from scorer import Scorer, run
 
     t0 = time.perf_counter()
-    s = Scorer.load(model)
+    s = Scorer.load(model, precision=precision)
     load = time.perf_counter() - t0
     out = Path(tempfile.mkdtemp(prefix="scorer-bench-out-"))
 
@@ -106,11 +108,12 @@ def hf_pipeline(texts, model_dir: Path, long: bool):
     return load, run
 
 
-def onnx_runtime(texts, model_dir: Path, long: bool, optimized: bool):
+def onnx_runtime(texts, model_dir: Path, long: bool, variant: str):
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    path = model_dir / ("model_optimized.onnx" if optimized else "model.onnx")
+    path = model_dir / {"onnx": "model.onnx", "onnx_optimized": "model_optimized.onnx",
+                        "onnx_int8": "model_int8.onnx"}[variant]
     t0 = time.perf_counter()
     options = ort.SessionOptions()
     options.intra_op_num_threads = len(os.sched_getaffinity(0))
@@ -147,14 +150,15 @@ def main(name: str, data: str, model_dir: str, result_path: str) -> None:
     dataset = Path(data).stem.split("-")[0]
     long = dataset == "long"
     model_dir = Path(model_dir)
-    if name in ("scorer", "scorer_hf"):
-        load, run = scorer_pipeline(data, model_dir / ("scorer" if name == "scorer" else "hf"))
+    if name.startswith("scorer"):
+        load, run = scorer_pipeline(data, model_dir / ("hf" if name.startswith("scorer_hf") else "scorer"),
+                                    "int8" if name.endswith("_int8") else "auto")
     elif name == "tutorial":
         load, run = tutorial(texts, model_dir, {"short": 64, "medium": 128}.get(dataset, 512))
     elif name == "hf_pipeline":
         load, run = hf_pipeline(texts, model_dir, long)
     else:
-        load, run = onnx_runtime(texts, model_dir, long, optimized=name == "onnx_optimized")
+        load, run = onnx_runtime(texts, model_dir, long, variant=name)
     t0 = time.perf_counter()
     run(texts if name.startswith("scorer") else texts[: 2 * BATCH])  # warm-up
     warmup = time.perf_counter() - t0

@@ -42,7 +42,7 @@ DATA = REPO.parent / "shared" / "datasets"
 WORK = Path(os.environ.get("SCORER_BENCH_DIR", "/tmp/scorer-bench"))
 TF_PY = REPO / ".venv" / "bin" / "python"
 BENCH_PY = REPO / ".venv-bench" / "bin" / "python"
-TF_CONTESTANTS = ("scorer", "scorer_hf", "tutorial")  # the others run in .venv-bench
+TF_CONTESTANTS = ("scorer", "scorer_int8", "scorer_hf", "scorer_hf_int8", "tutorial")  # the others run in .venv-bench
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ class ModelSize:
 
 SIZES = {
     "minilm": ModelSize("minilm", 384, 1536, 6,
-                        ("scorer", "scorer_hf", "tutorial", "hf_pipeline", "onnx", "onnx_optimized"),
+                        ("scorer", "scorer_int8", "scorer_hf", "tutorial", "hf_pipeline", "onnx",
+                         "onnx_optimized", "onnx_int8"),
                         reference="scorer", datasets="short,medium,long", results_file="throughput.json"),
     # no scorer model directory of its own: scorer scores the Hugging Face directory (scorer_hf)
-    "base": ModelSize("base", 768, 3072, 12, ("scorer_hf", "hf_pipeline", "onnx", "onnx_optimized"),
+    "base": ModelSize("base", 768, 3072, 12, ("scorer_hf", "scorer_hf_int8", "hf_pipeline", "onnx",
+                                      "onnx_optimized", "onnx_int8"),
                       reference="scorer_hf", datasets="short,long", results_file="throughput_base.json"),
 }
 
@@ -125,6 +127,8 @@ def build_models(size: ModelSize) -> Path:
     the MiniLM checkpoint's tokenizer files); both: model.onnx, model_optimized.onnx."""
     model = size.model_dir
     if (model / "model_optimized.onnx").exists():
+        if not (model / "model_int8.onnx").exists():
+            sh([BENCH_PY, REPO / "bench" / "export_onnx.py", model, "--int8-only"])
         return model
     if size.name == "minilm":
         sh([TF_PY, REPO / "bench" / "bench_model.py", model])
@@ -155,9 +159,10 @@ def flops(lengths, size: ModelSize) -> float:
 
 # ----------------------------------------------------------------------------- runs
 
-def cold_start(model: Path) -> dict:
+def cold_start(model: Path, precision: str = "auto") -> dict:
     """`scorer run` of 1,000 SST-2 train phrases, process start to exit, with an empty XLA cache
-    and then with the cache the first run left."""
+    and then with the cache the first run left (int8: OpenVINO converts the model in every run;
+    the XLA cache does not apply)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -170,7 +175,7 @@ def cold_start(model: Path) -> dict:
     for _ in range(2):
         t0 = time.perf_counter()
         sh([TF_PY, "-m", "scorer.cli", "run", data, "-o", WORK / "cold-out", "--model", model / "scorer",
-            "--overwrite"], env=dict(os.environ, SCORER_XLA_CACHE=str(cache)))
+            "--overwrite", "--precision", precision], env=dict(os.environ, SCORER_XLA_CACHE=str(cache)))
         walls.append(time.perf_counter() - t0)
     return {"date": time.strftime("%Y-%m-%d"), "empty_cache_seconds": walls[0],
             "warm_cache_seconds": walls[1]}
@@ -279,6 +284,9 @@ def main() -> None:
     if size.name == "minilm" and "scorer" in contestants:
         report["cold_start_1000_rows"] = cold_start(model)
         print(f"cold start, 1,000 rows: {report['cold_start_1000_rows']}", file=sys.stderr)
+    if size.name == "minilm" and "scorer_int8" in contestants:
+        report["cold_start_1000_rows_int8"] = cold_start(model, "int8")
+        print(f"cold start, 1,000 rows, int8: {report['cold_start_1000_rows_int8']}", file=sys.stderr)
     for dataset, rs in results.items():
         report.setdefault("results", {}).setdefault(dataset, {}).update(rs)
     results_file.parent.mkdir(exist_ok=True)
