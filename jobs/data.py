@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from scorer.source import expand_inputs, read_chunks
 class LabeledData:
     texts: list[str]
     targets: np.ndarray  # [n] int label ids, or [n, labels] 0/1 for multi-label
-    # Which source (an index into source_names: the --train arguments) each row came from
+    # Which source (an index into source_names: the --train sources' names) each row came from
     sources: np.ndarray | None = None  # [n] int; None: one source
     source_names: list[str] = field(default_factory=list)
     fingerprint: dict = field(default_factory=dict)  # rows + sha256 of the (text, label) pairs
@@ -38,21 +40,59 @@ class LabeledData:
                            self.sources[rows], self.source_names)
 
 
+# File names that say which split a file is, not which data: `sst2/train.jsonl` is named `sst2`
+SPLIT_FILE_NAMES = {"train", "training", "dev", "validation", "valid", "val", "test", "data"}
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """A --train (--validation, --test) argument: its name (the drift reference's part, shown in
+    run warnings, reports and metric labels) and its path."""
+    name: str
+    path: str
+
+    @classmethod
+    def parse(cls, argument: str) -> "NamedSource":
+        """NAME=PATH, or a path named after itself (a path that exists is never split at '=')."""
+        name, sep, path = argument.partition("=")
+        if sep and name and path and "/" not in name and not os.path.exists(argument):
+            return cls(name, path)
+        return cls(name_of_path(argument), argument)
+
+
+def name_of_path(path: str) -> str:
+    """A short name for data at path: its file name without extensions, or the directory's name
+    when the file is named after a split (`sst2/train.jsonl`: `sst2`) or is a glob."""
+    p = PurePosixPath(path.rstrip("/") or path)
+    stem = p.name.split(".")[0]
+    if (stem.lower() in SPLIT_FILE_NAMES or any(c in stem for c in "*?[")) and p.parent.name:
+        return p.parent.name
+    return stem or path
+
+
 @dataclass
 class RawLabeled:
     texts: list  # str | None
     labels: list  # raw label values (lists for multi-label)
-    sources: list[int]  # per row: the index of the path (argument) it was read from
+    sources: list[int]  # per row: the index of the source (argument) it was read from
     paths: list[str]
+    names: list[str]  # each source's name (NamedSource)
 
     @property
     def source(self) -> str:
         return ", ".join(self.paths)
 
 
-def read_raw(paths: list[str], text_column: str, label_column: str) -> RawLabeled:
+def read_raw(arguments: list[str], text_column: str, label_column: str) -> RawLabeled:
     texts, labels, sources = [], [], []
-    paths = list(dict.fromkeys(paths))  # a path given twice is one source, read once
+    named = list(dict.fromkeys(NamedSource.parse(a) for a in arguments))  # given twice: read once
+    names = [s.name for s in named]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash:
+        raise DataError(f"two data sources are named {clash!r} "
+                        f"({', '.join(s.path for s in named if s.name == clash)}): "
+                        "name them apart with NAME=PATH, e.g. --train reviews=data/train.jsonl")
+    paths = [s.path for s in named]
     for index, path in enumerate(paths):
         for chunk in read_chunks(expand_inputs([path]), text_column):
             if label_column not in chunk.columns.column_names:
@@ -61,7 +101,7 @@ def read_raw(paths: list[str], text_column: str, label_column: str) -> RawLabele
             texts += chunk.texts
             labels += chunk.columns.column(label_column).to_pylist()
             sources += [index] * len(chunk.texts)
-    return RawLabeled(texts, labels, sources, list(paths))
+    return RawLabeled(texts, labels, sources, paths, names)
 
 
 def label_set(raw: RawLabeled, multi_label: bool) -> list[str]:
@@ -111,7 +151,7 @@ def prepare(raw: RawLabeled, names: list[str], multi_label: bool, role: str,
     if not texts:
         raise DataError(f"{role} data ({raw.source}) has no usable rows")
     data = LabeledData(texts, np.array(targets, dtype=np.float32 if multi_label else np.int32),
-                       np.array(sources, np.int32), raw.paths)
+                       np.array(sources, np.int32), raw.names)
     counts = (data.targets.sum(0).astype(int) if multi_label
               else np.bincount(data.targets, minlength=len(names)))
     section["class_counts"] = {n: int(c) for n, c in zip(names, counts)}

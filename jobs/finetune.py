@@ -185,7 +185,9 @@ def stderr_is_terminal() -> bool:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--train", "train_paths", multiple=True, required=True,
-              help="Labelled training data (Parquet / JSONL / CSV; repeatable).")
+              metavar="[NAME=]PATH", help="Labelled training data (Parquet / JSONL / CSV; "
+              "repeatable). NAME names the source in the drift reference (default: the file's "
+              "name, or its directory's for a split file: sst2/train.jsonl is sst2).")
 @click.option("--validation", "validation_paths", multiple=True,
               help="Validation data (default: a stratified, seeded split of --train).")
 @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -246,7 +248,7 @@ def main(train_paths, validation_paths, validation_fraction, test_paths, text_co
         python -m jobs.finetune --train labeled/ --validation dev.parquet --base default
         --registry models/ --name sentiment
 
-        python -m jobs.finetune --train ../shared/datasets/sst2/train.jsonl
+        python -m jobs.finetune --train sst2=../shared/datasets/sst2/train.jsonl
         --test ../shared/datasets/sst2/dev.jsonl --label-names negative,positive
         --name sentiment --out scorer/models/default
 

@@ -487,3 +487,25 @@ def test_compressed_inputs_by_extension_and_on_stdin(tiny_model, tmp_path):
     r = invoke("run", "-", "--format", "jsonl", "-o", tmp_path / "stdin", "--model", tiny_model,
                input=gzip.compress(data))
     assert r.exit_code == 0 and "scored 49 rows" in r.stderr, r.output
+
+
+def test_help_examples_cite_sample_files_that_exist():
+    """`scorer --help` cited sample_data/reviews.parquet, which was never shipped."""
+    import re
+
+    from tests.conftest import REPO
+
+    for args in [[], *[[name] for name in main.commands]]:
+        r = CliRunner().invoke(main, [*args, "--help"])
+        assert r.exit_code == 0, r.output
+        for cited in re.findall(r"sample_data/[\w.]+", r.output):
+            assert (REPO / cited).exists(), f"scorer {' '.join(args)} --help cites {cited}"
+    assert "sample_data/sst2_dev_sample.parquet" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_a_usage_error_keeps_click_s_three_lines_exit_2(tmp_path):
+    """As the README says: click's Usage: / Try / Error: lines, not one error: line."""
+    r = CliRunner().invoke(main, ["run", "x.parquet", "-o", str(tmp_path / "o"), "--once"])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("Usage: ") and lines[-1] == "Error: --once needs --follow DIR"

@@ -96,7 +96,7 @@ def test_sample_is_seeded_uniform_and_keeps_input_order():
 
 # --- a reference with parts: one profile per training source --------------------------------
 
-SST2, IMDB = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+SST2, IMDB = "sst2", "imdb_reviews"
 
 
 def lengths_of(kind: str, n: int, rng) -> np.ndarray:
@@ -373,3 +373,12 @@ def test_follow_compares_each_entry_with_its_own_nearest_part(model, data, tiny_
     assert m["drift"] == worst["drift"] and m["drift_entry"] == worst["name"]
     assert m["reference_profile"] == (short if worst is a else long).to_json()
     assert "warning:" not in r.stderr
+
+
+def test_the_default_model_s_reference_parts_are_named_by_dataset():
+    """Shown in warnings, `scorer report` and metric labels: a dataset's name, not a path on the
+    machine that trained the model."""
+    from scorer import modeldir
+
+    reference, _ = drift.find_reference(modeldir.read(None, verify=False))
+    assert [p.name for p in reference.parts] == ["sst2", "imdb_reviews"]

@@ -56,7 +56,7 @@ def test_every_sample_format_through_the_cli(tmp_path):
     # sentences and IMDB reviews, each source a part): SST-2 dev is nearest the SST-2 part and
     # under the warning level there; against the whole mixture its length would have crossed
     assert m["drift"]["reference"] == "spec"
-    assert m["drift"]["part"] == "../shared/datasets/sst2/train.jsonl"
+    assert m["drift"]["part"] == "sst2"
     assert m["drift"]["max_psi"] < 0.1 and "drift" not in r.stderr
     assert m["drift"]["candidates"]["all"] > 0.1
 
@@ -87,4 +87,4 @@ def test_long_reviews_are_scored_as_windows_by_default(tmp_path):
     gold = t.column("gold_label").to_pylist()
     accuracy = sum(g == p for g, p in zip(gold, t.column("label").to_pylist())) / len(gold)
     assert accuracy >= 0.85, accuracy
-    assert m["drift"]["part"] == "../shared/datasets/imdb_reviews/train.jsonl"  # nearest: reviews
+    assert m["drift"]["part"] == "imdb_reviews"  # nearest: reviews

@@ -369,12 +369,12 @@ def test_the_reference_has_a_part_per_training_source(tiny_model, tmp_path, monk
         for i, r in enumerate(keyword_rows(200, 5))])
     out = tmp_path / "m"
     r = CliRunner().invoke(finetune.main, [
-        "--train", str(short), "--train", str(long), "--base", str(tiny_model), "--name", "p",
+        "--train", f"phrases={short}", "--train", str(long), "--base", str(tiny_model), "--name", "p",
         "--out", str(out), "--epochs", "1", "--validation-fraction", "0.2"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     reference = json.loads((out / "scorer_model.json").read_text())["reference"]
     parts = reference["parts"]
-    assert [p["name"] for p in parts] == [str(short), str(long)]
+    assert [p["name"] for p in parts] == ["phrases", "long"]  # named, and after its file
     rows = [p["data"]["validation"]["rows"] for p in parts]
     assert all(30 <= n <= 50 for n in rows)  # a fifth of each source's 200 (whole texts, by group)
     assert sum(rows) == reference["data"]["validation"]["rows"] == reference["profile"]["rows"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.data import LabeledData, containment_groups, split, whole_texts
+import pytest
+
+from jobs.data import LabeledData, NamedSource, containment_groups, read_raw, split, whole_texts
+from scorer.errors import DataError
 
 
 def test_containment_groups_by_hand():
@@ -43,8 +46,39 @@ def test_a_split_never_validates_on_a_phrase_of_a_training_sentence():
 
 def test_rows_keep_their_source_through_a_split():
     data = LabeledData([f"text {i}" for i in range(40)], np.arange(40, dtype=np.int32) % 2,
-                       np.array([0] * 30 + [1] * 10, np.int32), ["a.jsonl", "b.jsonl"])
+                       np.array([0] * 30 + [1] * 10, np.int32), ["a", "b"])
     train, validation = split(data, 0.25, seed=1)
     for part in (train, validation):
-        assert part.source_names == ["a.jsonl", "b.jsonl"]
+        assert part.source_names == ["a", "b"]
         assert [int(t.split()[1]) >= 30 for t in part.texts] == (part.sources == 1).tolist()
+
+
+@pytest.mark.parametrize("argument, name, path", [
+    ("../shared/datasets/sst2/train.jsonl", "sst2", "../shared/datasets/sst2/train.jsonl"),
+    ("imdb_reviews/dev.jsonl", "imdb_reviews", "imdb_reviews/dev.jsonl"),
+    ("labeled/support_tickets.parquet", "support_tickets", "labeled/support_tickets.parquet"),
+    ("labeled/", "labeled", "labeled/"),
+    ("s3://bucket/events/*.parquet", "events", "s3://bucket/events/*.parquet"),
+    ("reviews=data/train.jsonl", "reviews", "data/train.jsonl"),
+    ("data/label=pos/", "label=pos", "data/label=pos/"),  # a hive directory, not NAME=PATH
+])
+def test_a_data_source_is_named_by_its_dataset_or_by_name_equals_path(argument, name, path):
+    assert NamedSource.parse(argument) == NamedSource(name, path)
+
+
+def test_an_existing_path_with_an_equals_sign_is_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "label=pos").mkdir()
+    assert NamedSource.parse("label=pos") == NamedSource("label=pos", "label=pos")
+
+
+def test_sources_are_read_under_their_names_and_two_of_one_name_are_refused(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "train.jsonl").write_text('{"text": "x", "label": 1}\n')
+    raw = read_raw([f"first={tmp_path / 'a' / 'train.jsonl'}", str(tmp_path / "b" / "train.jsonl")],
+                   "text", "label")
+    assert raw.names == ["first", "b"] and raw.paths == [str(tmp_path / d / "train.jsonl") for d in "ab"]
+    with pytest.raises(DataError, match="two data sources are named 'a'.*NAME=PATH"):
+        read_raw([str(tmp_path / "a" / "train.jsonl"), f"a={tmp_path / 'b' / 'train.jsonl'}"],
+                 "text", "label")

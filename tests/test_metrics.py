@@ -64,7 +64,7 @@ def test_drift_psis_are_metrics(tiny_model, tmp_path):
 
 
 def test_drift_metrics_tell_which_reference_part_was_nearest(tmp_path):
-    sst2, imdb = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+    sst2, imdb = "sst2", "imdb_reviews"
     measured = drift.Drift("spec", {"probability:negative": 0.01, "probability:positive": 0.01,
                                     "text_length": 0.02}, part=sst2,
                            candidates={"all": 0.667, sst2: 0.02, imdb: 5.1})

@@ -53,8 +53,8 @@ def test_the_picture_says_which_reference_the_grey_bars_are():
     assert reference_caption({"reference": None}) == "no reference (see `scorer profile`)"
     assert reference_caption({"reference": "spec", "candidates": {"all": 0.2}}) == (
         "grey: the model's reference (spec)")
-    parts = {"reference": "spec", "part": "../shared/datasets/sst2/train.jsonl",
-             "candidates": {"all": 2.3, "../shared/datasets/sst2/train.jsonl": 0.02, "imdb": 9.0}}
+    parts = {"reference": "spec", "part": "sst2",
+             "candidates": {"all": 2.3, "sst2": 0.02, "imdb": 9.0}}
     assert reference_caption(parts) == (
-        "grey: the nearest of the reference's 3 candidates, part ../shared/datasets/sst2/train.jsonl")
+        "grey: the nearest of the reference's 3 candidates, part sst2")
     assert reference_caption({**parts, "part": None}).endswith("candidates, the whole")

@@ -151,7 +151,7 @@ def test_a_run_is_measured_against_the_nearest_part_of_a_multi_source_reference(
     def texts(name):
         return [json.loads(line)["text"] for line in (SAMPLE / name).read_text().splitlines()]
 
-    sst2, imdb = "../shared/datasets/sst2/train.jsonl", "../shared/datasets/imdb_reviews/train.jsonl"
+    sst2, imdb = "sst2", "imdb_reviews"
     phrases = drift.profile_texts(tiny_scorer, texts("sst2_dev_sample.jsonl"))
     reviews = drift.profile_texts(tiny_scorer, texts("imdb_dev_sample.jsonl"))
     whole = phrases.merge(reviews)
