@@ -46,18 +46,19 @@ def minilm(out: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
     from scorer import backbone as backbones
-    from scorer import classifier, modeldir
+    from scorer import modelspec
+    from scorer.heads import HEAD_NAME
 
     kernel = head_kernel(384)
     bias = np.zeros(len(LABELS), np.float32)
-    spec = modeldir.ModelSpec(name="bench-minilm-fixed-head", labels=LABELS,
+    spec = modelspec.ModelSpec(name="bench-minilm-fixed-head", labels=LABELS,
                               base={"kind": "packaged", "id": "all-minilm-l6-v2"}, pooling="pooled",
                               max_length=512,  # as the other contestants truncate long texts
                               training={"note": "fixed seeded head for benchmarks; not trained"})
     (out / "scorer").mkdir(parents=True, exist_ok=True)
-    save_file({f"{classifier.HEAD_NAME}/kernel": kernel, f"{classifier.HEAD_NAME}/bias": bias},
+    save_file({f"{HEAD_NAME}/kernel": kernel, f"{HEAD_NAME}/bias": bias},
               str(out / "scorer" / spec.weights_file))
-    modeldir.write_spec(out / "scorer", spec)
+    modelspec.write_spec(out / "scorer", spec)
 
     src = backbones.packaged_path("all-minilm-l6-v2")
     hf = out / "hf"

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from scorer import backbone as backbones
-from scorer import classifier, modeldir, registry
+from scorer import classifier, modeldir, modelspec, registry
 from scorer.errors import ScorerError
+from scorer.heads import HEAD_DENSE, HEAD_NAME
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import convert
 
@@ -20,7 +21,7 @@ def resolve_base(base: str) -> tuple[dict, Path | None]:
     if base in backbones.PACKAGED:
         return {"kind": "packaged", "id": base}, None
     path = Path(base)
-    if "@" in path.name or (path.is_dir() and (path / modeldir.SPEC_FILE).exists()) or \
+    if "@" in path.name or (path.is_dir() and (path / modelspec.SPEC_FILE).exists()) or \
             registry.is_registry(path):
         ours = modeldir.read(base)
         return ours.spec.base, ours.path
@@ -32,7 +33,7 @@ def resolve_base(base: str) -> tuple[dict, Path | None]:
                       "directory, or a Hugging Face checkpoint directory (config.json)")
 
 
-def start_from(model, spec: modeldir.ModelSpec, start: modeldir.ModelDir) -> None:
+def start_from(model, spec: modelspec.ModelSpec, start: modeldir.ModelDir) -> None:
     """Initialise from a model of ours: its encoder weights (and adapter when the modes match);
     its head only when the label set is the same."""
     if bool(start.spec.lora_rank) != bool(spec.lora_rank) and start.spec.base["kind"] != "config":
@@ -42,7 +43,7 @@ def start_from(model, spec: modeldir.ModelSpec, start: modeldir.ModelDir) -> Non
     tensors = classifier.read_weights(start.path / start.spec.weights_file)
     wanted = {v.path for v in model.weights}
     if start.spec.labels != spec.labels:
-        wanted -= {p for p in wanted if p.startswith(classifier.HEAD_NAME + "/")}
+        wanted -= {p for p in wanted if p.startswith(HEAD_NAME + "/")}
     classifier.assign_weights(model, {k: v for k, v in tensors.items() if k in wanted},
                               str(start.path))
 
@@ -63,14 +64,14 @@ def base_checkpoint_record(base: dict) -> dict | None:
     return {"path": str(ckpt.path), "architecture": ckpt.architecture, "checksums": ckpt.checksums}
 
 
-def start_from_checkpoint(model, spec: modeldir.ModelSpec,
+def start_from_checkpoint(model, spec: modelspec.ModelSpec,
                           ckpt: "hf_checkpoint.Checkpoint") -> str:
     """Start from a Hugging Face classifier's head: its dense layer always, its classifier layer
     when the label names are the same (else a new one). Returns what it did, for the log."""
     head = convert.head_weights(ckpt, ckpt.tensors())
     same = ckpt.labels == spec.labels
     if not same:
-        head = {k: v for k, v in head.items() if k.startswith(classifier.HEAD_DENSE + "/")}
+        head = {k: v for k, v in head.items() if k.startswith(HEAD_DENSE + "/")}
     classifier.assign_weights(model, head, str(ckpt.path))
     return (f"head: {ckpt.architecture}'s, labels {ckpt.labels}" if same else
             f"head: {ckpt.architecture}'s dense layer; a new classifier layer, since its labels "

@@ -15,13 +15,12 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
 
-import scorer
+import scorer  # noqa: F401  (environment defaults before TensorFlow loads)
 from jobs import data as data_mod
 from jobs import gate, metrics
 from jobs import report as report_mod
@@ -29,8 +28,9 @@ from jobs.base import base_checkpoint_record, resolve_base
 from jobs.data import LabeledData
 from jobs.errors import fail
 from jobs.train import DEFAULT_LR, LORA_TARGETS, TrainConfig, TrainResult, train
-from scorer import api, modeldir, registry
+from scorer import api, fileio, modeldir, modelspec, registry
 from scorer.errors import ConfigError, ScorerError
+from scorer.version import __version__
 
 
 @dataclass
@@ -110,8 +110,8 @@ def complete_spec(cfg: TrainConfig, args: JobArgs, base: dict, data: JobData,
         "base_checkpoint": base_checkpoint_record(base),
         "train_data": data.train.fingerprint, "validation_data": data.validation.fingerprint,
         "test_data": data.test.fingerprint if data.test else None,
-        "scorer_version": scorer.__version__,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scorer_version": __version__,
+        "finished": fileio.utc_timestamp(),
     })
 
 
@@ -158,7 +158,7 @@ def run_job(cfg: TrainConfig, args: JobArgs, log=print, progress=None) -> dict:
         json.dumps({**evaluated, "calibration": spec.training["calibration"]}, indent=2) + "\n")
     write_report(result.model_dir / "report.png", result, evaluated,
                  f"{args.name} ({'LoRA' if cfg.lora_rank else 'full'})", log)
-    modeldir.write_spec(result.model_dir, spec)
+    modelspec.write_spec(result.model_dir, spec)
 
     summary = {"name": args.name, "metrics": spec.metrics, "best_epoch": spec.training["best_epoch"],
                "train_seconds": spec.training["seconds"]}
@@ -211,7 +211,7 @@ def stderr_is_terminal() -> bool:
 @click.option("--lora-rank", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lora-targets", type=click.Choice(list(LORA_TARGETS)), default="all",
               show_default=True, help="Layers that get an adapter: every projection, or query/value.")
-@click.option("--pooling", type=click.Choice(list(modeldir.POOLINGS)), default=TrainConfig.pooling,
+@click.option("--pooling", type=click.Choice(list(modelspec.POOLINGS)), default=TrainConfig.pooling,
               show_default=True, help="Text vector for the head: masked mean of the tokens, the "
               "first token, or BERT's pooler (dense + tanh on it; exportable with `scorer export`). "
               "A Hugging Face classifier --base keeps its own head.")

@@ -21,7 +21,7 @@ from jobs.base import hf_classifier, start_from, start_from_checkpoint
 from jobs.batches import TrainingBatch, TrainingRows, epoch_batches, epoch_steps
 from jobs.checkpoint import Checkpoint, TrainState
 from jobs.data import LabeledData, whole_texts
-from scorer import api, classifier, drift, encode, modeldir
+from scorer import api, classifier, drift, encode, modeldir, modelspec
 from scorer import backbone as backbones
 from scorer.hf import convert
 
@@ -103,7 +103,7 @@ class ModelProbabilities:
 @dataclass
 class TrainResult:
     model_dir: Path  # a complete model directory, under the work directory
-    spec: modeldir.ModelSpec  # its spec, still to be completed and written by the job
+    spec: modelspec.ModelSpec  # its spec, still to be completed and written by the job
     validation: dict  # the saved model's full metrics on the validation set
     state: TrainState  # the run's history and loss curve
     probabilities: ModelProbabilities  # the saved model's, calibrated
@@ -129,11 +129,11 @@ def warmup_linear_decay(peak: float, total_steps: int, warmup_steps: int):
 
 def build_model(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None,
                 model_name: str, policy: classifier.DevicePolicy,
-                log) -> tuple[modeldir.ModelSpec, object, Path | None]:
+                log) -> tuple[modelspec.ModelSpec, object, Path | None]:
     """The new model's spec and Keras model, started from --base; and the tokenizer.json the
     new model directory must carry itself, if any."""
     hf_head = hf_classifier(base)
-    spec = modeldir.ModelSpec(
+    spec = modelspec.ModelSpec(
         name=model_name, labels=names, base=base, max_length=cfg.max_length,
         pooling="cls" if hf_head else cfg.pooling,
         head_activation=convert.head_activation(hf_head) if hf_head else None,
@@ -240,7 +240,7 @@ def build(cfg: TrainConfig, names: list[str], base: dict, init_from: Path | None
 @dataclass
 class Trainer:
     cfg: TrainConfig
-    spec: modeldir.ModelSpec
+    spec: modelspec.ModelSpec
     model: object  # keras.Model
     encoder: encode.BatchEncoder
     rows: TrainingRows

@@ -20,9 +20,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # tuning flags). Real failures still raise Python exceptions; set the variable to see them all.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-__version__ = "0.1.0"
-
 from scorer.api import Scorer  # noqa: E402
 from scorer.pipeline import run  # noqa: E402
+from scorer.version import __version__  # noqa: E402
 
 __all__ = ["Scorer", "run", "__version__"]

@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from scorer import encode, runtime
 from scorer.errors import ModelError
-from scorer.modeldir import sha256_file
-
-if TYPE_CHECKING:
-    from scorer.hf.checkpoint import Checkpoint
+from scorer.fileio import sha256_file
+from scorer.hf import checkpoint, convert
+from scorer.hf.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,10 @@ def packaged_path(encoder_id: str, verify: bool = True) -> Path:
     return path
 
 
-def verify_hf_dir(path: Path, recorded) -> "Checkpoint":
+def verify_hf_dir(path: Path, recorded) -> Checkpoint:
     """An hf_dir base's config and weight files must be the ones its model was trained on: their
     sha256 were recorded then (base["sha256"]); checked once per process. Returns the checkpoint
     as read for the check, so that its files are hashed once."""
-    from scorer.hf import checkpoint
-
     if not isinstance(recorded, dict) or not recorded:
         raise ModelError(f"base checkpoint {path} has no recorded sha256 of its files (a model "
                          "trained before scorer recorded them): train it again")
@@ -96,7 +93,7 @@ def verify_hf_dir(path: Path, recorded) -> "Checkpoint":
     return ckpt
 
 
-def hf_base(base: dict) -> "Checkpoint":
+def hf_base(base: dict) -> Checkpoint:
     """An hf_dir base's checkpoint, checked against the sha256 recorded at training."""
     path = Path(base["path"])
     if not (path / "config.json").is_file():
@@ -123,8 +120,6 @@ def tokenizer_path(base: dict) -> Path | None:
 def base_tokenizer(base: dict, max_length: int):
     """(a `tokenizers.Tokenizer` truncating to max_length, its pad id or None) for a base that
     brings its tokenizer; ModelError for a config-only base, which brings none."""
-    from scorer import encode
-
     if base["kind"] == "packaged":
         return encode.load_tokenizer(tokenizer_path(base), max_length), None
     if base["kind"] == "hf_dir":
@@ -136,23 +131,16 @@ def base_tokenizer(base: dict, max_length: int):
 def hf_tokenizer(path: Path, max_length: int):
     """(the `tokenizers.Tokenizer` of a Hugging Face checkpoint, truncating to max_length, its pad
     id), through transformers' AutoTokenizer."""
-    from scorer import encode
-    from scorer.hf import checkpoint
-
     tokenizer, pad_id, _ = checkpoint.load_tokenizer(path)
     return encode.limit_tokenizer(tokenizer, max_length), pad_id
 
 
 def build_backbone(base: dict, dtype=None):
     """A keras-hub backbone for a base; its pretrained weights loaded unless kind is config."""
-    from scorer import runtime
-
     runtime.start()
-    import keras_hub
+    import keras_hub  # after runtime.start(): TensorFlow's threads are set before it loads
 
     if base["kind"] == "hf_dir":
-        from scorer.hf import convert
-
         ckpt = hf_base(base)
         return convert.build_backbone(ckpt, ckpt.tensors(), dtype=dtype)
     ckpt = checkpoint_dir(base)

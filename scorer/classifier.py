@@ -21,10 +21,10 @@ import numpy as np
 from scorer import backbone as backbones
 from scorer import runtime
 from scorer.errors import ModelError
-from scorer.modeldir import ModelDir, ModelSpec
-
-HEAD_NAME = "classifier_head"
-HEAD_DENSE = "head_dense"
+from scorer.heads import HEAD_DENSE, HEAD_NAME, activation
+from scorer.hf import convert
+from scorer.modeldir import ModelDir
+from scorer.modelspec import ModelSpec
 
 
 # ----------------------------------------------------------------------------- device & precision
@@ -80,8 +80,6 @@ def build_classifier(backbone, num_labels: int, pooling: str = "mean", dropout: 
     """Wrap a keras-hub backbone into a functional model with a classification head."""
     import keras
     from keras import ops
-
-    from scorer.hf.convert import activation
 
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
@@ -197,9 +195,6 @@ def load_keras_model(model_dir: ModelDir, dtype=None):
 
 def load_checkpoint_model(model_dir: ModelDir, dtype=None):
     """A Hugging Face classifier checkpoint as it is: its encoder and its head."""
-    from scorer import runtime
-    from scorer.hf import convert
-
     runtime.start()
     ckpt = model_dir.checkpoint
     tensors = ckpt.tensors()

@@ -16,11 +16,13 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-import scorer
-from scorer import api, classifier, commit, drift, modeldir, source
+from scorer import api, classifier, commit, drift, follow, modeldir, pipeline, source
+from scorer import report as run_report
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
+from scorer.hf import export as hf_export
 from scorer.metrics import write_metrics
 from scorer.options import FollowOptions, RayOptions, RunOptions
+from scorer.version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -54,7 +56,7 @@ def stop_on_signals():
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(scorer.__version__, prog_name="scorer")
+@click.version_option(__version__, prog_name="scorer")
 def main():
     """Score text with a BERT classifier: Parquet, JSON Lines, CSV or text in; Parquet out.
 
@@ -303,29 +305,25 @@ def run(inputs, output, model, follow_dir, engine, log_format, **options):
 
 
 def score(cmd: RunCommand):
-    """Run the engine the command asks for (imported here: TensorFlow loads with them)."""
+    """Run the engine the command asks for."""
     if cmd.engine == "ray":
         try:
-            from scorer import ray_engine
+            from scorer import ray_engine  # deferred: imports Ray, an optional extra (1.4 s)
         except ImportError:
             raise click.UsageError("--engine ray needs Ray: pip install 'scorer[ray]'") from None
         return ray_engine.run(cmd.inputs, cmd.output, cmd.model, cmd.options, **asdict(cmd.ray))
     if cmd.follow_dir:
-        from scorer.follow import follow
-        return follow(cmd.follow_dir, cmd.output, cmd.model, cmd.options, **asdict(cmd.follow),
+        return follow.follow(cmd.follow_dir, cmd.output, cmd.model, cmd.options, **asdict(cmd.follow),
                       notify=lambda message: click.echo(f"error: {message}", err=True))
-    from scorer.pipeline import run as run_pipeline, terminal_progress
-    return run_pipeline(cmd.inputs, cmd.output, cmd.model, cmd.options,
-                        progress=terminal_progress if cmd.show_progress else None)
+    return pipeline.run(cmd.inputs, cmd.output, cmd.model, cmd.options,
+                        progress=pipeline.terminal_progress if cmd.show_progress else None)
 
 
 def finish(result, cmd: RunCommand) -> None:
     """The exit code of a run that ended (7: --follow entries failed, 9: --max-drift), written
     to --metrics-file first."""
-    from scorer.follow import EXIT_ENTRIES_FAILED
-
     exceeded = drift_exceeded(result.manifest, cmd.options.max_drift)
-    exit_code = (EXIT_ENTRIES_FAILED if cmd.follow_dir and result.manifest["units_failed_now"]
+    exit_code = (follow.EXIT_ENTRIES_FAILED if cmd.follow_dir and result.manifest["units_failed_now"]
                  else exceeded.exit_code if exceeded else 0)
     if cmd.options.metrics_file:
         write_metrics(cmd.options.metrics_file, result.manifest, cmd.output, exit_code)
@@ -501,10 +499,8 @@ def profile(model, data, output, rows, seed, text_column, format):
 
         scorer profile models/sentiment validation.parquet
     """
-    from scorer.api import Scorer
-
     try:
-        model_scorer = Scorer.load(model)
+        model_scorer = api.Scorer.load(model)
         inputs = source.expand_inputs(list(data), format)
         rows_read = source.SourceStats()
         picked = drift.sample(((t, e) for chunk in source.read_chunks(inputs, text_column, stats=rows_read)
@@ -534,8 +530,6 @@ def report_command(out, png):
 
         scorer report scored/ -o report.png
     """
-    from scorer import report as run_report
-
     target = png or os.path.join(out, "_report.png")
     try:
         run_report.draw(out, target)
@@ -556,8 +550,6 @@ def export(model, out):
 
         scorer export models/sentiment@champion exported/sentiment-hf/
     """
-    from scorer.hf import export as hf_export
-
     try:
         config = hf_export.export(modeldir.read(model), out)
     except ScorerError as e:

@@ -33,11 +33,10 @@ import shutil
 import socket
 import stat
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scorer import faults, storage
+from scorer import faults, fileio, storage
 from scorer.errors import OutputBusy, OutputError
 
 SUCCESS = "_SUCCESS"
@@ -103,7 +102,7 @@ class OutputLock:
             os.close(dir_fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode())
+                     f"{fileio.utc_timestamp()}".encode())
         self._fd = fd
 
     def release(self) -> None:

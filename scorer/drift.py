@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from scorer import jsonfile
+from scorer import fileio
 from scorer.errors import ModelError
 
 PROBABILITY_BINS = 10  # equal-width bins over [0, 1]
@@ -326,7 +325,7 @@ def _part(item, where: str, labels: list[str], before: list) -> ReferencePart:
 
 
 def read_sidecar(path: Path) -> Reference:
-    data = jsonfile.read_object(path, ModelError)
+    data = fileio.read_object(path, ModelError)
     if data.get("format") != REFERENCE_FORMAT:
         raise ModelError(f"{path}: not a scorer reference (format {REFERENCE_FORMAT})")
     return Reference(Profile.from_json(data.get("profile") or {}, str(path)), str(path),
@@ -338,7 +337,5 @@ def write_sidecar(path: Path, model_id: dict, profile: Profile, data: dict) -> N
     body = {"format": REFERENCE_FORMAT,
             "model": {k: model_id.get(k) for k in ("name", "version", "checksum")},
             "data": data, "summary": profile.summary(), "profile": profile.to_json(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+            "created": fileio.utc_timestamp()}
+    fileio.write_atomic(path, json.dumps(body, indent=2) + "\n")

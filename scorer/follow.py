@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from scorer import commit, drift, modeldir, overlap, source
+from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.metrics import write_metrics
 from scorer.options import RunOptions
@@ -300,10 +300,10 @@ class _Follower:
     def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
         """Score with the model in model_dir from the next entry on (loading it if it is not the
         one loaded); checksum: the spec checksum it must have."""
-        spec = model_dir / modeldir.SPEC_FILE
+        spec = model_dir / modelspec.SPEC_FILE
         current = self.the_run.model_dir.id
         if str(model_dir) == current["path"] and spec.is_file() and \
-                modeldir.sha256_file(spec) == current["checksum"]:
+                fileio.sha256_file(spec) == current["checksum"]:
             return
         self.the_run.load_scorer(model_dir)
         if checksum and self.the_run.model_dir.id["checksum"] != checksum:

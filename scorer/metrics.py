@@ -10,11 +10,11 @@ the label `output`, so several jobs can share a collector directory.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scorer import fileio
 from scorer.drift import WHOLE
 
 PREFIX = "scorer_"
@@ -98,17 +98,7 @@ def exposition(metrics: list[Metric]) -> str:
 def write_metrics(path: str | Path, manifest: dict | None, output: str, exit_code: int) -> None:
     """Write the run's metrics to path atomically (a temporary file in the same directory, then
     rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(exposition(run_metrics(manifest, output, exit_code)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fileio.write_atomic(Path(path), exposition(run_metrics(manifest, output, exit_code)))
 
 
 def _escape_label(value: str) -> str:

@@ -20,15 +20,14 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from scorer import storage
+from scorer import fileio
 from scorer.errors import ModelError
+from scorer.modelspec import SPEC_FILE
 
 ALIASES = "_aliases"
 CHAMPION = "champion"
-SPEC_FILE = "scorer_model.json"  # the same name modeldir uses (modeldir imports this module)
 
 
 def is_registry(path: Path) -> bool:
@@ -69,15 +68,9 @@ def set_alias(registry: Path, alias: str, version: int, reason: str = "") -> int
     previous = read_alias(registry, alias)
     folder = _aliases_dir(registry)
     record = {"version": version, "previous": previous, "reason": reason,
-              "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{alias}.")
-    os.fchmod(fd, 0o644)  # mkstemp makes it private; the scoring workers may run as another user
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / alias)
-    storage.fsync_dir(folder)
+              "updated": fileio.utc_timestamp()}
+    # 0644 whatever the job's umask: the scoring workers may run as another user
+    fileio.write_atomic(folder / alias, json.dumps(record), mode=0o644)
     return previous
 
 
@@ -106,7 +99,7 @@ def _aliases_dir(registry: Path) -> Path:
     if not folder.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)  # whatever the job's umask
-        storage.fsync_dir(registry)
+        fileio.fsync_dir(registry)
     return folder
 
 
@@ -123,7 +116,7 @@ def register(registry: Path, model_dir: Path) -> int:
             version = (versions(registry) or [0])[-1] + 1
             try:
                 os.rename(tmp, registry / str(version))
-                storage.fsync_dir(registry)
+                fileio.fsync_dir(registry)
                 return version
             except OSError:
                 if not (registry / str(version)).exists():
@@ -137,8 +130,8 @@ def _fsync_tree(root: Path) -> None:
     """fsync every file and directory under root, directories after what they hold."""
     for directory, _, files in os.walk(root, topdown=False):
         for name in files:
-            storage.fsync_path(Path(directory, name))
-        storage.fsync_dir(Path(directory))
+            fileio.fsync_path(Path(directory, name))
+        fileio.fsync_dir(Path(directory))
 
 
 def resolve(ref: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import commit, drift, jsonfile, storage
+from scorer import commit, drift, fileio, storage
 from scorer.errors import ConfigError, InputError, OutputError
 
 _RUN, _REFERENCE = "#1f77b4", "#bbbbbb"
@@ -68,7 +68,7 @@ def read_manifest(out: str) -> dict:
     path = Path(out) / commit.MANIFEST
     if not path.exists():
         raise InputError(f"{out}: no {commit.MANIFEST}; is it the output of a finished run?")
-    manifest = jsonfile.read_object(path, InputError)
+    manifest = fileio.read_object(path, InputError)
     if not manifest.get("profile"):
         raise InputError(f"{path}: has no profile of its rows (written by an older scorer); "
                          "score it again to draw it")

@@ -25,14 +25,14 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import scorer
-from scorer import classifier, commit, drift, modeldir, runtime, sink, source, storage
+from scorer import classifier, commit, drift, fileio, modeldir, runtime, sink, source, storage
 from scorer.api import Scorer, ScoreStats, error_kind
 from scorer.errors import DataError, ModelError
 from scorer.options import RESUME_OPTIONS, RunOptions, parse_max_errors
 from scorer.stages import Stopwatch
 from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, DEAD_LETTER_SCHEMA,
                            check_columns, dead_letters, probabilities_in, public_columns)
+from scorer.version import __version__
 
 
 def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
@@ -347,7 +347,7 @@ class Run:
         total = time.time() - self.started
         compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
         return {
-            "scorer_version": scorer.__version__, "model": self.model_dir.id, "inputs": inputs,
+            "scorer_version": __version__, "model": self.model_dir.id, "inputs": inputs,
             "options": {k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
             "rows_in": c.rows_in, "rows_out": c.rows_out, "rows_scored": c.rows_scored,
             "rows_with_error": c.rows_with_error, "rows_dead_lettered": c.rows_dead_lettered,
@@ -368,8 +368,8 @@ class Run:
             "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
             "device": self.device.device, "precision": self.device.precision,
             "threads": runtime.threads_in_use, "xla_cache": runtime.xla_cache_dir(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started": fileio.utc_timestamp(self.started),
+            "finished": fileio.utc_timestamp(),
         }
 
     def drift_fields(self, run_drift: drift.Drift) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from scorer import fileio
 from scorer.errors import InputError, OutputError
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "viewfs://", "abfs://", "abfss://")
@@ -74,13 +75,7 @@ class LocalStorage:
         """Replace the file all at once, durably (temp file, fsync, rename, fsync directory)."""
         path = self.path(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fileio.write_atomic(path, text)
 
     def delete(self, rel: str) -> None:
         self.path(rel).unlink(missing_ok=True)
@@ -121,12 +116,12 @@ class LocalStorage:
     def sync(self) -> None:
         """fsync every directory whose entries changed since the last sync (renames, mkdirs)."""
         for directory in sorted(self._unsynced, key=lambda d: len(d.parts), reverse=True):
-            fsync_dir(directory)
+            fileio.fsync_dir(directory)
         self._unsynced.clear()
 
     def sync_root(self) -> None:
         """fsync the directory holding the root, which this run may just have created."""
-        fsync_dir(self.root.parent)
+        fileio.fsync_dir(self.root.parent)
 
 
 class ArrowStorage:
@@ -213,16 +208,3 @@ class ArrowStorage:
 def open_storage(location: str | Path):
     return ArrowStorage(str(location)) if is_remote(str(location)) else LocalStorage(Path(location))
 
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new file in it) durable."""
-    fsync_path(path)
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file (its data) or a directory (its entries), by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

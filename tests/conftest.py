@@ -22,7 +22,7 @@ os.environ["SCORER_FAULT_HOOKS_KEY"] = "scorer-tests-082fd63a25415cded44c2f397f4
 
 import scorer  # noqa: F401  (sets HF_HUB_OFFLINE and KERAS_BACKEND before TensorFlow loads)
 from scorer import backbone as backbones
-from scorer import classifier, modeldir
+from scorer import classifier, modeldir, modelspec
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -37,7 +37,7 @@ def make_tiny_model(path: Path, labels=("negative", "positive"), problem_type="s
     import keras
 
     keras.utils.set_random_seed(seed)
-    spec = modeldir.ModelSpec(
+    spec = modelspec.ModelSpec(
         name=name, labels=list(labels), problem_type=problem_type, max_length=max_length,
         base={"kind": "config", "architecture": "BertBackbone", "config": TINY_BERT},
         tokenizer_file="tokenizer.json", training={"note": "random weights, for tests"})
@@ -45,7 +45,7 @@ def make_tiny_model(path: Path, labels=("negative", "positive"), problem_type="s
     path.mkdir(parents=True, exist_ok=True)
     classifier.save_weights(model, path / spec.weights_file, scope="all")
     shutil.copy(backbones.packaged_path("all-minilm-l6-v2") / "tokenizer.json", path / "tokenizer.json")
-    modeldir.write_spec(path, spec)
+    modelspec.write_spec(path, spec)
     return path
 
 
@@ -58,7 +58,7 @@ def with_spec_reference(model: Path, whole, parts: dict | None = None) -> Path:
     if parts is not None:
         spec.reference["parts"] = [{"name": name, "data": {"validation": {"rows": p.rows, "sha256": "0" * 64}},
                                     "profile": p.to_json()} for name, p in parts.items()]
-    modeldir.write_spec(model, spec)
+    modelspec.write_spec(model, spec)
     return model
 
 

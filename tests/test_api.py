@@ -51,13 +51,13 @@ def test_the_spec_windowed_temperature_applies_to_windowed_texts_only(tiny_model
     one-window text scores as before, a windowed one with its mean window logits doubled."""
     import shutil
 
-    from scorer import api, modeldir
+    from scorer import api, modelspec
 
     copy = tmp_path / "m"
     shutil.copytree(tiny_model, copy)
-    spec = json.loads((copy / modeldir.SPEC_FILE).read_text())
+    spec = json.loads((copy / modelspec.SPEC_FILE).read_text())
     spec["windowed_temperature"] = 0.5
-    (copy / modeldir.SPEC_FILE).write_text(json.dumps(spec))
+    (copy / modelspec.SPEC_FILE).write_text(json.dumps(spec))
     plain = Scorer.load(tiny_model, max_length=16, long_text="window", max_windows=4)
     hot = Scorer.load(copy, max_length=16, long_text="window", max_windows=4)
     texts = ["a short one", " ".join(["the film was long and slow"] * 6)]

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from jobs import base as job_base
 from jobs import finetune
-from scorer import Scorer, classifier, modeldir
+from scorer import Scorer, classifier, modelspec
 from scorer.cli import main
+from scorer.heads import HEAD_DENSE, HEAD_NAME
 from scorer.hf import checkpoint, convert
 from tests.conftest import hf_reference_scores
 
@@ -58,7 +59,7 @@ def model_probabilities(model, case, rows):
 def lora_spec(case, labels):
     ckpt = checkpoint.read(case.path)
     base = {"kind": "hf_dir", "path": str(case.path), "sha256": ckpt.checksums}
-    spec = modeldir.ModelSpec(name="x", labels=labels, base=base, pooling="cls", lora_rank=4,
+    spec = modelspec.ModelSpec(name="x", labels=labels, base=base, pooling="cls", lora_rank=4,
                               head_activation=convert.head_activation(ckpt))
     return ckpt, spec
 
@@ -82,9 +83,9 @@ def test_finetune_keeps_the_dense_layer_but_starts_a_new_classifier_for_other_la
     message = job_base.start_from_checkpoint(model, spec, ckpt)
     assert "a new classifier layer" in message
     tensors = ckpt.tensors()
-    np.testing.assert_array_equal(np.asarray(model.get_layer(classifier.HEAD_DENSE).kernel),
+    np.testing.assert_array_equal(np.asarray(model.get_layer(HEAD_DENSE).kernel),
                                   tensors["classifier.dense.weight"].T)
-    assert model.get_layer(classifier.HEAD_NAME).kernel.shape == (32, 3)
+    assert model.get_layer(HEAD_NAME).kernel.shape == (32, 3)
 
 
 @pytest.fixture(scope="module")

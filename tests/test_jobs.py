@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from jobs import finetune, metrics
 from jobs import registry as registry_cli
-from scorer import classifier, drift, modeldir, registry
+from scorer import classifier, drift, fileio, modeldir, registry
 from scorer.api import combine_windows
 from scorer.cli import main as scorer_main
 from tests.conftest import REPO
@@ -234,7 +234,7 @@ def test_hugging_face_checkpoint_as_base(toy, tmp_path, model_type):
     assert r.exit_code == 0, r.output
     spec = json.loads((out / "scorer_model.json").read_text())
     assert spec["base"] == {"kind": "hf_dir", "path": str(ckpt.resolve()), "sha256": {
-        name: modeldir.sha256_file(ckpt / name) for name in ("config.json", "model.safetensors")}}
+        name: fileio.sha256_file(ckpt / name) for name in ("config.json", "model.safetensors")}}
     r = CliRunner().invoke(scorer_main, ["run", str(toy["val"]), "-o", str(tmp_path / "s"),
                                          "--model", str(out), "--output-prefix", "p_"])
     assert r.exit_code == 0, r.output

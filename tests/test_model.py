@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from scorer import Scorer, classifier, modeldir
+from scorer import Scorer, classifier, fileio, modeldir
 from scorer.errors import ModelError
+from scorer.heads import HEAD_NAME
 from tests.conftest import SAMPLE, make_tiny_model
 
 
@@ -70,7 +71,7 @@ def test_weights_of_the_wrong_model_are_refused(tiny_model, tiny_multilabel_mode
     d = copy_model(tiny_model, tmp_path)
     shutil.copy(tiny_multilabel_model / "weights.safetensors", d / "weights.safetensors")
     spec = json.loads((d / "scorer_model.json").read_text())
-    spec["checksums"]["weights.safetensors"] = modeldir.sha256_file(d / "weights.safetensors")
+    spec["checksums"]["weights.safetensors"] = fileio.sha256_file(d / "weights.safetensors")
     (d / "scorer_model.json").write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="shape"):
         Scorer.load(d)
@@ -99,7 +100,7 @@ def test_mixed_precision_path_gives_float32_probabilities(tiny_model):
     mixed = Scorer.load(tiny_model, precision="mixed_float16")
     layer_dtypes = {l.dtype_policy.name for l in mixed.predictor.model.layers if l.weights}
     assert "mixed_float16" in layer_dtypes
-    head = mixed.predictor.model.get_layer(classifier.HEAD_NAME)
+    head = mixed.predictor.model.get_layer(HEAD_NAME)
     assert head.compute_dtype == "float32"
     p_full, _ = full.probabilities(texts)
     p_mixed, _ = mixed.probabilities(texts)
@@ -152,8 +153,8 @@ def test_model_that_needs_all_weights_refuses_a_partial_file(tmp_path):
     tensors = load_file(str(d / "weights.safetensors"))
     tensors.pop("token_embedding/embeddings")
     save_file(tensors, str(d / "weights.safetensors"))
-    _edit_spec(d, checksums={"weights.safetensors": modeldir.sha256_file(d / "weights.safetensors"),
-                             "tokenizer.json": modeldir.sha256_file(d / "tokenizer.json")})
+    _edit_spec(d, checksums={"weights.safetensors": fileio.sha256_file(d / "weights.safetensors"),
+                             "tokenizer.json": fileio.sha256_file(d / "tokenizer.json")})
     with pytest.raises(ModelError, match="no weights for"):
         Scorer.load(d)
 

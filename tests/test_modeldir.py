@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from scorer import modeldir, registry
+from scorer import fileio, modeldir, modelspec, registry
 from scorer.cli import main as scorer_main
 from scorer.errors import ModelError
 
@@ -18,9 +18,9 @@ def model(tiny_model, tmp_path):
 
 
 def edit_spec(path, **changes):
-    spec = json.loads((path / modeldir.SPEC_FILE).read_text())
+    spec = json.loads((path / modelspec.SPEC_FILE).read_text())
     spec.update(changes)
-    (path / modeldir.SPEC_FILE).write_text(json.dumps(spec))
+    (path / modelspec.SPEC_FILE).write_text(json.dumps(spec))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -44,9 +44,9 @@ def test_a_bad_spec_is_refused_with_its_field_named(model, changes, message):
 
 
 def test_a_spec_missing_its_required_fields_names_them(model):
-    spec = json.loads((model / modeldir.SPEC_FILE).read_text())
+    spec = json.loads((model / modelspec.SPEC_FILE).read_text())
     del spec["name"], spec["base"]
-    (model / modeldir.SPEC_FILE).write_text(json.dumps(spec))
+    (model / modelspec.SPEC_FILE).write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="missing name, base$"):
         modeldir.read(model)
 
@@ -66,9 +66,9 @@ def test_write_spec_records_checksums_that_read_verifies(model):
     (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + " ")
     with pytest.raises(ModelError, match=r"tokenizer.json: sha256 [0-9a-f]{12}\.\.\. does not match"):
         modeldir.read(model)
-    modeldir.write_spec(model, md.spec)  # records the new file's checksum
+    modelspec.write_spec(model, md.spec)  # records the new file's checksum
     again = modeldir.read(model)
-    assert again.spec.checksums["tokenizer.json"] == modeldir.sha256_file(model / "tokenizer.json")
+    assert again.spec.checksums["tokenizer.json"] == fileio.sha256_file(model / "tokenizer.json")
     assert again.spec.training == {"note": "rewritten"}
     assert again.id["checksum"] != checksum_before  # the id follows the spec file
 
@@ -77,11 +77,11 @@ def test_a_spec_is_written_with_the_lowest_format_that_holds_it(model):
     """A windowed temperature needs format 2 (an older scorer refuses it, where it would score
     windowed texts with the wrong calibration); a spec without one stays 1, readable by it."""
     md = modeldir.read(model)
-    modeldir.write_spec(model, md.spec)
-    assert json.loads((model / modeldir.SPEC_FILE).read_text())["format_version"] == 1
+    modelspec.write_spec(model, md.spec)
+    assert json.loads((model / modelspec.SPEC_FILE).read_text())["format_version"] == 1
     md.spec.windowed_temperature = 0.8
-    modeldir.write_spec(model, md.spec)
-    assert json.loads((model / modeldir.SPEC_FILE).read_text())["format_version"] == 2
+    modelspec.write_spec(model, md.spec)
+    assert json.loads((model / modelspec.SPEC_FILE).read_text())["format_version"] == 2
     assert modeldir.read(model).spec.windowed_temperature == 0.8
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from scorer import registry, storage
+from scorer import fileio, registry
 from scorer.errors import ModelError
 
 
 def test_register_and_set_alias_fsync_what_their_renames_publish(tiny_model, tmp_path, monkeypatch):
     synced_dirs: list[Path] = []
     synced_files: list[str] = []
-    fsync_dir = storage.fsync_dir
-    monkeypatch.setattr(storage, "fsync_dir", lambda p: (synced_dirs.append(Path(p)), fsync_dir(p)))
+    fsync_dir = fileio.fsync_dir
+    monkeypatch.setattr(fileio, "fsync_dir", lambda p: (synced_dirs.append(Path(p)), fsync_dir(p)))
     fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced_files.append(os.readlink(f"/proc/self/fd/{fd}")),
                                                   fsync(fd)))

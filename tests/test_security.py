@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from scorer import backbone, modeldir
+from scorer import backbone, fileio, modeldir
 from scorer.errors import ModelError
 from tests.conftest import REPO, SAMPLE
 
@@ -328,7 +328,7 @@ def test_an_hf_dir_base_is_checksummed_at_training_and_checked_at_load(tmp_path)
 
     ckpt = make_hf_checkpoint(tmp_path / "bert", "bert")
     base, _ = resolve_base(str(ckpt))
-    assert base["sha256"] == {name: modeldir.sha256_file(ckpt / name)
+    assert base["sha256"] == {name: fileio.sha256_file(ckpt / name)
                               for name in ("config.json", "model.safetensors")}
     assert backbone.checkpoint_dir(base) == ckpt.resolve()
     with open(ckpt / "model.safetensors", "r+b") as f:  # the base changed after training

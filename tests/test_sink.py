@@ -201,15 +201,15 @@ def test_every_directory_a_commit_touched_is_fsynced_before_the_checkpoint_lists
     dead-letter directories) are durable only once their directories are fsync'd."""
     from pathlib import Path
 
-    from scorer import commit, pipeline, storage
+    from scorer import commit, fileio, pipeline
 
     texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
     texts[::7] = [""] * len(texts[::7])  # bad rows, for the dead letters
     pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet")
     out, dead = tmp_path / "out", tmp_path / "nested" / "dead"
     synced: list[Path] = []
-    fsync_dir = storage.fsync_dir
-    monkeypatch.setattr(storage, "fsync_dir", lambda path: (synced.append(Path(path)), fsync_dir(path)))
+    fsync_dir = fileio.fsync_dir
+    monkeypatch.setattr(fileio, "fsync_dir", lambda path: (synced.append(Path(path)), fsync_dir(path)))
     checkpoint = commit.OutputDir.checkpoint
     seen: set[tuple[Path, str]] = set()
     dirs_seen: set[Path] = set()

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import jsonfile
+from scorer import fileio
 from scorer.errors import ModelError
+from scorer.modelspec import SPEC_FILE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -119,17 +120,13 @@ class Checkpoint:
 
 def is_checkpoint(path: Path) -> bool:
     """A directory that looks like a Hugging Face checkpoint (config.json, no spec of ours)."""
-    from scorer.registry import SPEC_FILE
-
     return (path / CONFIG_FILE).is_file() and not (path / SPEC_FILE).exists()
 
 
 def read(path: Path, classifier: bool = True) -> Checkpoint:
     """Read and check a checkpoint directory; classifier=False accepts a bare encoder too."""
-    from scorer.modeldir import sha256_file
-
     path = Path(path)
-    config = jsonfile.read_object(path / CONFIG_FILE, ModelError)
+    config = fileio.read_object(path / CONFIG_FILE, ModelError)
     if "auto_map" in config:
         raise ModelError(f"{path / CONFIG_FILE}: names custom code (auto_map); scorer never runs "
                          "code from a model directory")
@@ -143,13 +140,13 @@ def read(path: Path, classifier: bool = True) -> Checkpoint:
         raise ModelError(f"{path}: {architecture} ({model_type}) is not supported; scorer reads "
                          f"{SUPPORTED_TEXT}")
     weight_files = _weight_files(path)
-    checksums = {name: sha256_file(path / name) for name in (CONFIG_FILE,) + weight_files}
+    checksums = {name: fileio.sha256_file(path / name) for name in (CONFIG_FILE,) + weight_files}
     return Checkpoint(path.resolve(), config, model_type, architecture, weight_files, checksums)
 
 
 def _weight_files(path: Path) -> tuple[str, ...]:
     if (path / WEIGHTS_INDEX).is_file():
-        index = jsonfile.read_object(path / WEIGHTS_INDEX, ModelError)
+        index = fileio.read_object(path / WEIGHTS_INDEX, ModelError)
         files = sorted(set((index.get("weight_map") or {}).values()))
         for name in files:
             if Path(name).name != name or not (path / name).is_file():
@@ -175,7 +172,7 @@ def load_tokenizer(path: Path):
     merges.txt or a SentencePiece model), offline. Returns (its Rust `tokenizers.Tokenizer`,
     the pad id, model_max_length); scoring encodes with the Rust tokenizer alone."""
     tokenizer_config = path / "tokenizer_config.json"
-    if tokenizer_config.is_file() and "auto_map" in jsonfile.read_object(tokenizer_config, ModelError):
+    if tokenizer_config.is_file() and "auto_map" in fileio.read_object(tokenizer_config, ModelError):
         raise ModelError(f"{tokenizer_config}: names custom code (auto_map); scorer never runs "
                          "code from a model directory")
     import transformers

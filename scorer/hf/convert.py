@@ -21,7 +21,10 @@ from typing import Mapping
 import numpy as np
 
 from scorer.errors import ModelError
+from scorer.heads import HEAD_DENSE, HEAD_NAME, activation
+from scorer.hf import deberta
 from scorer.hf.checkpoint import Checkpoint
+from scorer.hf.tensors import assign_tensor, hooked, tensor_key
 
 # model_type -> (keras-hub converter module, prefix of the encoder's tensors in a classifier)
 KERAS_HUB_CONVERTERS = {
@@ -45,21 +48,10 @@ _HEADS = {
     "deberta-v2": ("pooler.dense", None, "classifier"),
 }
 
-# Hugging Face activation names -> ours (keras.activations names; gelu_tanh = the approximation).
+# Hugging Face activation names -> ours (scorer.heads.HEAD_ACTIVATIONS).
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh", "silu": "silu",
                "swish": "silu"}
-
-
-def activation(name: str):
-    """A Keras activation for one of ours (see ACTIVATIONS)."""
-    import keras
-
-    if name == "gelu":
-        return lambda x: keras.activations.gelu(x, approximate=False)
-    if name == "gelu_tanh":
-        return lambda x: keras.activations.gelu(x, approximate=True)
-    return keras.activations.get(name)
 
 
 def hidden_activation(ckpt: Checkpoint) -> str:
@@ -107,15 +99,6 @@ def check_config(ckpt: Checkpoint) -> None:
 
 # ----------------------------------------------------------------------------- backbone
 
-def tensor_key(names: Mapping, name: str, prefix: str) -> str:
-    """The checkpoint's name for a tensor a converter asks for: as given, with the encoder's
-    prefix, or without it. KeyError when there is none."""
-    for candidate in (name, prefix + name, name.removeprefix(prefix)):
-        if candidate in names:
-            return candidate
-    raise KeyError(name)
-
-
 class _Tensors:
     """keras-hub's SafetensorLoader interface over tensors in memory, recording what is used.
     A name is looked up as given, with the encoder's prefix, and without it, so the same
@@ -136,28 +119,10 @@ class _Tensors:
         assign_tensor(keras_variable, value, hf_weight_key)
 
 
-def hooked(loader, keras_variable, hf_weight_key: str, hook_fn) -> np.ndarray:
-    """What keras-hub's loader.port_weight(keras_variable, hf_weight_key, hook_fn) ports: the
-    named tensor, through the converter's hook (a transpose, reshape or slice) if it has one."""
-    value = loader.get_tensor(hf_weight_key)
-    return hook_fn(value, list(keras_variable.shape)) if hook_fn else value
-
-
-def assign_tensor(variable, value: np.ndarray, name: str, stored_shape: tuple | None = None) -> None:
-    """Set a backbone variable to a checkpoint tensor (laid out for it), refusing one of another
-    shape; the message names the tensor's shape as stored when it is given."""
-    if tuple(value.shape) != tuple(variable.shape):
-        raise ModelError(f"tensor {name} has shape {stored_shape or value.shape}, which does not fit "
-                         f"the backbone's {variable.path} {tuple(variable.shape)}")
-    variable.assign(value)
-
-
 def build_backbone(ckpt: Checkpoint, tensors: Mapping[str, np.ndarray], dtype=None):
     """The encoder of a checkpoint as a keras-hub backbone, every weight from `tensors`."""
     check_config(ckpt)
     if ckpt.model_type == "deberta-v2":
-        from scorer.hf import deberta
-
         try:
             return deberta.build_backbone(ckpt.config, tensors, dtype=dtype)
         except ModelError as e:
@@ -237,9 +202,7 @@ def head_tensor_names(ckpt: Checkpoint) -> list[str]:
 
 
 def head_weights(ckpt: Checkpoint, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The classifier head as Keras variable paths (classifier.HEAD_DENSE / HEAD_NAME)."""
-    from scorer.classifier import HEAD_DENSE, HEAD_NAME
-
+    """The classifier head as Keras variable paths (scorer.heads: HEAD_DENSE / HEAD_NAME)."""
     dense_w, dense_b, out_w, out_b = head_tensor_names(ckpt)
     missing = [k for k in (dense_w, dense_b, out_w, out_b) if k not in tensors]
     if missing:

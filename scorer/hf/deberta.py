@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from scorer.errors import ModelError
-from scorer.hf import convert
+from scorer.hf.tensors import assign_tensor
 
 # hidden_act -> whether it is the tanh approximation of GELU (transformers: "gelu" is exact erf).
 _GELU_IS_APPROXIMATE = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
@@ -184,7 +184,7 @@ class _Porter:
             value = layout(tensor)
         except ValueError:  # a reshape that cannot be done: the tensor has the wrong shape
             value = tensor
-        convert.assign_tensor(variable, value, key, tensor.shape)
+        assign_tensor(variable, value, key, tensor.shape)
         self.used.add(key)
         self.assigned.add(id(variable))
 

@@ -28,7 +28,9 @@ import numpy as np
 from scorer import backbone as backbones
 from scorer import classifier
 from scorer.errors import ModelError, OutputError
+from scorer.heads import HEAD_DENSE, HEAD_NAME
 from scorer.hf import checkpoint, convert
+from scorer.hf.tensors import hooked, tensor_key
 from scorer.modeldir import ModelDir
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -101,14 +103,14 @@ class _Recorder:
         self.records: list[tuple[str, np.ndarray, object]] = []
 
     def key(self, name: str) -> str:
-        return convert.tensor_key(self.shapes, name, self.prefix)
+        return tensor_key(self.shapes, name, self.prefix)
 
     def get_tensor(self, name: str) -> np.ndarray:
         shape = self.shapes[self.key(name)]
         return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
 
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        index = convert.hooked(self, keras_variable, hf_weight_key, hook_fn)
+        index = hooked(self, keras_variable, hf_weight_key, hook_fn)
         self.records.append((self.key(hf_weight_key), np.asarray(index), keras_variable))
 
 
@@ -148,11 +150,11 @@ def _roberta_positions(base, backbone, tensors, prefix, shapes, recorder) -> Non
 def _head_tensors(model, base: checkpoint.Checkpoint, head: str,
                   temperature: float) -> dict[str, np.ndarray]:
     dense_w, dense_b, out_w, out_b = convert.head_tensor_names(base)
-    final = model.get_layer(classifier.HEAD_NAME)
+    final = model.get_layer(HEAD_NAME)
     t = temperature  # logits / t is exactly (kernel / t) x + bias / t
     tensors = {out_w: np.asarray(final.kernel).T / t, out_b: np.asarray(final.bias) / t}
     if head == "dense":
-        dense = model.get_layer(classifier.HEAD_DENSE)
+        dense = model.get_layer(HEAD_DENSE)
         tensors.update({dense_w: np.asarray(dense.kernel).T, dense_b: np.asarray(dense.bias)})
     return tensors  # "pooled": the pooler came with the encoder (BERT / ALBERT)
 

@@ -1,17 +1,17 @@
-"""scorer.jsonfile: a JSON object read from a file, or one clear line saying why not."""
+"""scorer.fileio: a JSON object read from a file, or one clear line saying why not."""
 
 from __future__ import annotations
 
 import pytest
 
-from scorer import jsonfile
+from scorer import fileio
 from scorer.errors import InputError, ModelError
 
 
 def test_reads_a_json_object(tmp_path):
     path = tmp_path / "x.json"
     path.write_text('{"a": [1, 2]}', encoding="utf-8")
-    assert jsonfile.read_object(path, ModelError) == {"a": [1, 2]}
+    assert fileio.read_object(path, ModelError) == {"a": [1, 2]}
 
 
 @pytest.mark.parametrize("content, message", [
@@ -27,6 +27,6 @@ def test_why_a_file_is_not_a_json_object_is_one_line_of_the_callers_error(tmp_pa
         path.write_bytes(content)
     for error in (ModelError, InputError):  # the caller's kind of error, so its exit code
         with pytest.raises(error) as raised:
-            jsonfile.read_object(path, error)
+            fileio.read_object(path, error)
         assert str(raised.value).startswith(message.format(path=path))
         assert "\n" not in str(raised.value)
