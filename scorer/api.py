@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from scorer import backbone as backbones
-from scorer import classifier, encode, modeldir, runtime
+from scorer import classifier, encode, modeldir, quantized, runtime
 
 
 @dataclass
@@ -113,8 +113,6 @@ class Scorer:
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
                                       pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
         if policy.int8:
-            from scorer import quantized
-
             predictor = quantized.Int8Predictor(keras_model, spec.problem_type, policy,
                                                 pooling=spec.pooling, temperature=spec.temperature)
         else:

@@ -59,9 +59,7 @@ def choose_device(gpus: list | None = None, precision: str = "auto") -> DevicePo
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if precision == "int8":
-        from scorer import quantized
-
-        quantized.require_openvino()  # before anything is loaded: exit 2 naming the extra
+        runtime.require_openvino()  # before anything is loaded: exit 2 naming the extra
         if gpus is None:
             runtime.start()
         return DevicePolicy("/CPU:0", "float32", int8=True)

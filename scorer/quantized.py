@@ -22,21 +22,9 @@ import numpy as np
 
 from scorer import runtime
 from scorer.classifier import DevicePolicy, Predictor
-from scorer.errors import ConfigError
 
-EXTRA = "openvino"
-INSTALL_HINT = f"pip install 'scorer[{EXTRA}]'"
 MIN_COLUMNS = 16  # narrower weight matrices (a classifier head) stay float32
 DYNAMIC_GROUP = 32  # activation values that share one int8 scale (OpenVINO's CPU default)
-
-
-def require_openvino():
-    """The openvino module; ConfigError (exit 2) naming the extra when it is not installed."""
-    try:
-        import openvino
-    except ImportError:
-        raise ConfigError(f"--precision int8 needs OpenVINO: {INSTALL_HINT}") from None
-    return openvino
 
 
 def quantize_weights(model, min_columns: int = MIN_COLUMNS) -> int:
@@ -45,7 +33,7 @@ def quantize_weights(model, min_columns: int = MIN_COLUMNS) -> int:
     einsum of the keras EinsumDense kind (the contracted letters last in the input, first in the
     weight: "abc,cde->abde", "abcd,cde->abe") becomes reshape -> matmul -> reshape first, the form
     the CPU plugin runs as an int8 fully connected layer; other einsums are left as they are."""
-    openvino = require_openvino()
+    openvino = runtime.require_openvino()
     import openvino.opset13 as ops
 
     replaced = 0
@@ -113,7 +101,7 @@ class Int8Predictor(Predictor):
 
     def __init__(self, model, problem_type: str, policy: DevicePolicy, pooling: str = "mean",
                  temperature: float = 1.0):
-        require_openvino()
+        runtime.require_openvino()
         super().__init__(model, problem_type, policy, jit_compile=False, pooling=pooling,
                          temperature=temperature)
         self.conversion_seconds = 0.0

@@ -119,3 +119,14 @@ def start(threads: int | None = None) -> list:
             os.close(saved)
             os.close(devnull)
     return _gpus
+
+
+def require_openvino():
+    """The openvino module (`--precision int8`, scorer.quantized); ConfigError (exit 2) naming
+    the extra when it is not installed. Here, below scorer.classifier, which checks it before a
+    model is loaded."""
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("--precision int8 needs OpenVINO: pip install 'scorer[openvino]'") from None
+    return openvino
