@@ -21,11 +21,13 @@ if [ "${1:-}" = "test" ]; then
   .venv-airflow/bin/python -m pip install --quiet --upgrade pip
   .venv-airflow/bin/python -m pip install --quiet "apache-airflow==3.3.2"
   # The Hugging Face reference (transformers on PyTorch, tests/hf_reference/) that scorer's
-  # checkpoint import is checked against; torch never enters .venv. torch is pinned exactly so
+  # checkpoint import is checked against, and sentence-transformers, which its embeddings are;
+  # torch never enters .venv. torch is pinned exactly so
   # pip takes the CPU wheel on this machine's disk, not a multi-GB CUDA build.
   [ -x .venv-hfref/bin/python ] || "$PYTHON" -m venv .venv-hfref
   .venv-hfref/bin/python -m pip install --quiet --upgrade pip
   .venv-hfref/bin/python -m pip install --quiet "torch==2.13.0" "transformers==5.24.0" \
-    "tokenizers~=0.23.3" "safetensors~=0.8.0" "sentencepiece==0.2.3" "protobuf~=7.36.2"
+    "tokenizers~=0.23.3" "safetensors~=0.8.0" "sentencepiece==0.2.3" "protobuf~=7.36.2" \
+    "sentence-transformers==6.2.0"
 fi
 echo "scorer installed in .venv (run .venv/bin/scorer --help)" >&2

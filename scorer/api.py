@@ -15,6 +15,9 @@ import pyarrow as pa
 
 from scorer import backbone as backbones
 from scorer import classifier, encode, modeldir, quantized, runtime
+from scorer.embedder import Embedder
+from scorer.errors import ModelError
+from scorer.prepared import Prepared, ScoreStats, prepare
 
 
 @dataclass
@@ -25,38 +28,6 @@ class Prediction:
     probabilities: dict[str, float] | None
     labels: list[str] | None = None  # multi-label: every label at or above the threshold
     error: str | None = None
-
-
-@dataclass
-class ScoreStats:
-    """Where time went and how much compute padding took (row counts are the pipeline's)."""
-
-    real_tokens: int = 0
-    padded_tokens: int = 0
-    encode_seconds: float = 0.0
-    infer_seconds: float = 0.0
-
-
-@dataclass
-class Prepared:
-    errors: list  # [n] str | None: why a row is not scored
-    valid: np.ndarray  # [n_valid] positions of the rows that are scored
-    encoded: encode.EncodedChunk | None  # batches over the valid rows (None if there are none)
-
-    def truncated(self) -> np.ndarray:
-        """[n] bool: which rows were cut to the max length (with windows: past the last one)."""
-        out = np.zeros(len(self.errors), dtype=bool)
-        if self.encoded is not None:
-            out[self.valid] = self.encoded.truncated
-        return out
-
-    def windows(self) -> np.ndarray:
-        """[n] int32: how many windows each row was scored as (0: not scored)."""
-        out = np.zeros(len(self.errors), dtype=np.int32)
-        if self.encoded is not None:
-            chunk = self.encoded
-            out[self.valid] = chunk.windows if chunk.windows is not None else 1
-        return out
 
 
 LONG_TEXT = ("truncate", "window")  # what happens to a text over the max length
@@ -85,15 +56,25 @@ class Scorer:
              jit_compile: bool = True, threads: int | None = None,
              packing: bool = True, long_text: str = DEFAULT_LONG_TEXT,
              max_windows: int = encode.DEFAULT_MAX_WINDOWS,
-             overlap: int | None = None) -> "Scorer":
+             overlap: int | None = None, prompt: str | None = None) -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
         threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores).
         long_text: a text over the max length is cut there ("truncate"), or scored as up to
         max_windows overlapping windows whose logits are averaged ("window"), each sharing
-        `overlap` tokens with the one before (default: window_overlap(max length))."""
+        `overlap` tokens with the one before (default: window_overlap(max length)).
+        A sentence-transformers directory loads as an embedder.Embedder (`embed(texts)`), its
+        texts prefixed with the prompt named `prompt` (config_sentence_transformers.json)."""
         if long_text not in LONG_TEXT:
             raise ValueError(f"long_text must be one of {LONG_TEXT}, not {long_text!r}")
         md = modeldir.read(model)
+        if md.kind == "embedding":
+            length = min(max_length or md.max_length, md.max_length)
+            return Embedder.build(md, max_length=max_length, batch_tokens=batch_tokens,
+                                  precision=precision, jit_compile=jit_compile, threads=threads,
+                                  packing=packing, max_windows=max_windows, prompt=prompt,
+                                  overlap=_overlap(long_text, overlap, length))
+        if prompt is not None:
+            raise ModelError(f"{md.path}: prompts are for sentence-transformers models, not classifiers")
         runtime.start(threads)
         spec = md.spec
         policy = classifier.choose_device(precision=precision)
@@ -106,12 +87,9 @@ class Scorer:
         else:
             tokenizer, pad_id = backbones.base_tokenizer(spec.base, length)
         pack = encode.DEFAULT_PACK_LENGTH if packing and classifier.packing_supported(keras_model) else None
-        if long_text == "window" and overlap is None:
-            overlap = window_overlap(length)
-        elif long_text != "window":
-            overlap = None
-        encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
-                                      pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
+        encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack, pad_id=pad_id,
+                                      window_overlap=_overlap(long_text, overlap, length),
+                                      max_windows=max_windows)
         if policy.int8:
             predictor = quantized.Int8Predictor(keras_model, spec.problem_type, policy,
                                                 pooling=spec.pooling, temperature=spec.temperature)
@@ -144,12 +122,7 @@ class Scorer:
 
     def prepare(self, texts: list, read_errors: list | None = None) -> Prepared:
         """Check and tokenize a chunk of texts; rows that cannot be scored get a reason."""
-        t0 = time.perf_counter()
-        errors = [r or _text_error(t) for t, r in zip(texts, read_errors or [None] * len(texts))]
-        valid = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
-        encoded = self.encoder.encode([texts[i] for i in valid]) if len(valid) else None
-        self.stats.encode_seconds += time.perf_counter() - t0
-        return Prepared(errors, valid, encoded)
+        return prepare(self.encoder, self.stats, texts, read_errors)
 
     def infer(self, prepared: Prepared) -> np.ndarray:
         """Probabilities [n, labels] in input order; NaN rows where a text was not scored."""
@@ -239,6 +212,13 @@ def window_overlap(max_length: int) -> int:
     return max_length // 4
 
 
+def _overlap(long_text: str, overlap: int | None, max_length: int) -> int | None:
+    """The encoder's window overlap for a long_text choice (None: texts over the max length are cut)."""
+    if long_text != "window":
+        return None
+    return window_overlap(max_length) if overlap is None else overlap
+
+
 def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int,
                     multi_label: bool, windowed_scale: float = 1.0) -> np.ndarray:
     """[windows, labels] probabilities -> [texts, labels]: the mean of each text's window logits,
@@ -270,16 +250,6 @@ def probabilities_of(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 def error_kind(reason: str) -> str:
     """The kind of a row error, for counting: its text up to the first colon."""
     return reason.split(":")[0]
-
-
-def _text_error(text) -> str | None:
-    if text is None:
-        return "null text"
-    if not isinstance(text, str):
-        return f"text is not a string ({type(text).__name__})"
-    if not text.strip():
-        return "empty text"
-    return None
 
 
 def _null_where(array: pa.Array, mask: np.ndarray) -> pa.Array:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer import fileio, registry
+from scorer import fileio, registry, stdir
 from scorer.errors import ModelError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import spec as hf_spec
@@ -31,6 +31,7 @@ class ModelDir:
     path: Path
     spec: ModelSpec
     checkpoint: Checkpoint | None = None
+    kind = "classifier"  # a sentence-transformers directory reads as a stdir.SentenceTransformerDir
 
     @functools.cached_property
     def id(self) -> dict:
@@ -58,10 +59,12 @@ def resolve(ref: str | Path | None) -> Path:
     return path
 
 
-def read(ref: str | Path | None, verify: bool = True) -> ModelDir:
+def read(ref: str | Path | None, verify: bool = True) -> "ModelDir | stdir.SentenceTransformerDir":
     """Read and check a model directory's spec, and (verify=True) its files' checksums."""
     path = resolve(ref)
     spec_path = path / SPEC_FILE
+    if stdir.is_sentence_transformers(path) and not spec_path.exists():
+        return stdir.read(path)
     if hf_checkpoint.is_checkpoint(path):
         return from_checkpoint(hf_checkpoint.read(path))
     if not spec_path.is_file():

@@ -256,3 +256,38 @@ def wait_for_port(port: int, what: str, seconds: float = 30) -> None:
         except OSError:
             assert time.time() < deadline, f"{what} did not start"
             time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------- sentence-transformers reference
+# Tiny seeded sentence-transformers models and what SentenceTransformer.encode makes of
+# HF_REFERENCE_TEXTS with them (tests/hf_reference/make_st_models.py, in .venv-hfref), plus the
+# packaged all-MiniLM-L6-v2 encoded as it is.
+
+ST_REFERENCE_CASES = ("mean", "cls_dense_normalize", "max_normalize_v5", "mean_sqrt_len_dense2",
+                      "mean_prompt_lowercase_v5", "distilbert_cls")
+ST_PACKAGED = "all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class STReference:
+    path: Path  # the saved model (shared by the session: copy it before changing anything)
+    max_seq_length: int
+    prompt: str | None  # the prompt name it was encoded with
+    embeddings: np.ndarray  # [texts, dim] float64 holding sentence-transformers' float32 values
+
+
+@pytest.fixture(scope="session")
+def st_reference(tmp_path_factory) -> dict[str, STReference]:
+    """Every case of ST_REFERENCE_CASES and ST_PACKAGED by name (about 45 s, once a session)."""
+    root = tmp_path_factory.mktemp("st_reference")
+    texts_json = root / "texts.json"
+    texts_json.write_text(json.dumps(list(HF_REFERENCE_TEXTS)), encoding="utf-8")
+    packaged = backbones.packaged_path("all-minilm-l6-v2")
+    run_hf_reference("make_st_models.py", root, texts_json, f"{ST_PACKAGED}={packaged}")
+    out = {}
+    for name in ST_REFERENCE_CASES + (ST_PACKAGED,):
+        result = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
+        out[name] = STReference(packaged if name == ST_PACKAGED else root / name,
+                                result["max_seq_length"], result["prompt"],
+                                np.array(result["embeddings"], dtype=np.float64))
+    return out

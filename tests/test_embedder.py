@@ -1,0 +1,99 @@
+"""scorer's embeddings against sentence-transformers itself (SentenceTransformer.encode in
+.venv-hfref), and the Embedder's behaviour: prompts, windows, rows it cannot embed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import HF_REFERENCE_TEXTS, ST_PACKAGED, ST_REFERENCE_CASES
+from scorer import Scorer
+from scorer.embedding import combine_windows
+from scorer.errors import ModelError
+
+# Largest |scorer - sentence-transformers| per model over HF_REFERENCE_TEXTS (measured: 1e-7 to
+# 1e-5; the bound leaves float32 rounding room). mean_sqrt_len_dense2 is not normalised and its
+# values reach ~50, so its absolute differences are the largest.
+MAX_ABS_DIFF = {"mean": 1e-5, "cls_dense_normalize": 1e-5, "max_normalize_v5": 1e-5,
+                "mean_sqrt_len_dense2": 1e-4, "mean_prompt_lowercase_v5": 1e-5,
+                "distilbert_cls": 1e-5, ST_PACKAGED: 1e-5}
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("case", ST_REFERENCE_CASES + (ST_PACKAGED,))
+def test_embeddings_equal_sentence_transformers(st_reference, case):
+    """Every pooling mode, with and without Dense / Normalize, v5 and v6 layouts, a prompt and
+    do_lower_case, and the packaged all-MiniLM-L6-v2: texts over the max length cut as there."""
+    ref = st_reference[case]
+    embedder = Scorer.load(ref.path, long_text="truncate", prompt=ref.prompt)
+    assert embedder.encoder.max_length == ref.max_seq_length
+    ours = embedder.embed(list(HF_REFERENCE_TEXTS))
+    assert ours.dtype == np.float32 and ours.shape == ref.embeddings.shape
+    assert cosines(ours.astype(np.float64), ref.embeddings).min() >= 0.99999
+    assert np.abs(ours - ref.embeddings).max() <= MAX_ABS_DIFF[case]
+
+
+def test_unpacked_batches_embed_as_packed_ones(st_reference):
+    ref = st_reference["cls_dense_normalize"]
+    packed = Scorer.load(ref.path, long_text="truncate")
+    unpacked = Scorer.load(ref.path, long_text="truncate", packing=False)
+    assert packed.encoder.pack_length and not unpacked.encoder.pack_length
+    texts = list(HF_REFERENCE_TEXTS)
+    np.testing.assert_allclose(packed.embed(texts), unpacked.embed(texts), atol=1e-5)
+
+
+def test_a_long_text_is_the_normalised_mean_of_its_windows(st_reference):
+    ref = st_reference["cls_dense_normalize"]  # normalises; max_seq_length 24
+    windowed = Scorer.load(ref.path, max_windows=64)
+    long_text = HF_REFERENCE_TEXTS[-2]
+    prepared = windowed.prepare([long_text])
+    assert prepared.windows()[0] > 1
+    per_window = np.concatenate([windowed.predictor(b)[np.argsort(b.rows)]
+                                 for b in prepared.encoded.batches])  # [windows, dim]
+    mean = per_window.mean(axis=0)
+    vector = windowed.embed([long_text])[0]
+    np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-6)
+    truncated = Scorer.load(ref.path, long_text="truncate").embed([long_text])[0]
+    assert float(vector @ truncated) < 0.9999  # windows see the whole text, truncation its start
+
+
+def test_combine_windows_means_then_normalises_only_texts_of_several_windows():
+    vectors = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    text_of = np.array([0, 1, 1])
+    combined = combine_windows(vectors, text_of, 2, normalize=True)
+    np.testing.assert_allclose(combined, [[3.0, 4.0], [2 ** -0.5, 2 ** -0.5]], rtol=1e-6)
+    np.testing.assert_allclose(combine_windows(vectors, text_of, 2, normalize=False),
+                               [[3.0, 4.0], [0.5, 0.5]], rtol=1e-6)
+
+
+def test_rows_that_cannot_be_embedded_are_nan_and_say_why(st_reference):
+    embedder = Scorer.load(st_reference["mean"].path)
+    texts = ["fine", None, "   ", 7]
+    vectors = embedder.embed(texts)
+    assert np.isfinite(vectors[0]).all() and np.isnan(vectors[1:]).all()
+    columns = embedder.score_columns(texts).to_pydict()
+    assert columns["error"] == [None, "null text", "empty text", "text is not a string (int)"]
+    assert columns["embedding"][1] is None and len(columns["embedding"][0]) == embedder.dimension
+
+
+def test_prompts_are_named_in_the_models_config(st_reference):
+    path = st_reference["mean_prompt_lowercase_v5"].path
+    with pytest.raises(ModelError, match=r"no prompt 'question'.*prompts: document, passage, query"):
+        Scorer.load(path, prompt="question")
+    query = Scorer.load(path, prompt="query", long_text="truncate").embed(["Hello world."])
+    plain = Scorer.load(path, long_text="truncate").embed(["Hello world."])
+    assert float(query[0] @ plain[0]) < 0.9999  # the prompt is part of what is embedded
+
+
+def test_an_embedding_model_has_no_labels(st_reference):
+    embedder = Scorer.load(st_reference["mean"].path)
+    with pytest.raises(ModelError, match="embedding model"):
+        embedder.score(["a text"])
+
+
+def test_a_classifier_takes_no_prompt(tiny_model):
+    with pytest.raises(ModelError, match="prompts are for sentence-transformers models"):
+        Scorer.load(tiny_model, prompt="query")
