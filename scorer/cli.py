@@ -111,6 +111,9 @@ input_options = stack(
                help="Rows read, tokenized and length-sorted together."),
     run_option("--max-line-bytes", type=click.IntRange(1),
                help="Longer JSON Lines / text lines are bad rows, never read whole."),
+    run_option("--csv-types", type=click.Choice(source.CSV_TYPES), help="CSV: infer numbers and "
+               "true/false per column (the text and --id-column, and numbers with leading zeros "
+               "such as 007, stay text), or none: every column as text."),
 )
 
 output_options = stack(

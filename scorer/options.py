@@ -32,6 +32,7 @@ class RunOptions:
     max_errors: str | None = None  # fail when bad rows exceed this: a count ("100") or fraction ("0.01", "1%")
     fail_on_empty: bool = False
     max_line_bytes: int = source.DEFAULT_MAX_LINE_BYTES
+    csv_types: str = "infer"  # CSV columns: infer numbers and booleans, or "none": all as read
     reference: str | None = None  # the reference file to measure drift against (default: the model's)
     max_drift: float | None = None  # scorer.cli exits EXIT_DRIFT when a PSI passes this
     metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
@@ -60,7 +61,7 @@ class RayOptions:
 # What a resumed run must share with the run it continues (besides inputs and model).
 RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
                    "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
-                   "dead_letter", "max_line_bytes", "long_text", "max_windows")
+                   "dead_letter", "max_line_bytes", "long_text", "max_windows", "csv_types")
 
 
 def parse_max_errors(value: str | None) -> tuple[str, float] | None:

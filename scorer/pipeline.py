@@ -102,7 +102,8 @@ def _reader(inputs: list[source.Input], skip: int, the_run: Run, stats: source.S
     """The read stage: chunks on their own thread, timed."""
     opts = the_run.opts
     chunks = source.read_chunks(inputs, opts.text_column, opts.chunk_rows, stats, skip=skip,
-                                max_line_bytes=opts.max_line_bytes, flush_seconds=opts.flush_seconds)
+                                max_line_bytes=opts.max_line_bytes, flush_seconds=opts.flush_seconds,
+                                id_column=opts.id_column, csv_types=opts.csv_types)
     return stages.prefetch(stages.timed(chunks, the_run.timers.read), depth=opts.queue_depth,
                            name="read")
 

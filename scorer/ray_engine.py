@@ -45,7 +45,8 @@ class ChunkSource(Datasource):
 
         def read():
             for chunk in source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
-                                            max_line_bytes=opts.max_line_bytes):
+                                            max_line_bytes=opts.max_line_bytes,
+                                            id_column=opts.id_column, csv_types=opts.csv_types):
                 yield chunk_table(chunk, opts)
 
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
@@ -100,7 +101,8 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
 def _first_chunk(inputs: list[source.Input], opts: RunOptions, skip: int) -> source.Chunk | None:
     """Read on the driver for the column check, before the output is changed."""
     chunks = source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
-                                max_line_bytes=opts.max_line_bytes)
+                                max_line_bytes=opts.max_line_bytes, id_column=opts.id_column,
+                                csv_types=opts.csv_types)
     try:
         return next(chunks, None)
     finally:

@@ -197,8 +197,9 @@ class WriteStage:
     def dead_letter_note(self, where: str, reason: str) -> None:
         """A dead letter for something that has no row (--follow: a whole entry failed)."""
         if self.dead is not None:
-            self.dead.write(pa.table({"source": [where], "position": [None], "error": [reason],
-                                      "text": [None]}, schema=DEAD_LETTER_SCHEMA))
+            self.dead.write(pa.table({"source": [where], "position": [None], "line": [None],
+                                      "error": [reason], "text": [None], "raw": [None]},
+                                     schema=DEAD_LETTER_SCHEMA))
 
     def _write_piece(self, scored: pa.Table) -> None:
         self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",

@@ -40,6 +40,7 @@ _EXTENSIONS = {
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 _MAGIC = ((re.compile(rb"\x1f\x8b"), "gzip"), (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd"),
           (re.compile(rb"BZh[1-9]"), "bz2"))
+CSV_TYPES = ("infer", "none")  # --csv-types
 DEFAULT_CHUNK_ROWS = 8192
 DEFAULT_CHUNK_BYTES = 4 << 20  # a chunk also ends at this much text, so long rows stay bounded
 DEFAULT_MAX_LINE_BYTES = 16 << 20  # a longer line (JSON Lines, CSV, text) is a bad row, never read whole
@@ -53,6 +54,8 @@ class Chunk:
     read_errors: list  # [n] str | None: why a row could not be read
     source: str  # input file ('-' for stdin)
     offset: int  # position in the source of the first row
+    lines: list | None = None  # [n] int: the 1-based line each row starts on (line formats)
+    raw: list | None = None  # [n] bytes | None: a bad row's bytes as read (line formats)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -196,24 +199,30 @@ class _Reading:
     skip: _Skip
     max_line_bytes: int
     flush_seconds: float | None  # stdin line formats: hand on a partial chunk within this time
+    csv_text: frozenset | None = None  # CSV columns always kept as text (None: every column)
 
 
 def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 stats: SourceStats | None = None, skip: int = 0,
                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                 flush_seconds: float | None = None,
-                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES, id_column: str | None = None,
+                csv_types: str = "infer") -> Iterator[Chunk]:
     """Chunks of at most chunk_rows rows and about chunk_bytes bytes of input, in input order,
     after the first `skip` rows (which are counted but not returned: Parquet skips whole row
     groups from their footers, line formats scan past them).
 
     With flush_seconds, a stream on stdin yields a partial chunk once its oldest row has waited
     flush_seconds / 2, and an empty chunk every quarter second while no row arrives, so that
-    the stages downstream can commit on time whatever the producer's pace."""
+    the stages downstream can commit on time whatever the producer's pace.
+
+    CSV columns are typed (csv_types "infer", see _csv_values) but for the text and id columns,
+    which stay text as read; csv_types "none" keeps every column as read."""
     stats = stats if stats is not None else SourceStats()
     readers = {"parquet": _parquet, "jsonl": _jsonl, "csv": _csv, "text": _text}
+    csv_text = None if csv_types == "none" else frozenset(c for c in (text_column, id_column) if c)
     reading = _Reading(text_column, chunk_rows, chunk_bytes, stats, _Skip(skip), max_line_bytes,
-                       flush_seconds)
+                       flush_seconds, csv_text)
     for inp in inputs:
         stats.files.append(inp.path)
         before = reading.skip.remaining
@@ -346,9 +355,14 @@ def _is_text_type(kind: pa.DataType) -> bool:
         pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_null))
 
 
+def shown_names(names) -> str:
+    """Column names as an error lists them: quoted, invisible characters escaped ('\\ufeffid')."""
+    return ", ".join(repr(n) for n in names) or "none"
+
+
 def _check_text_type(path, schema: pa.Schema, text_column: str) -> None:
     if text_column not in schema.names:
-        raise InputError(f"{path}: no column {text_column!r} (columns: {', '.join(schema.names)});"
+        raise InputError(f"{path}: no column {text_column!r} (columns: {shown_names(schema.names)});"
                          " pick one with --text-column")
     kind = schema.field(text_column).type
     if not _is_text_type(kind):
@@ -369,27 +383,28 @@ def _csv(path, r: _Reading) -> Iterator[Chunk]:
         return  # an empty file: no rows
     names = [_escape_surrogates(n) for n in header.fields]
     if r.text_column not in names:
-        raise InputError(f"{path}: no column {r.text_column!r} (columns: {', '.join(names)});"
+        raise InputError(f"{path}: no column {r.text_column!r} (columns: {shown_names(names)});"
                          " pick one with --text-column")
     columns = _Columns(r.text_column)
 
     def parse(row: _CsvRow) -> _Row:
         if row.error:
-            return _Row({}, None, f"{row.error} (line {row.line})", 0)
+            return _Row({}, None, f"{row.error} (line {row.line})", len(row.raw), row.start, row.raw)
         if len(row.fields) != len(names):
             return _Row({}, None, f"wrong number of fields: expected {len(names)}, got "
-                                  f"{len(row.fields)} (line {row.line})", 0)
+                                  f"{len(row.fields)} (line {row.line})", len(row.raw), row.start, row.raw)
         record = dict(zip(names, (_escape_surrogates(v) for v in row.fields)))
         text = row.fields[names.index(r.text_column)]
         if _has_surrogate(text):  # bytes that are not UTF-8, as the decoder escaped them
             record[r.text_column] = None
-            return _Row(record, None, "invalid UTF-8", sum(map(len, row.fields)))
-        return _Row(record, text, None, sum(map(len, row.fields)))
+            return _Row(record, None, "invalid UTF-8", len(row.raw), row.start, row.raw)
+        return _kept_raw(_Row(record, text, None, sum(map(len, row.fields)), row.start), row.raw)
 
     def to_table(rows: list[_Row]) -> pa.Table:
         records = [x.record for x in rows]
-        typed = {n: _csv_values([x.get(n) for x in records]) if n != r.text_column
-                 else [x.get(n) for x in records] for n in names}
+        as_read = names if r.csv_text is None else r.csv_text
+        typed = {n: [x.get(n) for x in records] if n in as_read
+                 else _csv_values([x.get(n) for x in records]) for n in names}
         return columns.table([dict(zip(names, values)) for values in zip(*typed.values())])
 
     yield from _chunks(path, r, rows, parse, to_table)
@@ -401,16 +416,21 @@ class _CsvLines:
 
     def __init__(self, lines: Iterator):
         self.lines = lines
-        self.too_long: int | None = None  # the size of the latest over-long line
+        self.too_long: _TooLong | None = None  # the latest over-long line
+        self.number = 0  # physical lines read
+        self.raw: list[bytes] = []  # the lines read since reset, as read
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
         line = next(self.lines)
-        if isinstance(line, int):
+        self.number += 1
+        if isinstance(line, _TooLong):
             self.too_long = line
+            self.raw.append(line.head)
             return "\n"
+        self.raw.append(line)
         return line.decode("utf-8", "surrogateescape") + "\n"
 
 
@@ -419,38 +439,44 @@ class _CsvRow:
     fields: list[str]
     line: int  # the physical line the row ends on
     error: str | None = None
+    start: int = 0  # the physical line it starts on (1-based)
+    raw: bytes = b""  # its lines as read (a quoted value may span several)
 
 
 def _csv_rows(reader, lines: _CsvLines, max_line_bytes: int) -> Iterator[_CsvRow]:
     """The csv module's rows with their line number, blank lines left out; a csv.Error (a field
     over the limit) or an over-long line makes that row an error, and reading goes on."""
     while True:
-        lines.too_long = None
+        lines.too_long, lines.raw, start = None, [], lines.number + 1
         try:
             fields = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            yield _CsvRow([], reader.line_num, f"malformed CSV: {e}")
+            yield _CsvRow([], reader.line_num, f"malformed CSV: {e}", start, b"\n".join(lines.raw))
             continue
+        raw = b"\n".join(lines.raw)
         if lines.too_long is not None:
-            yield _CsvRow([], reader.line_num, _too_long(lines.too_long, max_line_bytes))
+            yield _CsvRow([], reader.line_num, _too_long(lines.too_long.size, max_line_bytes), start, raw)
         elif fields:
-            yield _CsvRow(fields, reader.line_num)
+            yield _CsvRow(fields, reader.line_num, None, start, raw)
 
 
 _CSV_INT = re.compile(r"[-+]?\d+\Z")
 _CSV_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z|[-+]?(nan|inf)\Z", re.IGNORECASE)
 _CSV_BOOL = {"true": True, "false": False}
+_CSV_LEADING_ZERO = re.compile(r"[-+]?0\d")
 
 
 def _csv_values(values: list) -> list:
     """A chunk's CSV fields of one column as what they spell: all integers -> int, all numbers
     -> float, all true/false -> bool (an empty field is then null), all empty -> null; else
-    the text as it is."""
+    (or if a number has a leading zero) the text as it is."""
     present = [v for v in values if v]
     if not present:
         return [None] * len(values)
+    if any(_CSV_LEADING_ZERO.match(v) for v in present):
+        return values  # 007, ZIP 02139: codes, not numbers
     if all(_CSV_INT.match(v) for v in present):
         return [int(v) if v else None for v in values]
     if all(_CSV_FLOAT.match(v) for v in present):
@@ -561,7 +587,7 @@ _TICK = object()  # no line arrived for a while (streams only)
 
 def _lines(path, max_line_bytes: int, ticks: bool = False) -> Iterator[bytes | int | object]:
     """Lines split on b'\\n' only, so U+2028 / U+0085 inside a JSON string never split a record.
-    A line longer than max_line_bytes is read past in blocks and yielded as its length (an int).
+    A line longer than max_line_bytes is read past in blocks and yielded as a _TooLong.
     With ticks (stdin), _TICK is yielded every quarter second while no line arrives."""
     if path == "-":
         lines = _split_lines(_stdin(), max_line_bytes)
@@ -679,15 +705,36 @@ def _dir_type():
     return pafs.FileType.Directory
 
 
-def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | int]:
-    while line := stream.readline(max_line_bytes + 1):
-        if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            size = len(line)
-            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
-                size += len(rest)
-            yield size + len(rest.rstrip(b"\r\n"))
+@dataclass
+class _TooLong:
+    """A line over --max-line-bytes, read past without being held: its size and first bytes."""
+
+    size: int
+    head: bytes  # its first max_line_bytes bytes
+
+
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", Windows editors
+
+
+def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | _TooLong]:
+    """The stream's lines without their line end; a leading UTF-8 byte-order mark is dropped."""
+    limit = max_line_bytes + 1 + len(_BOM)  # the first line may carry a BOM
+    while line := stream.readline(limit):
+        if limit > max_line_bytes + 1:
+            line, limit = line.removeprefix(_BOM), max_line_bytes + 1
+            if not line:
+                continue  # a file holding only the mark
+        ended = line.endswith(b"\n")
+        content = line[:-1] if ended else line
+        if len(content) > max_line_bytes:
+            size = len(content)
+            if not ended:
+                while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    size += len(rest)
+                size += len(rest.rstrip(b"\r\n"))
+            yield _TooLong(size, bytes(content[:max_line_bytes]))
             continue
-        yield line[:-1].rstrip(b"\r") if line.endswith(b"\n") else line
+        yield content.rstrip(b"\r") if ended else content
 
 
 def _with_ticks(lines: Iterator, interval: float = 0.25) -> Iterator:
@@ -729,6 +776,16 @@ class _Row:
     text: str | None
     error: str | None  # why it cannot be scored
     size: int  # bytes it holds, for the chunk's byte bound
+    line: int | None = None  # the 1-based line it starts on
+    raw: bytes | None = None  # its bytes as read, kept only for a row that cannot be scored
+
+
+def _kept_raw(row: _Row, raw: bytes) -> _Row:
+    """The row with its bytes as read if it cannot be scored as it is (a read error, a null,
+    missing or blank text): its dead letter carries them, to be fixed and replayed."""
+    if row.error is not None or row.text is None or not row.text.strip():
+        row.raw = raw
+    return row
 
 
 def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chunk]:
@@ -741,7 +798,8 @@ def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chu
     def chunk() -> Chunk:
         nonlocal rows, offset, held
         table = to_table(rows) if rows else pa.table({})
-        c = Chunk(table, [x.text for x in rows], [x.error for x in rows], path, offset)
+        c = Chunk(table, [x.text for x in rows], [x.error for x in rows], path, offset,
+                  [x.line for x in rows], [x.raw for x in rows])
         offset += len(rows)
         rows, held = [], 0
         return c
@@ -772,10 +830,13 @@ def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chu
 def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
     text_column = r.text_column
     columns = _Columns(text_column)
+    number = 0  # lines read
 
     def parse(line) -> _Row | None:
-        if isinstance(line, int):
-            return _Row({}, None, _too_long(line, r.max_line_bytes), 0)
+        nonlocal number
+        number += 1
+        if isinstance(line, _TooLong):
+            return _Row({}, None, _too_long(line.size, r.max_line_bytes), len(line.head), number, line.head)
         if not line.strip():
             r.stats.blank_lines += 1  # white space only: not a record
             return None
@@ -794,14 +855,14 @@ def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
                              f"field {text_column!r}")
                     text = None
                 record = _escape_surrogates(record)  # other fields keep theirs as \udXXX
-        return _Row(record or {}, text, error, len(line))
+        return _kept_raw(_Row(record or {}, text, error, len(line), number), line)
 
     def to_table(rows: list[_Row]) -> pa.Table:
         records = [x.record for x in rows]
         if not columns.types and any(records) and not any(text_column in x for x in records):
             keys = sorted({k for x in records for k in x})
             raise InputError(f"{path}: no field {text_column!r} in any record (fields: "
-                             f"{', '.join(keys) or 'none'}); pick one with --text-column")
+                             f"{shown_names(keys)}); pick one with --text-column")
         return columns.table(records)
 
     yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds)),
@@ -831,13 +892,17 @@ def _first_surrogate(text: str) -> str:
 
 
 def _text(path, r: _Reading) -> Iterator[Chunk]:
+    number = 0  # lines read
+
     def parse(line) -> _Row:
-        if isinstance(line, int):
-            return _Row(None, None, _too_long(line, r.max_line_bytes), 0)
+        nonlocal number
+        number += 1
+        if isinstance(line, _TooLong):
+            return _Row(None, None, _too_long(line.size, r.max_line_bytes), len(line.head), number, line.head)
         try:
-            return _Row(None, line.decode("utf-8"), None, len(line))
+            return _kept_raw(_Row(None, line.decode("utf-8"), None, len(line), number), line)
         except UnicodeDecodeError:
-            return _Row(None, None, "invalid UTF-8", len(line))
+            return _Row(None, None, "invalid UTF-8", len(line), number, line)
 
     def to_table(rows: list[_Row]) -> pa.Table:
         return pa.table({r.text_column: pa.array([x.text for x in rows], pa.string())})

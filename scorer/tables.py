@@ -21,12 +21,16 @@ from scorer.options import RunOptions
 PRIVATE_PREFIX = "__"
 # chunk_table(): what to score, why a row could not be read, where it came from
 TEXTS, READ_ERROR, SOURCE, POSITION = "__texts", "__read_error", "__source", "__position"
+# ... the line it starts on (line formats) and, for a row that cannot be scored, its bytes as read
+LINE, RAW = "__line", "__raw"
 # scored_table(): why a row was not scored, what scoring did to it, the text (for dead letters)
 ERROR, TRUNCATED, TOKENS, WINDOWED, TEXT = "__error", "__truncated", "__tokens", "__windowed", "__text"
 
-DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()),
-                                ("error", pa.string()), ("text", pa.string())])
-DEAD_LETTER_COLUMNS = (SOURCE, POSITION, ERROR, TEXT)  # DEAD_LETTER_SCHEMA's, in its order
+# position: 0-based row of the input; line: 1-based line it starts on (JSON Lines, CSV, text);
+# raw: the row's bytes as read (line formats, up to --max-line-bytes), to fix and replay it
+DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()), ("line", pa.int64()),
+                                ("error", pa.string()), ("text", pa.string()), ("raw", pa.binary())])
+DEAD_LETTER_COLUMNS = (SOURCE, POSITION, LINE, ERROR, TEXT, RAW)  # DEAD_LETTER_SCHEMA's, in its order
 
 # Output columns holding lists; the others are strings and numbers.
 _LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.string())}
@@ -34,28 +38,30 @@ _LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.
 
 def chunk_table(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
     """A read chunk as one Arrow table: the kept input columns (and row_id), then TEXTS,
-    READ_ERROR, SOURCE and POSITION."""
+    READ_ERROR, SOURCE, POSITION, LINE and RAW."""
     n = len(chunk)
     texts = [t if isinstance(t, str) else None for t in chunk.texts]
     private = {TEXTS: pa.array(texts, pa.string()),
                READ_ERROR: pa.array(chunk.read_errors, pa.string()),
                SOURCE: pa.array([chunk.source] * n, pa.string()),
-               POSITION: pa.array(range(chunk.offset, chunk.offset + n), pa.int64())}
+               POSITION: pa.array(range(chunk.offset, chunk.offset + n), pa.int64()),
+               LINE: pa.array(chunk.lines or [None] * n, pa.int64()),
+               RAW: pa.array(chunk.raw or [None] * n, pa.binary())}
     return _appended(kept_columns(chunk, opts), private)
 
 
 def scored_table(table: pa.Table, model_scorer: Scorer, prepared: Prepared, probs: np.ndarray,
                  opts: RunOptions) -> pa.Table:
     """A chunk_table() with the model's output columns in place of its private columns, then
-    ERROR, TRUNCATED, TOKENS, WINDOWED, SOURCE, POSITION and TEXT (the text, for dead letters)."""
-    out = table.drop_columns([TEXTS, READ_ERROR, SOURCE, POSITION])
+    ERROR, TRUNCATED, TOKENS, WINDOWED, SOURCE, POSITION, TEXT, LINE and RAW (for dead letters)."""
+    out = table.drop_columns([TEXTS, READ_ERROR, SOURCE, POSITION, LINE, RAW])
     out = _appended(out, model_scorer.columns(prepared, probs, opts.output_prefix))
     private = {ERROR: pa.array(prepared.errors, pa.string()),
                TRUNCATED: pa.array(prepared.truncated(), pa.bool_()),
                TOKENS: pa.array(drift.token_counts(prepared), pa.int32()),
                WINDOWED: pa.array(prepared.windows() > 1, pa.bool_()),
                SOURCE: table.column(SOURCE), POSITION: table.column(POSITION),
-               TEXT: table.column(TEXTS)}
+               TEXT: table.column(TEXTS), LINE: table.column(LINE), RAW: table.column(RAW)}
     return _appended(out, private)
 
 
@@ -89,7 +95,7 @@ def kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
         if col and col not in names and col not in output_names(True, opts.output_prefix, True):
             unknown.append(col)
     if unknown:
-        raise InputError(f"{chunk.source}: no column {unknown[0]!r} (columns: {', '.join(names)})")
+        raise InputError(f"{chunk.source}: no column {unknown[0]!r} (columns: {source.shown_names(names)})")
     if opts.id_column and opts.id_column not in keep:
         keep = [opts.id_column] + list(keep)
     if opts.drop_text:

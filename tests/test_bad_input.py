@@ -166,8 +166,11 @@ def test_dead_letters_hold_the_bad_rows_with_file_position_and_reason(row_runs):
     out_rows, m, tmp = row_runs["dead"]
     dead = read(tmp / "dead-letters").sort_by("position")
     bad = [(2 * i + 1, c) for i, c in enumerate(JSONL_ROWS) if c[2] is not None]
-    assert dead.column_names == ["source", "position", "error", "text"]
+    assert dead.column_names == ["source", "position", "line", "error", "text", "raw"]
     assert dead.column("position").to_pylist() == [p for p, _ in bad]
+    assert dead.column("line").to_pylist() == [p + 1 for p, _ in bad]  # no blank lines in this file
+    # the bytes as read, to fix and replay (an over-long line: its first --max-line-bytes)
+    assert dead.column("raw").to_pylist() == [c[1][:2000] for _, c in bad]
     assert dead.column("error").to_pylist() == [c[2] for _, c in bad]
     assert set(dead.column("source").to_pylist()) == {str(tmp / "rows.jsonl")}
     assert dead.column("text").to_pylist()[:3] == [None, "", " \t\n "]
@@ -329,13 +332,13 @@ FILE_CASES = [
     ("zero-byte Parquet", lambda p: p.write_bytes(b""), "x.parquet", [], 3, "x.parquet: not readable as Parquet"),
     ("truncated Parquet", write_truncated_parquet, "x.parquet", [], 3, "x.parquet: not readable as Parquet"),
     ("wrong text column", lambda p: pq.write_table(pa.table({"body": ["a"]}), p), "x.parquet", [], 3,
-     "x.parquet: no column 'text' (columns: body); pick one with --text-column"),
+     "x.parquet: no column 'text' (columns: 'body'); pick one with --text-column"),
     ("text column not a string", write_int_text_column, "x.parquet", [], 3, "column 'text' is int64, not a string column"),
     ("glob with no match", None, "nothing-*.parquet", [], 3, "nothing-*.parquet: no files match"),
     ("empty directory", lambda p: p.mkdir(), "emptydir", [], 3, "emptydir: no Parquet files in this directory"),
     ("unknown extension", lambda p: p.write_text("a"), "x.xlsx", [], 3, "cannot tell the format from the extension '.xlsx'"),
     ("JSONL without the text field", lambda p: p.write_text('{"body": "a"}\n'), "x.jsonl", [], 3,
-     "x.jsonl: no field 'text' in any record (fields: body)"),
+     "x.jsonl: no field 'text' in any record (fields: 'body')"),
     ("CSV without the text column", lambda p: p.write_text("body\na\n"), "x.csv", [], 3, "x.csv: no column 'text'"),
     ("stdin without --format", None, "-", [], 3, "reading stdin ('-') needs --format"),
     ("--max-errors malformed", lambda p: p.write_text("a\n"), "x.txt", ["--max-errors", "-1.5"], 6, "--max-errors '-1.5'"),

@@ -509,3 +509,17 @@ def test_a_usage_error_keeps_click_s_three_lines_exit_2(tmp_path):
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("Usage: ") and lines[-1] == "Error: --once needs --follow DIR"
+
+
+def test_an_excel_csv_with_a_byte_order_mark_and_leading_zeros(tiny_model, tmp_path):
+    (tmp_path / "export.csv").write_bytes("\ufeffacct,zip,text\r\n007,02139,a fine film\r\n"
+                                          "012,10001,a dull film\r\n".encode())
+    out = tmp_path / "o"
+    r = invoke("run", tmp_path / "export.csv", "-o", out, "--model", tiny_model, "--id-column", "acct")
+    assert r.exit_code == 0, r.output
+    t = read_output(out)
+    assert t.column_names[:3] == ["acct", "zip", "text"]
+    assert t.column("acct").to_pylist() == ["007", "012"] and t.column("zip").to_pylist() == ["02139", "10001"]
+    r = invoke("run", tmp_path / "export.csv", "-o", tmp_path / "o2", "--model", tiny_model,
+               "--id-column", "acct", "--csv-types", "none")
+    assert r.exit_code == 0, r.output

@@ -336,3 +336,59 @@ def test_stdin_shorter_than_a_magic_number_is_read_as_it_is():
     proc = subprocess.run([sys.executable, "-c", code], input=b"a\nb", capture_output=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.stdout.decode().strip() == "['a', 'b']", proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------- real tools' files
+
+@pytest.mark.parametrize("name, data", [
+    ("x.csv", b"\xef\xbb\xbfid,text\r\n1,one\r\n"),
+    ("x.jsonl", b'\xef\xbb\xbf{"id": 1, "text": "one"}\n'),
+    ("x.txt", b"\xef\xbb\xbfone\n"),
+])
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    chunks, _ = read_all([tmp_path / name])
+    assert chunks[0].texts == ["one"]
+    assert chunks[0].columns.column_names[0] in ("id", "text")
+
+
+def test_a_file_holding_only_a_byte_order_mark_has_no_rows(tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"\xef\xbb\xbf")
+    assert read_all([tmp_path / "x.txt"])[1].rows == 0
+
+
+def test_no_column_errors_show_invisible_characters(tmp_path):
+    (tmp_path / "x.csv").write_bytes(b"\xe2\x80\x8bid,body\n1,a\n")  # a zero-width space
+    with pytest.raises(InputError, match=r"no column 'text' \(columns: '\\u200bid', 'body'\)"):
+        read_all([tmp_path / "x.csv"])
+
+
+def csv_columns(tmp_path, data: bytes, **kwargs) -> dict:
+    (tmp_path / "x.csv").write_bytes(data)
+    chunks = list(source.read_chunks(source.expand_inputs([str(tmp_path / "x.csv")]), "text", **kwargs))
+    return pa.concat_tables(c.columns for c in chunks).to_pydict()
+
+
+def test_csv_ids_text_and_leading_zeros_stay_text(tmp_path):
+    data = b"acct,zip,n,ok,text\n007,02139,1,true,42\n8,10001,2,false,0.5\n"
+    got = csv_columns(tmp_path, data, id_column="acct")
+    assert got == {"acct": ["007", "8"], "zip": ["02139", "10001"], "n": [1, 2], "ok": [True, False],
+                   "text": ["42", "0.5"]}
+    assert csv_columns(tmp_path, data, id_column="acct", csv_types="none")["n"] == ["1", "2"]
+    assert csv_columns(tmp_path, b"id,text\n0,a\n-0.5,b\n")["id"] == [0.0, -0.5]  # a lone 0 is a number
+
+
+def test_bad_rows_of_line_formats_keep_their_bytes_and_line(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(b'{"text": "fine"}\n\n{"text": ["a"], "id": 7}\nnot json\n'
+                                       b'{"text": null}\n' + b'{"text": "' + b"y" * 50 + b'"}\n')
+    chunks = list(source.read_chunks(source.expand_inputs([str(tmp_path / "x.jsonl")]), "text",
+                                     max_line_bytes=30))
+    rows = [(p, line, raw) for c in chunks for p, line, raw in zip(range(c.offset, c.offset + len(c)), c.lines, c.raw)]
+    assert rows == [(0, 1, None), (1, 3, b'{"text": ["a"], "id": 7}'), (2, 4, b"not json"),
+                    (3, 5, b'{"text": null}'), (4, 6, b'{"text": "' + b"y" * 20)]
+    (tmp_path / "x.csv").write_bytes(b'id,text\n1,fine\n2,"multi\nline",extra\n3,caf\xe9\n')
+    chunks, _ = read_all([tmp_path / "x.csv"])
+    assert [(x, y) for c in chunks for x, y in zip(c.lines, c.raw)] == [
+        (2, None), (3, b'2,"multi\nline",extra'), (5, b"3,caf\xe9")]
+    skipped = list(source.read_chunks(source.expand_inputs([str(tmp_path / "x.csv")]), "text", skip=2))
+    assert skipped[0].lines == [5] and skipped[0].offset == 2  # resume counts lines too
