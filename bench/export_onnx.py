@@ -28,10 +28,14 @@ def main(out: Path) -> None:
 
 
 def quantize_int8(out: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # the optimizer's fused ops (Attention, SkipLayerNormalization) have no inferred output
+    # types: they are float32
     quantize_dynamic(str(out / "model_optimized.onnx"), str(out / "model_int8.onnx"),
-                     weight_type=QuantType.QInt8)
+                     weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 if __name__ == "__main__":
