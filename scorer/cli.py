@@ -152,7 +152,7 @@ model_options = stack(
     run_option("--batch-tokens", type=click.IntRange(64), help="Padded tokens per model call."),
     run_option("--precision", type=click.Choice(list(classifier.PRECISIONS)),
                help="auto: mixed_float16 on a GPU, float32 on CPU. int8: int8 matmuls on the "
-               "CPU through OpenVINO (pip install 'scorer[openvino]'), about twice as fast."),
+               "CPU through OpenVINO (pip install 'scorer[openvino]')."),
     run_option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the "
                "tokenizer (default: the cores this process may use, container CPU quota included)."),
 )
