@@ -56,7 +56,8 @@ class Scorer:
              jit_compile: bool = True, threads: int | None = None,
              packing: bool = True, long_text: str = DEFAULT_LONG_TEXT,
              max_windows: int = encode.DEFAULT_MAX_WINDOWS,
-             overlap: int | None = None, prompt: str | None = None) -> "Scorer":
+             overlap: int | None = None, prompt: str | None = None,
+             embedding_dtype: str = "float32") -> "Scorer":
         """Load a model directory (None: the packaged default), checking every checksum first.
         threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores).
         long_text: a text over the max length is cut there ("truncate"), or scored as up to
@@ -72,9 +73,11 @@ class Scorer:
             return Embedder.build(md, max_length=max_length, batch_tokens=batch_tokens,
                                   precision=precision, jit_compile=jit_compile, threads=threads,
                                   packing=packing, max_windows=max_windows, prompt=prompt,
+                                  embedding_dtype=embedding_dtype,
                                   overlap=_overlap(long_text, overlap, length))
-        if prompt is not None:
-            raise ModelError(f"{md.path}: prompts are for sentence-transformers models, not classifiers")
+        if prompt is not None or embedding_dtype != "float32":
+            raise ModelError(f"{md.path}: prompts and the embedding dtype are for sentence-transformers "
+                             "models, not classifiers")
         runtime.start(threads)
         spec = md.spec
         policy = classifier.choose_device(precision=precision)

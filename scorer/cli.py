@@ -16,7 +16,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from scorer import api, classifier, commit, drift, follow, modeldir, pipeline, source
+from scorer import api, backbone, classifier, commit, drift, embedder, follow, modeldir, pipeline, source
 from scorer import report as run_report
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
 from scorer.hf import export as hf_export
@@ -155,6 +155,10 @@ model_options = stack(
                "CPU through OpenVINO (pip install 'scorer[openvino]')."),
     run_option("--threads", type=click.IntRange(1), help="Threads for TensorFlow and the "
                "tokenizer (default: the cores this process may use, container CPU quota included)."),
+    run_option("--prompt", metavar="NAME", help="Embedding models: put the model's prompt NAME "
+               "(config_sentence_transformers.json, e.g. query) before each text."),
+    run_option("--embedding-dtype", type=click.Choice(list(embedder.EMBEDDING_DTYPES)),
+               help="Embedding models: the embedding column's values (float16 halves the files)."),
 )
 
 drift_options = stack(
@@ -440,10 +444,14 @@ def info(model, as_json):
         md = modeldir.read(model)
     except ScorerError as e:
         fail(e)
-    spec = md.spec
     if as_json:
-        click.echo(json.dumps({"path": str(md.path), "id": md.id, **json.loads(spec.to_json())}, indent=2))
+        details = json.loads(md.spec.to_json()) if md.kind == "classifier" else {"kind": md.kind}
+        click.echo(json.dumps({"path": str(md.path), "id": md.id, **details}, indent=2))
         return
+    if md.kind == "embedding":
+        click.echo("\n".join(embedding_info(md)))
+        return
+    spec = md.spec
     base = spec.base.get("id") or spec.base.get("path") or spec.base.get("architecture")
     ckpt = md.checkpoint
     lines = [
@@ -479,7 +487,30 @@ def info(model, as_json):
     for split, values in spec.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         lines.append(f"metrics {split}: {shown}")
+    if md.path == modeldir.DEFAULT_MODEL_DIR:
+        lines.append("packaged:     default (this classifier); "
+                     + ", ".join(f"{name} (embedding: --model {name})" for name in backbone.PACKAGED))
     click.echo("\n".join(lines))
+
+
+def embedding_info(md) -> list[str]:
+    """`scorer info` of a sentence-transformers directory."""
+    ckpt, head = md.checkpoint, md.head
+    dense = ", ".join(f"dense {d.weight.shape[1]}->{d.weight.shape[0]} + {d.activation}" for d in head.dense)
+    return [
+        f"model:        {md.name}",
+        f"path:         {md.path}",
+        "kind:         embedding (sentence-transformers)",
+        f"encoder:      {ckpt.architecture} ({ckpt.model_type})",
+        f"dimension:    {md.dimension}",
+        f"pooling:      {head.pooling}" + (f", then {dense}" if dense else ""),
+        f"normalize:    {'yes (unit vectors)' if head.normalize else 'no'}",
+        f"max length:   {md.max_length} tokens" + (" (lowercased first)" if md.lowercase else ""),
+        "prompts:      " + (", ".join(f"{k}={v!r}" for k, v in md.prompts.items()) or "none")
+        + (f" (default {md.default_prompt})" if md.default_prompt else ""),
+        f"checksum:     {md.id['checksum']} (of the files below)",
+        *[f"  {name}: {digest}" for name, digest in md.checksums.items()],
+    ]
 
 
 @main.command(context_settings=CONTEXT)

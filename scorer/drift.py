@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from scorer import fileio
+from scorer import fileio, stdir
 from scorer.errors import ModelError
 
 PROBABILITY_BINS = 10  # equal-width bins over [0, 1]
@@ -284,7 +284,13 @@ def sidecar_path(model_dir) -> Path:
 
 def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | None, list[str]]:
     """The model's reference, and warnings: an explicit file, else the spec's (the fine-tuning
-    job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used."""
+    job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used.
+    An embedding model has none (its drift is not measured)."""
+    if isinstance(model_dir, stdir.SentenceTransformerDir):
+        if explicit:
+            raise ModelError(f"--reference {explicit}: drift references are a classifier's; "
+                             f"{model_dir.path} is an embedding model")
+        return None, []
     if explicit is None and model_dir.spec.reference:
         return spec_reference(model_dir.spec.reference, model_dir.path), []
     path = Path(explicit) if explicit else sidecar_path(model_dir)

@@ -22,6 +22,7 @@ from scorer.prepared import Prepared, ScoreStats, prepare
 from scorer.stdir import SentenceTransformerDir
 
 EMBEDDING = "embedding"
+EMBEDDING_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}  # --embedding-dtype
 
 
 class Embedder:
@@ -29,18 +30,22 @@ class Embedder:
     them (a text over the max length: windows, or with long_text="truncate", cut as there)."""
 
     def __init__(self, model_dir: SentenceTransformerDir, predictor: EmbeddingPredictor,
-                 encoder: encode.BatchEncoder, prompt: str = ""):
+                 encoder: encode.BatchEncoder, prompt: str = "", embedding_dtype: str = "float32"):
         self.model_dir = model_dir
         self.spec = None  # no labels, no calibration: a classifier's spec has nothing to say here
         self.predictor = predictor
         self.encoder = encoder
         self.stats = ScoreStats()
+        if embedding_dtype not in EMBEDDING_DTYPES:
+            raise ValueError(f"embedding_dtype must be one of {tuple(EMBEDDING_DTYPES)}, not {embedding_dtype!r}")
+        self.embedding_type = EMBEDDING_DTYPES[embedding_dtype]  # of the embedding column's values
         self.prompt = prompt  # put before every text (config_sentence_transformers.json's prompts)
 
     @classmethod
     def build(cls, model_dir: SentenceTransformerDir, *, max_length: int | None, batch_tokens: int,
               precision: str, jit_compile: bool, threads: int | None, packing: bool,
-              overlap: int | None, max_windows: int, prompt: str | None) -> "Embedder":
+              overlap: int | None, max_windows: int, prompt: str | None,
+              embedding_dtype: str = "float32") -> "Embedder":
         """The Embedder for a read directory (Scorer.load's options, already checked there)."""
         runtime.start(threads)
         policy = classifier.choose_device(precision=precision)
@@ -57,7 +62,7 @@ class Embedder:
         pack = encode.DEFAULT_PACK_LENGTH if packing and predictor.packable else None
         encoder = encode.BatchEncoder(tokenizer, length, batch_tokens, pack_length=pack,
                                       pad_id=pad_id, window_overlap=overlap, max_windows=max_windows)
-        return cls(model_dir, predictor, encoder, model_dir.prompt_text(prompt))
+        return cls(model_dir, predictor, encoder, model_dir.prompt_text(prompt), embedding_dtype)
 
     def reset_stats(self) -> None:
         self.stats = ScoreStats()
@@ -72,7 +77,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        return self.model_dir.dimension or self.predictor.backbone.hidden_dim
+        return self.model_dir.dimension
 
     def prepare(self, texts: list, read_errors: list | None = None) -> Prepared:
         """As Scorer.prepare, the prompt put before each usable text."""
@@ -100,7 +105,7 @@ class Embedder:
         """embedding (fixed_size_list<float32>[dim], null where the row has an error), windows
         (with windows), error."""
         ok = np.array([e is None for e in prepared.errors], dtype=bool)
-        columns = {EMBEDDING: embedding_array(vectors, ok)}
+        columns = {EMBEDDING: embedding_array(vectors, ok, self.embedding_type)}
         if self.windowed:
             columns["windows"] = pa.array(prepared.windows(), pa.int32(), mask=~ok)
         columns["error"] = pa.array(prepared.errors, pa.string())
@@ -121,6 +126,11 @@ class Embedder:
 
     def score(self, texts: list[str]):
         raise ModelError(f"{self.model_dir.path} is an embedding model: it has no labels (embed())")
+
+
+def output_names(prefix: str = "", windows: bool = False) -> list[str]:
+    """The columns an embedding model writes (Embedder.columns)."""
+    return [prefix + n for n in [EMBEDDING] + (["windows"] if windows else []) + ["error"]]
 
 
 def embedding_array(vectors: np.ndarray, ok: np.ndarray, dtype=pa.float32()) -> pa.Array:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer import fileio, registry, stdir
+from scorer import backbone, fileio, registry, stdir
 from scorer.errors import ModelError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import spec as hf_spec
@@ -54,6 +54,8 @@ def resolve(ref: str | Path | None) -> Path:
     if ref is None or str(ref) == "default":
         return DEFAULT_MODEL_DIR
     path = registry.resolve(str(ref))
+    if not path.is_dir() and str(ref) in backbone.PACKAGED:  # a packaged sentence-transformers model
+        return backbone.packaged_path(str(ref))
     if not path.is_dir():
         raise ModelError(f"model directory not found: {ref}")
     return path
@@ -64,7 +66,7 @@ def read(ref: str | Path | None, verify: bool = True) -> "ModelDir | stdir.Sente
     path = resolve(ref)
     spec_path = path / SPEC_FILE
     if stdir.is_sentence_transformers(path) and not spec_path.exists():
-        return stdir.read(path)
+        return stdir.read(path, name=str(ref) if str(ref) in backbone.PACKAGED else "")
     if hf_checkpoint.is_checkpoint(path):
         return from_checkpoint(hf_checkpoint.read(path))
     if not spec_path.is_file():

@@ -38,6 +38,8 @@ class RunOptions:
     metrics_file: str | None = None  # Prometheus textfile (scorer.metrics), rewritten by --follow
     long_text: str = api.DEFAULT_LONG_TEXT  # over the max length: api.LONG_TEXT
     max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
+    prompt: str | None = None  # embedding models: a prompt name of the model's (put before each text)
+    embedding_dtype: str = "float32"  # the embedding column's values: float32 | float16
 
 
 @dataclass
@@ -61,7 +63,8 @@ class RayOptions:
 # What a resumed run must share with the run it continues (besides inputs and model).
 RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
                    "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
-                   "dead_letter", "max_line_bytes", "long_text", "max_windows", "csv_types")
+                   "dead_letter", "max_line_bytes", "long_text", "max_windows", "csv_types",
+                   "prompt", "embedding_dtype")
 
 
 def parse_max_errors(value: str | None) -> tuple[str, float] | None:

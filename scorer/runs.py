@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer import classifier, commit, drift, fileio, modeldir, runtime, sink, source, storage
+from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, storage
 from scorer.api import Scorer, ScoreStats, error_kind
 from scorer.errors import DataError, ModelError
 from scorer.options import RESUME_OPTIONS, RunOptions, parse_max_errors
@@ -39,7 +39,8 @@ def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
     """The Scorer a run's options ask for (every engine, and every Ray actor, loads it here)."""
     kwargs = dict(max_length=opts.max_length, batch_tokens=opts.batch_tokens,
                   precision=opts.precision, threads=opts.threads, long_text=opts.long_text,
-                  max_windows=opts.max_windows)
+                  max_windows=opts.max_windows, prompt=opts.prompt,
+                  embedding_dtype=opts.embedding_dtype)
     return Scorer.load(model, **{**kwargs, **overrides})
 
 
@@ -127,7 +128,7 @@ class WriteStage:
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
         self.entries = copy.deepcopy(p.entries)  # --follow only
         self.before_commit: Callable[[], None] | None = None  # --follow: the entry is unchanged
-        labels = model_dir.spec.labels
+        labels = model_dir.spec.labels if model_dir.kind == "classifier" else []  # embeddings: none
         # What was scored (the run's; --follow: the entry in progress), as committed
         self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
                         else drift.Profile.empty(labels))
@@ -202,9 +203,10 @@ class WriteStage:
                                      schema=DEAD_LETTER_SCHEMA))
 
     def _write_piece(self, scored: pa.Table) -> None:
-        self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",
-                                          len(self.profile.labels)),
-                         scored.column(TOKENS).to_numpy())
+        if self.profile.labels:
+            self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",
+                                              len(self.profile.labels)),
+                             scored.column(TOKENS).to_numpy())
         bad = scored.column(ERROR).is_valid()
         bad_rows = scored.filter(bad)
         rows = scored.num_rows
@@ -292,7 +294,7 @@ class Run:
 
     @property
     def multi_label(self) -> bool:
-        return self.model_dir.spec.problem_type == "multi_label"
+        return self.model_dir.kind == "classifier" and self.model_dir.spec.problem_type == "multi_label"
 
     @property
     def windowed(self) -> bool:
@@ -310,7 +312,9 @@ class Run:
 
     def check_first(self, first: source.Chunk | None) -> None:
         """The first chunk's columns (tables.check_columns), before the output is changed."""
-        check_columns(first, self.opts, self.multi_label, self.windowed)
+        names = (embedder.output_names(self.opts.output_prefix, self.windowed)
+                 if self.model_dir.kind == "embedding" else None)
+        check_columns(first, self.opts, self.multi_label, self.windowed, names)
 
     def write_stage(self, per_unit: bool = False) -> WriteStage:
         """A write stage at the output's last checkpoint, held to the run's --max-errors row

@@ -82,15 +82,16 @@ class SentenceTransformerDir:
     default_prompt: str | None = None  # the prompt's name used when none is asked for
     similarity: str | None = None  # similarity_fn_name, as recorded (information only)
     checksums: dict = field(default_factory=dict)  # file (relative path) -> sha256, every file read
+    name: str = ""  # default: the directory's name
     kind: str = "embedding"
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    def __post_init__(self):
+        self.name = self.name or self.path.name
 
     @property
     def dimension(self) -> int:
-        return self.head.dimension
+        """The vectors' width: the last dense layer's, else the encoder's hidden size."""
+        return self.head.dimension or _hidden_size(self.checkpoint)
 
     @functools.cached_property
     def id(self) -> dict:
@@ -115,7 +116,7 @@ def is_sentence_transformers(path: Path) -> bool:
     return (Path(path) / MODULES_FILE).is_file()
 
 
-def read(path: Path) -> SentenceTransformerDir:
+def read(path: Path, name: str = "") -> SentenceTransformerDir:
     """Read and check a sentence-transformers directory (ModelError naming what is supported)."""
     path = Path(path).resolve()
     modules = _modules(path)
@@ -161,7 +162,7 @@ def read(path: Path) -> SentenceTransformerDir:
         max_length=_max_length(settings, ckpt, path / transformer_dir),
         lowercase=bool(settings.get("do_lower_case", False)), prompts=prompts,
         default_prompt=default_prompt, similarity=st_config.get("similarity_fn_name"),
-        checksums=dict(sorted(files.items())))
+        checksums=dict(sorted(files.items())), name=name)
 
 
 def _modules(path: Path) -> list[tuple[str, Path]]:

@@ -110,13 +110,14 @@ def kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
 
 
 def check_columns(first: source.Chunk | None, opts: RunOptions, multi_label: bool,
-                  windowed: bool) -> None:
+                  windowed: bool, names: list[str] | None = None) -> None:
     """On the first chunk, before the output is touched: the kept columns exist, none has an
-    output column's name, and the --partition-by column can name directories."""
+    output column's name (`names`, default: a classifier's), and the --partition-by column can
+    name directories."""
     if first is None:
         return
     kept = kept_columns(first, opts)
-    clash = [c for c in output_names(multi_label, opts.output_prefix, windowed)
+    clash = [c for c in names or output_names(multi_label, opts.output_prefix, windowed)
              if c in kept.column_names]
     if clash:
         raise OutputError(f"input column {clash[0]!r} has the name of an output column; keep both "

@@ -95,5 +95,85 @@ def test_an_embedding_model_has_no_labels(st_reference):
 
 
 def test_a_classifier_takes_no_prompt(tiny_model):
-    with pytest.raises(ModelError, match="prompts are for sentence-transformers models"):
+    with pytest.raises(ModelError, match="prompts and the embedding dtype are for sentence-transformers models"):
         Scorer.load(tiny_model, prompt="query")
+
+
+# ---------------------------------------------------------------------------- scorer run / info
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def texts_parquet(path, texts) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": pa.array(list(texts), pa.string()),
+                             "label": pa.array(["x"] * len(texts))}), path)
+    return str(path)
+
+
+def part_table(output):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(sorted(output.rglob("part-*.parquet"))[0])
+
+
+def test_run_with_the_packaged_minilm_writes_sentence_transformers_vectors(st_reference, tmp_path):
+    """`--model all-minilm-l6-v2` (a name `scorer info` lists) writes 384-dim unit vectors equal
+    to SentenceTransformer.encode's, as fixed_size_list<float32>[384], beside the input columns
+    (a `label` input column is no clash for an embedding model)."""
+    data = texts_parquet(tmp_path / "in.parquet", HF_REFERENCE_TEXTS)
+    result = run_cli("run", data, "-o", tmp_path / "out", "--model", ST_PACKAGED, "--long-text", "truncate")
+    assert result.exit_code == 0, result.output
+    table = part_table(tmp_path / "out")
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[384]"
+    assert table.column("label").to_pylist() == ["x"] * len(HF_REFERENCE_TEXTS)
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float64)
+    ref = st_reference[ST_PACKAGED].embeddings
+    assert cosines(vectors, ref).min() >= 0.99999 and np.abs(vectors - ref).max() <= 1e-5
+    assert "packaged:     default (this classifier); all-minilm-l6-v2" in run_cli("info").output
+
+
+def test_run_windows_prompt_and_float16(st_reference, tmp_path):
+    ref = st_reference["mean_prompt_lowercase_v5"]
+    data = texts_parquet(tmp_path / "in.parquet", HF_REFERENCE_TEXTS[:4] + (None,) + HF_REFERENCE_TEXTS[-2:])
+    result = run_cli("run", data, "-o", tmp_path / "out", "--model", ref.path, "--prompt", "query",
+                     "--embedding-dtype", "float16")
+    assert result.exit_code == 0, result.output
+    table = part_table(tmp_path / "out")
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: halffloat>[20]"
+    assert table.column("error").to_pylist()[4] == "null text"
+    assert table.column("windows").to_pylist()[-1] > 1
+    vectors = table.column("embedding").to_pylist()
+    expected = Scorer.load(ref.path, prompt="query").embed(list(HF_REFERENCE_TEXTS[-2:]))
+    np.testing.assert_allclose(np.array(vectors[-2:], np.float32), expected, atol=2e-3)
+    assert vectors[4] is None
+
+
+def test_info_shows_an_embedding_models_kind_dimension_pooling_and_max_length(st_reference):
+    result = run_cli("info", "--model", st_reference["cls_dense_normalize"].path)
+    assert result.exit_code == 0, result.output
+    for line in ("kind:         embedding (sentence-transformers)", "dimension:    16",
+                 "pooling:      cls, then dense 32->16 + tanh", "normalize:    yes (unit vectors)",
+                 "max length:   24 tokens"):
+        assert line in result.output
+
+
+def test_run_refuses_a_prompt_for_a_classifier_and_an_unsupported_model(st_reference, tiny_model, tmp_path):
+    data = texts_parquet(tmp_path / "in.parquet", ["a text"])
+    result = run_cli("run", data, "-o", tmp_path / "out", "--model", tiny_model, "--prompt", "query")
+    assert result.exit_code == 4 and "prompts and the embedding dtype are for sentence-transformers" in result.output
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(st_reference["mean"].path, bad)
+    pooling = bad / "1_Pooling" / "config.json"
+    pooling.write_text(pooling.read_text().replace('"mean"', '"lasttoken"'))
+    result = run_cli("info", "--model", bad)
+    assert result.exit_code == 4 and "pooling mode 'lasttoken' is not supported" in result.output
