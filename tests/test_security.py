@@ -40,11 +40,31 @@ def test_a_spec_cannot_name_a_class_outside_the_allowed_backbones(tiny_model, tm
         load_keras_model(modeldir.read(d))
 
 
+# A line that deserialises untrusted objects or turns remote code on. trust_remote_code is flagged
+# where it is passed or set (a keyword or a dict entry) to anything but False; naming the key to
+# skip it (stdir ignores it among a module's loader arguments) is not a use.
+UNTRUSTED_CODE = re.compile(
+    r"import (c?pickle|dill|joblib)|pickle\.loads?\(|trust_remote_code['\"]?\s*[=:](?!=)\s*(?!False)|"
+    r"safe_mode\s*=\s*False|torch\.load|keras\.models\.load_model|\beval\(|\bexec\(|from_config\(")
+
+
+@pytest.mark.parametrize("line, flagged", [
+    ("tok = AutoTokenizer.from_pretrained(d, trust_remote_code=True)", True),
+    ("kwargs = {'trust_remote_code': True}", True),
+    ('kwargs = {"trust_remote_code": flag}', True),
+    ("AutoConfig.from_pretrained(d, trust_remote_code=False)", False),
+    ('extra = {k: v for k, v in args.items() if k != "trust_remote_code"}', False),
+    ("import pickle", True),
+    ("model = keras.models.load_model(path)", True),
+])
+def test_the_untrusted_code_pattern_flags_uses_not_mentions(line, flagged):
+    assert bool(UNTRUSTED_CODE.search(line)) is flagged
+
+
 def test_no_code_path_deserialises_untrusted_objects():
     """Weights are safetensors read by variable path; no pickle, no Keras config deserialisation
     of model files, no remote code."""
-    pattern = re.compile(r"import (c?pickle|dill|joblib)|pickle\.loads?\(|trust_remote_code(?!\s*=\s*False)|safe_mode\s*=\s*False|torch\.load|"
-                         r"keras\.models\.load_model|\beval\(|\bexec\(|from_config\(")
+    pattern = UNTRUSTED_CODE
     hits = [f"{p.relative_to(REPO)}:{n}" for folder in ("scorer", "jobs") for p in (REPO / folder).rglob("*.py")
             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
