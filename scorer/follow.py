@@ -33,7 +33,7 @@ from typing import Callable
 from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.metrics import write_metrics
-from scorer.options import RunOptions
+from scorer.options import ErrorLimit, RunOptions
 from scorer.pipeline import stream
 from scorer.runs import Run, RunResult, WriteStage, check_some_scored
 
@@ -233,7 +233,7 @@ class _Follower:
             inputs = source.expand_inputs([str(entry)], self.opts.format)
             stream(inputs, skip, self.the_run, source.SourceStats(), self._start_entry, self.progress)
             bad, rows = writes.counters.rows_with_error - bad_before, writes.rows - skip
-            self._check_error_fraction(bad, rows)
+            self.the_run.check_error_fraction(bad, rows)
             if not skip:  # a resumed entry's committed rows were counted by another process
                 check_some_scored(bad, rows, self.the_run.error_limit,
                                   {k: n - reasons_before.get(k, 0) for k, n in
@@ -261,10 +261,10 @@ class _Follower:
             raise _EntryFailed(str(e)) from None
         return self.writes
 
-    def _entry_row_limit(self, bad_before: int) -> tuple[str, float] | None:
+    def _entry_row_limit(self, bad_before: int) -> ErrorLimit | None:
         """--max-errors as a row count holds for each entry: its bad rows over those before."""
         limit = self.the_run.error_limit
-        return ("rows", bad_before + limit[1]) if limit and limit[0] == "rows" else None
+        return ErrorLimit("rows", bad_before + limit.value) if limit and limit.kind == "rows" else None
 
     def _check_unchanged(self, entry: Path, taken: Signature) -> None:
         now = Signature.of(entry)
@@ -272,12 +272,6 @@ class _Follower:
             raise _EntryChanged("removed")
         if now != taken:
             raise _EntryChanged(now.change_from(taken))
-
-    def _check_error_fraction(self, bad: int, rows: int) -> None:
-        limit = self.the_run.error_limit
-        if limit and limit[0] == "fraction" and rows and bad / rows > limit[1]:
-            raise DataError(f"{bad} of {rows} rows are bad ({bad / rows:.2%}), more than "
-                            f"--max-errors {self.opts.max_errors}")
 
     def _fail(self, entry: Path, record: EntryRecord, reason: str) -> None:
         """Record the entry as failed (with a dead-letter note), keeping its committed rows."""

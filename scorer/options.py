@@ -5,6 +5,7 @@ which of them a resumed run must share; --max-errors parsed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from scorer import api, encode, source
 from scorer.errors import DataError
@@ -67,20 +68,34 @@ RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_te
                    "prompt", "embedding_dtype")
 
 
-def parse_max_errors(value: str | None) -> tuple[str, float] | None:
-    """--max-errors: "100" (rows) -> ("rows", 100); "0.01" or "1%" -> ("fraction", 0.01)."""
+@dataclass(frozen=True)
+class ErrorLimit:
+    """--max-errors, parsed: the run fails when its bad rows are more than `value` rows (kind
+    "rows"), or more than that share of its input rows (kind "fraction")."""
+    kind: Literal["rows", "fraction"]
+    value: float  # rows: a count; fraction: a share of the input rows (1% is 0.01)
+
+    def rows_exceeded(self, bad: int) -> bool:
+        return self.kind == "rows" and bad > self.value
+
+    def fraction_exceeded(self, bad: int, rows: int) -> bool:
+        return self.kind == "fraction" and rows > 0 and bad / rows > self.value
+
+
+def parse_max_errors(value: str | None) -> ErrorLimit | None:
+    """--max-errors: "100" (rows) -> ErrorLimit("rows", 100); "0.01" or "1%" -> ("fraction", 0.01)."""
     if value is None:
         return None
     text = str(value).strip()
     try:
         if text.endswith("%"):
-            return "fraction", float(text[:-1]) / 100
+            return ErrorLimit("fraction", float(text[:-1]) / 100)
         if "." in text or "e" in text.lower():
             fraction = float(text)
             if not 0 <= fraction < 1:
                 raise ValueError
-            return "fraction", fraction
-        return "rows", int(text)
+            return ErrorLimit("fraction", fraction)
+        return ErrorLimit("rows", int(text))
     except ValueError:
         raise DataError(f"--max-errors {value!r}: give a row count (100), a fraction (0.01) or a "
                         "percentage (1%)") from None

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, storage
 from scorer.api import Scorer, ScoreStats, error_kind
 from scorer.errors import DataError, ModelError
-from scorer.options import RESUME_OPTIONS, RunOptions, parse_max_errors
+from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
 from scorer.stages import Stopwatch
 from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, DEAD_LETTER_SCHEMA,
                            check_columns, dead_letters, probabilities_in, public_columns)
@@ -113,7 +113,7 @@ class WriteStage:
     checkpoint on. --follow writes one landing entry (a unit) at a time into it."""
 
     def __init__(self, outdir: commit.OutputDir, opts: RunOptions, model_dir: modeldir.ModelDir,
-                 error_limit: tuple[str, float] | None):
+                 error_limit: ErrorLimit | None):
         p = outdir.progress
         self.outdir, self.opts, self.error_limit = outdir, opts, error_limit
         self.writer = sink.PartWriter(outdir.out, model_dir.id, opts.partition_by,
@@ -172,7 +172,7 @@ class WriteStage:
         if self.dead is not None:
             self.dead.abort()
 
-    def begin_unit(self, name: str, skip: int, error_limit: tuple[str, float] | None,
+    def begin_unit(self, name: str, skip: int, error_limit: ErrorLimit | None,
                    before_commit: Callable[[], None]) -> None:
         """--follow: the next rows are unit `name`'s from its row `skip` on; before_commit()
         raises if they must not be committed."""
@@ -222,7 +222,7 @@ class WriteStage:
         self.since += rows
         if self._over_row_limit():
             row = bad_rows.slice(bad_rows.num_rows - 1).to_pylist()[0]
-            raise DataError(f"more than {int(self.error_limit[1])} bad rows (--max-errors); the "
+            raise DataError(f"more than {int(self.error_limit.value)} bad rows (--max-errors); the "
                             f"latest: {row[SOURCE]}:{row[POSITION]}: {row[ERROR]}")
 
     def _commit_if_due(self) -> None:
@@ -234,7 +234,7 @@ class WriteStage:
 
     def _over_row_limit(self) -> bool:
         limit = self.error_limit
-        return bool(limit) and limit[0] == "rows" and self.counters.rows_with_error > limit[1]
+        return limit is not None and limit.rows_exceeded(self.counters.rows_with_error)
 
     def _check_committed_errors(self) -> None:
         if self._over_row_limit():
@@ -244,7 +244,7 @@ class WriteStage:
                             "--overwrite to start again")
 
 
-def check_some_scored(bad: int, rows: int, error_limit: tuple[str, float] | None,
+def check_some_scored(bad: int, rows: int, error_limit: ErrorLimit | None,
                       reasons: dict[str, int]) -> None:
     """Without --max-errors, rows that are all bad fail the run (exit 6): a run that scored
     nothing is no success (a compressed file read as text, the wrong --format)."""
@@ -394,16 +394,19 @@ class Run:
                              "with `scorer profile MODEL DATA`, or pass --reference FILE"
                              + (f" ({warnings[0]})" if warnings else ""))
 
+    def check_error_fraction(self, bad: int, rows: int) -> None:
+        """--max-errors as a share: of the run's input rows (--follow: of each entry's)."""
+        limit = self.error_limit
+        if limit is not None and limit.fraction_exceeded(bad, rows):
+            raise DataError(f"{bad} of {rows} rows are bad ({bad / rows:.2%}), more than "
+                            f"--max-errors {self.opts.max_errors}")
+
     def _final_checks(self, stats: source.SourceStats, counters: Counters) -> list[str]:
         """Run-level rules checked once every row is in: the error fraction, empty input, a run
         that scored no row at all."""
-        limit = self.error_limit
-        check_some_scored(counters.rows_with_error, counters.rows_in, limit, counters.error_reasons)
-        if limit and limit[0] == "fraction" and stats.rows:
-            share = counters.rows_with_error / stats.rows
-            if share > limit[1]:
-                raise DataError(f"{counters.rows_with_error} of {stats.rows} rows are bad "
-                                f"({share:.2%}), more than --max-errors {self.opts.max_errors}")
+        check_some_scored(counters.rows_with_error, counters.rows_in, self.error_limit,
+                          counters.error_reasons)
+        self.check_error_fraction(counters.rows_with_error, stats.rows)
         if stats.rows == 0:
             if self.opts.fail_on_empty:
                 raise DataError(f"no input rows in {', '.join(stats.files)} (--fail-on-empty)")
