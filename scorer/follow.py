@@ -331,7 +331,7 @@ class _Follower:
                 profile = profile.merge(drift.Profile.from_json(e["profile"]))
         now = [e for e in self.writes.entries if e["name"] in self.scored_now and e.get("drift")]
         worst = max(now, key=lambda e: e["drift"]["max_psi"] or 0.0, default=None)
-        warnings = list(self.the_run.reference_warnings)
+        warnings = self.the_run.column_warnings() + self.the_run.reference_warnings
         for e in now:
             warnings += [f"entry {e['name']}: {w}" for w in drift.Drift.from_json(e["drift"]).warnings()]
         worst_drift = (drift.Drift.from_json(worst["drift"]) if worst

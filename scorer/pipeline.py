@@ -114,8 +114,8 @@ def _writer(the_run: Run, writes: WriteStage, progress: Progress | None) -> Call
         chunk, prepared, probs = item
         with the_run.timers.write.measure():
             if len(chunk):
-                writes.write(scored_table(chunk_table(chunk, the_run.opts), the_run.scorer, prepared,
-                                          probs, the_run.opts))
+                table = chunk_table(chunk, the_run.opts, the_run.output_columns)
+                writes.write(scored_table(table, the_run.scorer, prepared, probs, the_run.opts))
             else:
                 writes.write(pa.table({}))  # a stream's tick
         if progress:

@@ -34,20 +34,20 @@ from scorer.tables import READ_ERROR, TEXTS, chunk_table, scored_table
 class ChunkSource(Datasource):
     """A Ray Datasource over scorer.source.read_chunks: one read task, blocks in input order."""
 
-    def __init__(self, inputs, opts: RunOptions, skip: int):
-        self.inputs, self.opts, self.skip = inputs, opts, skip
+    def __init__(self, inputs, opts: RunOptions, skip: int, outputs: list[str]):
+        self.inputs, self.opts, self.skip, self.outputs = inputs, opts, skip, outputs
 
     def estimate_inmemory_data_size(self):
         return None
 
     def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-        inputs, opts, skip = self.inputs, self.opts, self.skip
+        inputs, opts, skip, outputs = self.inputs, self.opts, self.skip, self.outputs
 
         def read():
             for chunk in source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
                                             max_line_bytes=opts.max_line_bytes,
                                             id_column=opts.id_column, csv_types=opts.csv_types):
-                yield chunk_table(chunk, opts)
+                yield chunk_table(chunk, opts, outputs)
 
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
                              input_files=tuple(i.path for i in inputs))
@@ -90,7 +90,7 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
         outdir.prepare()
         writes = the_run.write_stage()
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        scored = _scored_blocks(ChunkSource(expanded, opts, skip), str(model_dir.path), opts, workers, gpus)
+        scored = _scored_blocks(ChunkSource(expanded, opts, skip, the_run.output_columns), str(model_dir.path), opts, workers, gpus)
         _write_blocks(scored, the_run, writes, progress)
     stats = source.SourceStats(files=[i.path for i in expanded], rows=writes.rows, rows_skipped=skip)
     engine = {"name": "ray", "workers": workers, "gpus_per_worker": 1 if gpus else 0,

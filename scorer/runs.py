@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, storage
-from scorer.api import Scorer, ScoreStats, error_kind
+from scorer.api import Scorer, ScoreStats, error_kind, output_names
 from scorer.errors import DataError, ModelError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
 from scorer.stages import Stopwatch
@@ -268,6 +268,7 @@ class Run:
         self.device: classifier.DevicePolicy | None = None
         self.reference: drift.Reference | None = None
         self.reference_warnings: list[str] = []
+        self.renamed_columns: dict[str, str] = {}  # input column -> the name it is kept under
         self.outdir: commit.OutputDir | None = None
         self._compiled_before = 0.0
         self._rows_before = 0  # input rows the output held when this process opened it
@@ -310,11 +311,18 @@ class Run:
         self._rows_before = Counters.from_json(self.outdir.progress.counters).rows_in
         return self.outdir
 
+    @property
+    def output_columns(self) -> list[str]:
+        """The columns the model adds to each row (an input column of one of these names is kept
+        as input_<name>: tables.renamed_inputs)."""
+        if self.model_dir.kind == "embedding":
+            return embedder.output_names(self.opts.output_prefix, self.windowed)
+        return output_names(self.multi_label, self.opts.output_prefix, self.windowed)
+
     def check_first(self, first: source.Chunk | None) -> None:
-        """The first chunk's columns (tables.check_columns), before the output is changed."""
-        names = (embedder.output_names(self.opts.output_prefix, self.windowed)
-                 if self.model_dir.kind == "embedding" else None)
-        check_columns(first, self.opts, self.multi_label, self.windowed, names)
+        """The first chunk's columns (tables.check_columns), before the output is changed; input
+        columns kept under a new name are recorded (the manifest's input_columns_renamed)."""
+        self.renamed_columns.update(check_columns(first, self.opts, self.output_columns))
 
     def write_stage(self, per_unit: bool = False) -> WriteStage:
         """A write stage at the output's last checkpoint, held to the run's --max-errors row
@@ -368,7 +376,8 @@ class Run:
                 "compile_seconds": round(compiled, 3), "write_seconds": round(self.timers.write.seconds, 3),
             },
             "profile": writes.profile.to_json(), "summary": writes.profile.summary(),
-            "warnings": list(self.reference_warnings),
+            "input_columns_renamed": dict(self.renamed_columns),
+            "warnings": self.column_warnings() + self.reference_warnings,
             "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
             "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
             "device": self.device.device, "precision": self.device.precision,
@@ -376,6 +385,11 @@ class Run:
             "started": fileio.utc_timestamp(self.started),
             "finished": fileio.utc_timestamp(),
         }
+
+    def column_warnings(self) -> list[str]:
+        return [f"input column {original!r} is kept as {renamed!r}: the output column {original!r} "
+                "has its name (--output-prefix names the output columns instead)"
+                for original, renamed in self.renamed_columns.items()]
 
     def drift_fields(self, run_drift: drift.Drift) -> dict:
         """The manifest's drift and the reference profile it was measured against (the nearest

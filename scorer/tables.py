@@ -1,6 +1,6 @@
 """The Arrow tables that travel between a run's stages, and the private columns they carry.
 
-    chunk_table(chunk, opts)                          read chunk -> kept input columns + TEXTS, ...
+    chunk_table(chunk, opts, outputs)                 read chunk -> kept input columns + TEXTS, ...
     scored_table(table, scorer, prepared, probs, opts) -> + output columns + ERROR, TRUNCATED, ...
 
 A chunk_table() is also what a Ray Data block holds (scorer.ray_engine). The private columns all
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scorer import drift, sink, source
-from scorer.api import Prepared, Scorer, output_names
+from scorer.api import Prepared, Scorer
 from scorer.errors import InputError, OutputError
 from scorer.options import RunOptions
 
@@ -25,6 +25,8 @@ TEXTS, READ_ERROR, SOURCE, POSITION = "__texts", "__read_error", "__source", "__
 LINE, RAW = "__line", "__raw"
 # scored_table(): why a row was not scored, what scoring did to it, the text (for dead letters)
 ERROR, TRUNCATED, TOKENS, WINDOWED, TEXT = "__error", "__truncated", "__tokens", "__windowed", "__text"
+# An input column named like an output column is kept under this prefix (a labelled file's label)
+INPUT_PREFIX = "input_"
 
 # position: 0-based row of the input; line: 1-based line it starts on (JSON Lines, CSV, text);
 # raw: the row's bytes as read (line formats, up to --max-line-bytes), to fix and replay it
@@ -36,9 +38,10 @@ DEAD_LETTER_COLUMNS = (SOURCE, POSITION, LINE, ERROR, TEXT, RAW)  # DEAD_LETTER_
 _LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.string())}
 
 
-def chunk_table(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
-    """A read chunk as one Arrow table: the kept input columns (and row_id), then TEXTS,
-    READ_ERROR, SOURCE, POSITION, LINE and RAW."""
+def chunk_table(chunk: source.Chunk, opts: RunOptions, outputs: list[str]) -> pa.Table:
+    """A read chunk as one Arrow table: the kept input columns (and row_id; one named like an
+    output column in `outputs` as input_<name>), then TEXTS, READ_ERROR, SOURCE, POSITION, LINE
+    and RAW."""
     n = len(chunk)
     texts = [t if isinstance(t, str) else None for t in chunk.texts]
     private = {TEXTS: pa.array(texts, pa.string()),
@@ -47,7 +50,7 @@ def chunk_table(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
                POSITION: pa.array(range(chunk.offset, chunk.offset + n), pa.int64()),
                LINE: pa.array(chunk.lines or [None] * n, pa.int64()),
                RAW: pa.array(chunk.raw or [None] * n, pa.binary())}
-    return _appended(kept_columns(chunk, opts), private)
+    return _appended(kept_columns(chunk, opts, outputs), private)
 
 
 def scored_table(table: pa.Table, model_scorer: Scorer, prepared: Prepared, probs: np.ndarray,
@@ -85,46 +88,68 @@ def probabilities_in(scored: pa.Table, column: str, num_labels: int) -> np.ndarr
     return out
 
 
-def kept_columns(chunk: source.Chunk, opts: RunOptions) -> pa.Table:
-    """The input columns a run keeps (--keep-columns, --id-column, --drop-text, --partition-by),
-    and row_id = "<input>:<position>" when there is no --id-column."""
-    names = chunk.columns.column_names
-    keep = names if opts.keep_columns is None else opts.keep_columns
-    unknown = [c for c in keep if c not in names]
-    for col in (opts.id_column, opts.partition_by):
-        if col and col not in names and col not in output_names(True, opts.output_prefix, True):
-            unknown.append(col)
-    if unknown:
-        raise InputError(f"{chunk.source}: no column {unknown[0]!r} (columns: {source.shown_names(names)})")
-    if opts.id_column and opts.id_column not in keep:
-        keep = [opts.id_column] + list(keep)
-    if opts.drop_text:
-        keep = [c for c in keep if c != opts.text_column]
-    if opts.partition_by in names and opts.partition_by not in keep:
-        keep = list(keep) + [opts.partition_by]  # it names the directories (and leaves the files)
-    table = chunk.columns.select(list(keep))
+def renamed_inputs(names: list[str], outputs: list[str]) -> dict[str, str]:
+    """Input columns named like an output column (a labelled file's `label`) -> the name they are
+    kept under, INPUT_PREFIX + name, so that a labelled file scores on the first try."""
+    return {name: INPUT_PREFIX + name for name in names if name in outputs}
+
+
+def kept_columns(chunk: source.Chunk, opts: RunOptions, outputs: list[str]) -> pa.Table:
+    """The input columns a run keeps (kept_input_names), those named like an output column
+    renamed (renamed_inputs), and row_id = "<input>:<position>" when there is no --id-column."""
+    keep = kept_input_names(chunk, opts, outputs)
+    renames = renamed_inputs(keep, outputs)
+    table = chunk.columns.select(keep).rename_columns([renames.get(c, c) for c in keep])
     if not opts.id_column:
         ids = [f"{chunk.source}:{chunk.offset + i}" for i in range(len(chunk))]
         table = table.append_column("row_id", pa.array(ids, pa.string()))
     return table
 
 
-def check_columns(first: source.Chunk | None, opts: RunOptions, multi_label: bool,
-                  windowed: bool, names: list[str] | None = None) -> None:
-    """On the first chunk, before the output is touched: the kept columns exist, none has an
-    output column's name (`names`, default: a classifier's), and the --partition-by column can
-    name directories."""
+def kept_input_names(chunk: source.Chunk, opts: RunOptions, outputs: list[str]) -> list[str]:
+    """The input columns a run keeps, by their input names (--keep-columns, --id-column,
+    --drop-text, --partition-by); InputError for one that is not there."""
+    names = chunk.columns.column_names
+    renames = renamed_inputs(names, outputs)
+    keep = names if opts.keep_columns is None else opts.keep_columns
+    unknown = [c for c in keep if c not in names]
+    if opts.id_column and opts.id_column not in names:
+        unknown.append(opts.id_column)
+    # --partition-by names an output column, an input column, or a renamed one (input_label)
+    by = opts.partition_by
+    partition_input = ({v: k for k, v in renames.items()}.get(by)
+                       or (by if by in names and by not in renames else None))
+    if by and not partition_input and by not in outputs:
+        unknown.append(by)
+    if unknown:
+        raise InputError(f"{chunk.source}: no column {unknown[0]!r} (columns: {source.shown_names(names)})")
+    if opts.id_column and opts.id_column not in keep:
+        keep = [opts.id_column] + list(keep)
+    if opts.drop_text:
+        keep = [c for c in keep if c != opts.text_column]
+    if partition_input and partition_input not in keep:
+        keep = list(keep) + [partition_input]  # it names the directories (and leaves the files)
+    return list(keep)
+
+
+def check_columns(first: source.Chunk | None, opts: RunOptions, outputs: list[str]) -> dict[str, str]:
+    """On the first chunk, before the output is touched (and before the model loads): the kept
+    columns exist, none has the name of an output column (`outputs`) once renamed (a renamed
+    column whose new name is taken too is refused), and the --partition-by column can name
+    directories. Returns the kept input columns renamed (renamed_inputs)."""
     if first is None:
-        return
-    kept = kept_columns(first, opts)
-    clash = [c for c in names or output_names(multi_label, opts.output_prefix, windowed)
-             if c in kept.column_names]
-    if clash:
-        raise OutputError(f"input column {clash[0]!r} has the name of an output column; keep both "
-                          f"with --output-prefix (e.g. --output-prefix pred_ gives pred_{clash[0]}) "
-                          f"or leave it out with --keep-columns")
+        return {}
+    kept = kept_columns(first, opts, outputs)
+    renames = renamed_inputs(kept_input_names(first, opts, outputs), outputs)
+    for original, renamed in renames.items():
+        if kept.column_names.count(renamed) > 1 or renamed in outputs:
+            raise OutputError(f"input column {original!r} has the name of an output column and would "
+                              f"be kept as {renamed!r}, but {renamed!r} is taken too; name the output "
+                              f"columns with --output-prefix (e.g. --output-prefix pred_ gives "
+                              f"pred_{original}) or leave one out with --keep-columns")
     if opts.partition_by:
         check_partition_column(kept, opts)
+    return renames
 
 
 def check_partition_column(kept: pa.Table, opts: RunOptions) -> None:

@@ -126,20 +126,53 @@ def test_rerun_gives_identical_files(tiny_model, tmp_path):
         assert pq.read_table(a / n).equals(pq.read_table(b / n))
 
 
-def test_label_column_clash_stops_before_scoring(tiny_model, tmp_path):
+def test_a_labelled_file_keeps_its_label_as_input_label(tiny_model, tmp_path):
+    """Every labelled JSON Lines file has a `label`: it scores on the first try, the input's
+    column kept as input_label, with a warning and the manifest saying so."""
+    src = tmp_path / "labelled.jsonl"
+    src.write_text("".join(json.dumps({"text": t, "label": g}) + "\n" for t, g in [("a fine film", 1),
+                                                                                  ("dull", 0)]))
+    out = tmp_path / "out"
+    r = invoke("run", src, "-o", out, "--model", tiny_model)
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: input column 'label' is kept as 'input_label': the output column "
+                        "'label' has its name (--output-prefix names the output columns instead)"]
+    t = read_output(out)
+    assert t.column_names == ["text", "input_label", "row_id"] + OUTPUT_COLUMNS
+    assert t.column("input_label").to_pylist() == [1, 0]
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["input_columns_renamed"] == {"label": "input_label"} and m["warnings"] == [warnings[0][9:]]
+    # --output-prefix: the input's label stays as it is
+    r = invoke("run", src, "-o", tmp_path / "pred", "--model", tiny_model, "--output-prefix", "pred_")
+    assert r.exit_code == 0 and "warning:" not in r.stderr, r.output
+    assert read_output(tmp_path / "pred").column_names[:2] == ["text", "label"]
+    # --partition-by input_label: the input's column; --partition-by label: the prediction
+    r = invoke("run", src, "-o", tmp_path / "parts", "--model", tiny_model, "--partition-by", "input_label")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "parts").glob("input_label=*")) == ["input_label=0",
+                                                                               "input_label=1"]
+
+
+def test_an_input_label_that_is_taken_too_is_refused_before_anything_is_touched(tiny_model, tmp_path):
     src = tmp_path / "labelled.parquet"
-    pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1]}), src)
+    pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1], "input_label": [1, 1]}), src)
     out = tmp_path / "out"
     out.mkdir()
     (out / "part-00000.parquet").write_text("x")  # a previous output's
     r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite")
     assert r.exit_code == 5
-    assert "input column 'label' has the name of an output column" in r.stderr
-    assert "--output-prefix" in r.stderr
+    assert r.stderr.strip() == (
+        "error: input column 'label' has the name of an output column and would be kept as "
+        "'input_label', but 'input_label' is taken too; name the output columns with --output-prefix "
+        "(e.g. --output-prefix pred_ gives pred_label) or leave one out with --keep-columns")
     assert (out / "part-00000.parquet").read_text() == "x"  # nothing was touched
+    r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite", "--keep-columns", "text,label")
+    assert r.exit_code == 0, r.output
+    assert read_output(out).column_names[:2] == ["text", "input_label"]
     r = invoke("run", src, "-o", out, "--model", tiny_model, "--overwrite", "--output-prefix", "pred_")
     assert r.exit_code == 0
-    assert read_output(out).column_names[:2] == ["text", "label"]
+    assert read_output(out).column_names[:3] == ["text", "label", "input_label"]
 
 
 def test_info_on_a_missing_model_is_one_line_exit_4(tmp_path):

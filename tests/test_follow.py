@@ -153,7 +153,8 @@ def test_a_bad_entry_is_recorded_as_failed_and_the_follower_goes_on(tiny_model, 
     land(landing, "a.jsonl", 10)
     (landing / "b.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")  # a corrupt gzip file
     pq.write_table(pa.table({"body": ["no text column here"]}), landing / "c.parquet")
-    pq.write_table(pa.table({"text": ["a column clash"], "label": ["x"]}), landing / "d.parquet")
+    pq.write_table(pa.table({"text": ["a column clash"], "label": ["x"], "input_label": ["y"]}),
+                   landing / "d.parquet")
     (landing / "e.parquet").write_bytes(b"PAR1 not a parquet file")
     land(landing, "f.jsonl", 5, start=40)
     for in_flight in ("g.jsonl._COPYING_", "h.jsonl.gstmp", "i.jsonl.filepart", "j.jsonl~"):

@@ -25,7 +25,7 @@ def scored(the_run: Run, texts: list, offset: int = 0) -> pa.Table:
     """The scored_table() of one chunk of `texts` (None: a row that cannot be scored)."""
     chunk = source.Chunk(pa.table({"text": texts}), texts, [None] * len(texts), "in.jsonl", offset)
     prepared = the_run.scorer.prepare(chunk.texts, chunk.read_errors)
-    return scored_table(chunk_table(chunk, the_run.opts), the_run.scorer, prepared,
+    return scored_table(chunk_table(chunk, the_run.opts, the_run.output_columns), the_run.scorer, prepared,
                         the_run.scorer.infer(prepared), the_run.opts)
 
 
