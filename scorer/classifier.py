@@ -227,6 +227,11 @@ class Predictor:
     fixed set of shapes. `compile_seconds` is the time those first calls took. Unpacked batches
     run the Keras model; packed ones (several texts a row) run the same layers with positions
     restarting in each slot, attention kept within a slot, and pooling per slot.
+
+    `outputs(batch, which)` also gives the features: the vector the classifier head reads (the
+    pooled output, after the head's dense + activation when it has one), from the same forward
+    pass as the probabilities (which="both") or without the head (which="features"). Each
+    `which` is traced on its first use only.
     """
 
     def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True,
@@ -252,6 +257,17 @@ class Predictor:
         self._packed_fn = tf.function(
             self._forward_packed, jit_compile=jit_compile, autograph=False,
             input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
+        self._jit_compile = jit_compile
+        self._output_fns: dict[str, tuple] = {PROBABILITIES: (self.run_plain, self.run_packed)}
+
+    @property
+    def features_width(self) -> int:
+        """The width of what the head reads (the hidden size, or the head dense layer's)."""
+        return int(self._head.kernel.shape[0])
+
+    @property
+    def num_labels(self) -> int:
+        return int(self._head.kernel.shape[1])
 
     def _probabilities(self, logits):
         import tensorflow as tf
@@ -264,6 +280,11 @@ class Predictor:
         return self._probabilities(logits)  # [batch, labels]
 
     def _forward_packed(self, token_ids, slot_ids, position_ids, slot_onehot):
+        return self._probabilities(self._head(self._packed_head_input(
+            token_ids, slot_ids, position_ids, slot_onehot)))  # [batch, slots, labels]
+
+    def _packed_head_input(self, token_ids, slot_ids, position_ids, slot_onehot):
+        """What the head reads for each slot of a packed batch: [batch, slots, hidden]."""
         import tensorflow as tf
 
         bb = self._backbone
@@ -285,7 +306,7 @@ class Predictor:
                 pooled = bb.pooled_dense(pooled)
         if self._head_dense is not None:
             pooled = self._head_dense(pooled)  # [batch, slots, hidden]
-        return self._probabilities(self._head(pooled))  # [batch, slots, labels]
+        return pooled
 
     def run_plain(self, token_ids, padding_mask) -> np.ndarray:
         """Probabilities [batch, labels] of an unpacked batch (one text a row)."""
@@ -297,20 +318,69 @@ class Predictor:
 
     def __call__(self, batch) -> np.ndarray:
         """Probabilities [len(batch.rows), labels] of the batch's texts, in batch.rows order."""
+        return self.outputs(batch, PROBABILITIES)[0]
+
+    def outputs(self, batch, which: str) -> tuple[np.ndarray, ...]:
+        """The batch's texts' outputs in batch.rows order: (probabilities [rows, labels],),
+        (features [rows, hidden] float32,) or, which="both", (features, probabilities)."""
         import tensorflow as tf
 
-        shape = tuple(batch.token_ids.shape)
+        plain, packed = self._output_functions(which)
+        # shapes_seen: the batch shapes compiled for probabilities, and (which, *shape) for others
+        shape = tuple(batch.token_ids.shape) if which == PROBABILITIES else (which, *batch.token_ids.shape)
         first = shape not in self.shapes_seen
         start = time.perf_counter()
         with tf.device(self.policy.device):
             if batch.slot_ids is None:
-                probs = self.run_plain(batch.token_ids, batch.padding_mask)  # [batch, labels]
-                probs = probs[: len(batch.rows)]
+                out = plain(batch.token_ids, batch.padding_mask)  # each [batch, width]
+                out = [o[: len(batch.rows)] for o in _as_tuple(out)]
             else:
-                probs = self.run_packed(batch.token_ids, batch.slot_ids, batch.position_ids,
-                                        batch.slot_onehot)  # [batch, slots, labels]
-                probs = probs.reshape(-1, probs.shape[-1])[batch.slots]
+                out = packed(batch.token_ids, batch.slot_ids, batch.position_ids,
+                             batch.slot_onehot)  # each [batch, slots, width]
+                out = [o.reshape(-1, o.shape[-1])[batch.slots] for o in _as_tuple(out)]
         if first:
             self.shapes_seen.add(shape)
             self.compile_seconds += time.perf_counter() - start
-        return probs
+        return tuple(out)
+
+    def _output_functions(self, which: str) -> tuple:
+        """(plain, packed) functions of numpy batches for `which`, traced on first use."""
+        if which not in self._output_fns:
+            if which not in (FEATURES, BOTH):
+                raise ValueError(f"unknown output {which!r}")
+            import keras
+            import tensorflow as tf
+
+            # The sub-model up to the head's input: the same layers and weights as self.model.
+            features_model = keras.Model(self.model.input, self._head.input)
+            with_probabilities = which == BOTH
+
+            def finish(features):
+                out = tf.cast(features, tf.float32)
+                return (out, self._probabilities(self._head(features))) if with_probabilities else out
+
+            def plain(token_ids, padding_mask):
+                return finish(features_model({"token_ids": token_ids, "padding_mask": padding_mask},
+                                             training=False))
+
+            def packed(token_ids, slot_ids, position_ids, slot_onehot):
+                return finish(self._packed_head_input(token_ids, slot_ids, position_ids, slot_onehot))
+
+            ids = tf.TensorSpec([None, None], tf.int32)
+            plain_fn = tf.function(plain, jit_compile=self._jit_compile, autograph=False,
+                                   input_signature=[ids, ids])
+            packed_fn = tf.function(packed, jit_compile=self._jit_compile, autograph=False,
+                                    input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
+            self._output_fns[which] = (lambda *a: _numpy(plain_fn(*a)), lambda *a: _numpy(packed_fn(*a)))
+        return self._output_fns[which]
+
+
+PROBABILITIES, FEATURES, BOTH = "probabilities", "features", "both"  # Predictor.outputs' `which`
+
+
+def _as_tuple(out) -> tuple:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _numpy(out):
+    return tuple(o.numpy() for o in out) if isinstance(out, tuple) else out.numpy()

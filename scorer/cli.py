@@ -97,6 +97,15 @@ def comma_list(ctx, param, value: str | None) -> list[str] | None:
     return value.split(",") if value else None
 
 
+def emit_list(ctx, param, value: str | None) -> str | None:
+    """--emit, checked and in its canonical order ("embedding,label" -> "label,embedding")."""
+    try:
+        kinds = embedder.parse_emit(value)
+    except ValueError:
+        raise click.BadParameter("give label, embedding or label,embedding") from None
+    return ",".join(kinds) if kinds else None
+
+
 format_option = run_option("--format", type=click.Choice(source.FORMATS),
                            help="Input format; auto picks by extension (a directory is Parquet). "
                            "Stdin needs one.")
@@ -158,7 +167,11 @@ model_options = stack(
     run_option("--prompt", metavar="NAME", help="Embedding models: put the model's prompt NAME "
                "(config_sentence_transformers.json, e.g. query) before each text."),
     run_option("--embedding-dtype", type=click.Choice(list(embedder.EMBEDDING_DTYPES)),
-               help="Embedding models: the embedding column's values (float16 halves the files)."),
+               help="The embedding column's values (float16 halves the files)."),
+    run_option("--emit", metavar="KINDS", callback=emit_list, help="What the output holds: label, "
+               "embedding (what the classifier head reads, one vector a row) or label,embedding "
+               "(both from one forward pass). Default: label for a classifier, embedding for an "
+               "embedding model."),
 )
 
 drift_options = stack(

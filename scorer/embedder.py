@@ -22,7 +22,21 @@ from scorer.prepared import Prepared, ScoreStats, prepare
 from scorer.stdir import SentenceTransformerDir
 
 EMBEDDING = "embedding"
+LABEL = "label"
+EMIT = (LABEL, EMBEDDING)  # --emit: what the output columns hold, in this order
 EMBEDDING_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}  # --embedding-dtype
+
+
+def parse_emit(value: str | None) -> tuple[str, ...] | None:
+    """--emit "label,embedding" (any order) -> ("label", "embedding"); None: the model's own
+    output (a classifier's labels, an embedding model's vectors)."""
+    if value is None:
+        return None
+    given = [v.strip() for v in str(value).split(",")]
+    unknown = [v for v in given if v not in EMIT]
+    if unknown or not given:
+        raise ValueError(f"emit {value!r}: give label, embedding or label,embedding")
+    return tuple(kind for kind in EMIT if kind in given)
 
 
 class Embedder:
@@ -40,13 +54,17 @@ class Embedder:
             raise ValueError(f"embedding_dtype must be one of {tuple(EMBEDDING_DTYPES)}, not {embedding_dtype!r}")
         self.embedding_type = EMBEDDING_DTYPES[embedding_dtype]  # of the embedding column's values
         self.prompt = prompt  # put before every text (config_sentence_transformers.json's prompts)
+        self.emit = (EMBEDDING,)
 
     @classmethod
     def build(cls, model_dir: SentenceTransformerDir, *, max_length: int | None, batch_tokens: int,
               precision: str, jit_compile: bool, threads: int | None, packing: bool,
               overlap: int | None, max_windows: int, prompt: str | None,
-              embedding_dtype: str = "float32") -> "Embedder":
+              embedding_dtype: str = "float32", emit: tuple[str, ...] | None = None) -> "Embedder":
         """The Embedder for a read directory (Scorer.load's options, already checked there)."""
+        if emit is not None and LABEL in emit:
+            raise ModelError(f"{model_dir.path} is an embedding model: it has no labels to emit "
+                             "(--emit embedding, its default)")
         runtime.start(threads)
         policy = classifier.choose_device(precision=precision)
         if policy.int8:

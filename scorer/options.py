@@ -41,6 +41,7 @@ class RunOptions:
     max_windows: int = encode.DEFAULT_MAX_WINDOWS  # --long-text window: windows per text, at most
     prompt: str | None = None  # embedding models: a prompt name of the model's (put before each text)
     embedding_dtype: str = "float32"  # the embedding column's values: float32 | float16
+    emit: str | None = None  # "label", "embedding" or "label,embedding"; None: the model's own
 
 
 @dataclass
@@ -65,7 +66,7 @@ class RayOptions:
 RESUME_OPTIONS = ("text_column", "format", "id_column", "keep_columns", "drop_text",
                    "output_prefix", "partition_by", "rows_per_file", "max_length", "precision",
                    "dead_letter", "max_line_bytes", "long_text", "max_windows", "csv_types",
-                   "prompt", "embedding_dtype")
+                   "prompt", "embedding_dtype", "emit")
 
 
 @dataclass(frozen=True)

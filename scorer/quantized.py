@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from scorer import runtime
-from scorer.classifier import DevicePolicy, Predictor
+from scorer.classifier import PROBABILITIES, DevicePolicy, Predictor
+from scorer.errors import ConfigError
 
 MIN_COLUMNS = 16  # narrower weight matrices (a classifier head) stay float32
 DYNAMIC_GROUP = 32  # activation values that share one int8 scale (OpenVINO's CPU default)
@@ -123,6 +124,12 @@ class Int8Predictor(Predictor):
             self._compiled[which] = openvino.Core().compile_model(graph, "CPU", config)
             self.conversion_seconds += time.perf_counter() - start
         return self._compiled[which]
+
+    def _output_functions(self, which: str) -> tuple:
+        if which != PROBABILITIES:
+            raise ConfigError("--precision int8 gives probabilities only: embeddings (--emit "
+                              "embedding, embed()) need float32 or mixed precision")
+        return super()._output_functions(which)
 
     def run_plain(self, token_ids, padding_mask) -> np.ndarray:
         return self._graph("plain")([token_ids, padding_mask])[0]

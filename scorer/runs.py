@@ -40,8 +40,15 @@ def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
     kwargs = dict(max_length=opts.max_length, batch_tokens=opts.batch_tokens,
                   precision=opts.precision, threads=opts.threads, long_text=opts.long_text,
                   max_windows=opts.max_windows, prompt=opts.prompt,
-                  embedding_dtype=opts.embedding_dtype)
+                  embedding_dtype=opts.embedding_dtype, emit=opts.emit)
     return Scorer.load(model, **{**kwargs, **overrides})
+
+
+def emits_labels(model_dir: modeldir.ModelDir, opts: RunOptions) -> bool:
+    """Whether the run writes label columns (and so profiles them for drift): a classifier's,
+    unless --emit leaves the labels out."""
+    return model_dir.kind == "classifier" and embedder.LABEL in (embedder.parse_emit(opts.emit)
+                                                                 or (embedder.LABEL,))
 
 
 def output_location(output) -> Path | str:
@@ -128,7 +135,7 @@ class WriteStage:
         self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
         self.entries = copy.deepcopy(p.entries)  # --follow only
         self.before_commit: Callable[[], None] | None = None  # --follow: the entry is unchanged
-        labels = model_dir.spec.labels if model_dir.kind == "classifier" else []  # embeddings: none
+        labels = model_dir.spec.labels if emits_labels(model_dir, opts) else []  # embeddings: none
         # What was scored (the run's; --follow: the entry in progress), as committed
         self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
                         else drift.Profile.empty(labels))
@@ -317,7 +324,8 @@ class Run:
         as input_<name>: tables.renamed_inputs)."""
         if self.model_dir.kind == "embedding":
             return embedder.output_names(self.opts.output_prefix, self.windowed)
-        return output_names(self.multi_label, self.opts.output_prefix, self.windowed)
+        return output_names(self.multi_label, self.opts.output_prefix, self.windowed,
+                            embedder.parse_emit(self.opts.emit) or (embedder.LABEL,))
 
     def check_first(self, first: source.Chunk | None) -> None:
         """The first chunk's columns (tables.check_columns), before the output is changed; input

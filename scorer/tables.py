@@ -35,7 +35,8 @@ DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("position", pa.int64()
 DEAD_LETTER_COLUMNS = (SOURCE, POSITION, LINE, ERROR, TEXT, RAW)  # DEAD_LETTER_SCHEMA's, in its order
 
 # Output columns holding lists; the others are strings and numbers.
-_LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.string())}
+_LIST_OUTPUTS = {"probabilities": pa.list_(pa.float32()), "labels": pa.list_(pa.string()),
+                 "embedding": pa.list_(pa.float32())}
 
 
 def chunk_table(chunk: source.Chunk, opts: RunOptions, outputs: list[str]) -> pa.Table:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -95,7 +97,7 @@ def test_an_embedding_model_has_no_labels(st_reference):
 
 
 def test_a_classifier_takes_no_prompt(tiny_model):
-    with pytest.raises(ModelError, match="prompts and the embedding dtype are for sentence-transformers models"):
+    with pytest.raises(ModelError, match="prompts are for sentence-transformers models"):
         Scorer.load(tiny_model, prompt="query")
 
 
@@ -168,7 +170,7 @@ def test_info_shows_an_embedding_models_kind_dimension_pooling_and_max_length(st
 def test_run_refuses_a_prompt_for_a_classifier_and_an_unsupported_model(st_reference, tiny_model, tmp_path):
     data = texts_parquet(tmp_path / "in.parquet", ["a text"])
     result = run_cli("run", data, "-o", tmp_path / "out", "--model", tiny_model, "--prompt", "query")
-    assert result.exit_code == 4 and "prompts and the embedding dtype are for sentence-transformers" in result.output
+    assert result.exit_code == 4 and "prompts are for sentence-transformers models" in result.output
     import shutil
 
     bad = tmp_path / "bad"
@@ -177,3 +179,102 @@ def test_run_refuses_a_prompt_for_a_classifier_and_an_unsupported_model(st_refer
     pooling.write_text(pooling.read_text().replace('"mean"', '"lasttoken"'))
     result = run_cli("info", "--model", bad)
     assert result.exit_code == 4 and "pooling mode 'lasttoken' is not supported" in result.output
+
+
+# ---------------------------------------------------------------------------- a classifier's embeddings
+
+LONG = "the film was long, slow and in the end rather moving " * 30  # several windows of 64 tokens
+
+
+def head_probabilities(scorer_, features: np.ndarray) -> np.ndarray:
+    """The classifier head (its last dense layer, softmax) applied to features by hand."""
+    head = scorer_.predictor.model.get_layer("classifier_head")
+    logits = features.astype(np.float64) @ head.kernel.numpy() + head.bias.numpy()
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_a_classifier_embeds_what_its_head_reads(tiny_model):
+    """embed() on a classifier: the vectors the head turns into its probabilities, packed or not."""
+    texts = ["a gorgeous film", "dull", "not bad at all, really", None]
+    model = Scorer.load(tiny_model, long_text="truncate")
+    features = model.embed(texts)
+    assert features.dtype == np.float32 and features.shape == (4, 32)
+    assert np.isnan(features[3]).all() and np.isfinite(features[:3]).all()
+    probs, errors = model.probabilities(texts)
+    np.testing.assert_allclose(head_probabilities(model, features[:3]), probs[:3], atol=1e-5)
+    unpacked = Scorer.load(tiny_model, long_text="truncate", packing=False)
+    np.testing.assert_allclose(unpacked.embed(texts[:3]), features[:3], atol=1e-5)
+
+
+def test_emit_label_and_embedding_gives_both_from_one_forward_pass(tiny_model):
+    texts = ["a gorgeous film", "dull", LONG]
+    both = Scorer.load(tiny_model, emit="label,embedding")
+    labels_only = Scorer.load(tiny_model)
+    inferred = both.infer(both.prepare(texts))
+    np.testing.assert_allclose(inferred.probabilities, labels_only.probabilities(texts)[0], atol=1e-6)
+    np.testing.assert_allclose(inferred.embeddings, labels_only.embed(texts), atol=1e-6)
+    predictions = both.score(texts[:2])
+    assert predictions[0].label in ("negative", "positive") and len(predictions[0].embedding) == 32
+    columns = both.score_columns(texts).column_names
+    assert columns == ["label", "label_id", "score", "probabilities", "embedding", "windows", "error"]
+    only = Scorer.load(tiny_model, emit="embedding")
+    assert only.score_columns(texts).column_names == ["embedding", "windows", "error"]
+    with pytest.raises(ModelError, match="gives no labels: use embed"):
+        only.score(texts)
+
+
+def test_a_classifier_embeds_a_long_text_as_the_mean_of_its_windows(tiny_model):
+    """Not normalised (a classifier's features are not unit vectors): the plain mean."""
+    model = Scorer.load(tiny_model, max_windows=16)
+    prepared = model.prepare([LONG])
+    assert prepared.windows()[0] > 1
+    per_window = np.concatenate([model.predictor.outputs(b, "features")[0][np.argsort(b.rows)]
+                                 for b in prepared.encoded.batches])  # [windows, hidden]
+    np.testing.assert_allclose(model.embed([LONG])[0], per_window.mean(axis=0), atol=1e-5)
+
+
+def test_run_emit_label_embedding_writes_both_beside_the_input(tiny_model, tmp_path):
+    texts = ["a gorgeous film", "dull", None, LONG]
+    data = texts_parquet(tmp_path / "in.parquet", texts)
+    result = run_cli("run", data, "-o", tmp_path / "both", "--model", tiny_model, "--emit", "embedding,label",
+                     "--embedding-dtype", "float16", "--output-prefix", "pred_")
+    assert result.exit_code == 0, result.output
+    table = part_table(tmp_path / "both")
+    assert table.column_names == ["text", "label", "row_id", "pred_label", "pred_label_id", "pred_score",
+                                  "pred_probabilities", "pred_embedding", "pred_windows", "pred_error"]
+    assert str(table.schema.field("pred_embedding").type) == "fixed_size_list<element: halffloat>[32]"
+    vectors = table.column("pred_embedding").to_pylist()
+    assert vectors[2] is None and table.column("pred_error").to_pylist()[2] == "null text"
+    model = Scorer.load(tiny_model)
+    expected = model.embed([t for t in texts if t is not None])
+    np.testing.assert_allclose(np.array([v for v in vectors if v is not None], np.float32), expected,
+                               rtol=2e-3, atol=2e-3)
+    labels_run = run_cli("run", data, "-o", tmp_path / "labels", "--model", tiny_model, "--output-prefix", "pred_")
+    assert labels_run.exit_code == 0, labels_run.output
+    assert (part_table(tmp_path / "labels").column("pred_label").to_pylist()
+            == table.column("pred_label").to_pylist())
+    manifest = json.loads((tmp_path / "both" / "_manifest.json").read_text())
+    assert manifest["options"]["emit"] == "label,embedding" and manifest["profile"]["scored"] == 3
+
+
+def test_run_emit_embedding_alone_writes_no_label_columns(tiny_model, tmp_path):
+    data = texts_parquet(tmp_path / "in.parquet", ["a gorgeous film", "dull"])
+    result = run_cli("run", data, "-o", tmp_path / "out", "--model", tiny_model, "--emit", "embedding",
+                     "--long-text", "truncate")
+    assert result.exit_code == 0, result.output
+    table = part_table(tmp_path / "out")
+    assert table.column_names == ["text", "label", "row_id", "embedding", "error"]
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[32]"
+    np.testing.assert_allclose(np.array(table.column("embedding").to_pylist(), np.float32),
+                               Scorer.load(tiny_model).embed(["a gorgeous film", "dull"]), atol=1e-5)
+
+
+def test_run_refuses_emit_it_cannot_do(st_reference, tiny_model, tmp_path):
+    data = texts_parquet(tmp_path / "in.parquet", ["a text"])
+    result = run_cli("run", data, "-o", tmp_path / "a", "--model", tiny_model, "--emit", "labels")
+    assert result.exit_code == 2 and "give label, embedding or label,embedding" in result.output
+    result = run_cli("run", data, "-o", tmp_path / "b", "--model", st_reference["mean"].path, "--emit", "label")
+    assert result.exit_code == 4 and "is an embedding model: it has no labels to emit" in result.output
+    result = run_cli("run", data, "-o", tmp_path / "c", "--model", tiny_model, "--embedding-dtype", "float16")
+    assert result.exit_code == 4 and "the embedding dtype is for embeddings" in result.output
