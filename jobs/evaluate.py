@@ -41,7 +41,7 @@ def main(model, paths, text_column, label_column):
                            scorer.multi_label, scorer.spec.threshold)
     except ScorerError as e:
         fail(e)
-    metrics.update(model=scorer.model_dir.id, data=list(paths), data_report=report["evaluation"],
+    metrics.update(model=scorer.model_dir.id.to_json(), data=list(paths), data_report=report["evaluation"],
                    seconds=round(time.time() - start, 1))
     click.echo(json.dumps(metrics))
 

@@ -459,7 +459,7 @@ def info(model, as_json):
         fail(e)
     if as_json:
         details = json.loads(md.spec.to_json()) if md.kind == "classifier" else {"kind": md.kind}
-        click.echo(json.dumps({"path": str(md.path), "id": md.id, **details}, indent=2))
+        click.echo(json.dumps({"path": str(md.path), "id": md.id.to_json(), **details}, indent=2))
         return
     if md.kind == "embedding":
         click.echo("\n".join(embedding_info(md)))
@@ -493,7 +493,7 @@ def info(model, as_json):
                                                   if spec.temperature != 1 else ""),
         *([f"windowed:     temperature {spec.windowed_temperature:g} for a text of several windows"]
           if spec.windowed_temperature is not None else []),
-        f"checksum:     {md.id['checksum']} "
+        f"checksum:     {md.id.checksum} "
         + ("(of the files below)" if ckpt is not None else f"({modeldir.SPEC_FILE})"),
     ]
     lines += [f"  {name}: {digest}" for name, digest in spec.checksums.items()]
@@ -521,7 +521,7 @@ def embedding_info(md) -> list[str]:
         f"max length:   {md.max_length} tokens" + (" (lowercased first)" if md.lowercase else ""),
         "prompts:      " + (", ".join(f"{k}={v!r}" for k, v in md.prompts.items()) or "none")
         + (f" (default {md.default_prompt})" if md.default_prompt else ""),
-        f"checksum:     {md.id['checksum']} (of the files below)",
+        f"checksum:     {md.id.checksum} (of the files below)",
         *[f"  {name}: {digest}" for name, digest in md.checksums.items()],
     ]
 

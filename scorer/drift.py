@@ -32,6 +32,7 @@ import numpy as np
 
 from scorer import fileio, stdir
 from scorer.errors import ModelError
+from scorer.modelid import ModelId
 
 PROBABILITY_BINS = 10  # equal-width bins over [0, 1]
 # Lower edges, in tokens ([CLS] and [SEP] included, after truncation), of the length bins after
@@ -299,7 +300,7 @@ def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | 
             raise ModelError(f"--reference {explicit}: no such file")
         return None, []
     reference = read_sidecar(path)
-    checksum = model_dir.id["checksum"]
+    checksum = model_dir.id.checksum
     if reference.model_checksum != checksum:
         return None, [f"drift not computed: {path} was profiled with model checksum "
                       f"{str(reference.model_checksum)[:12]}..., not this model's {checksum[:12]}...; "
@@ -338,10 +339,10 @@ def read_sidecar(path: Path) -> Reference:
                      (data.get("model") or {}).get("checksum"))
 
 
-def write_sidecar(path: Path, model_id: dict, profile: Profile, data: dict) -> None:
+def write_sidecar(path: Path, model_id: ModelId, profile: Profile, data: dict) -> None:
     """The reference file `scorer profile` writes (temp + rename: a reader never sees half)."""
     body = {"format": REFERENCE_FORMAT,
-            "model": {k: model_id.get(k) for k in ("name", "version", "checksum")},
+            "model": {"name": model_id.name, "version": model_id.version, "checksum": model_id.checksum},
             "data": data, "summary": profile.summary(), "profile": profile.to_json(),
             "created": fileio.utc_timestamp()}
     fileio.write_atomic(path, json.dumps(body, indent=2) + "\n")

@@ -80,7 +80,7 @@ class EntryRecord:
     name: str
     status: str  # SCORING (its rows are being committed), SCORED or FAILED
     signature: dict  # the Signature it had when taken
-    model: dict | None = None  # the model that scored its rows (modeldir.ModelDir.id)
+    model: dict | None = None  # the model that scored its rows (modeldir.ModelDir.id, as JSON)
     rows: int = 0  # its input rows committed to the output
     reason: str | None = None  # why it failed
     profile: dict | None = None  # scorer.drift.Profile of its committed rows
@@ -223,7 +223,7 @@ class _Follower:
     def _score(self, entry: Path, record: EntryRecord, skip: int) -> bool:
         """Score the entry from row `skip` on; False if it changed before any row was committed."""
         writes = self.writes
-        record.model = self.the_run.model_dir.id
+        record.model = self.the_run.model_dir.id.to_json()
         taken = Signature(**record.signature)
         bad_before, reasons_before = writes.counters.rows_with_error, dict(writes.counters.error_reasons)
         writes.begin_unit(entry.name, skip, self._entry_row_limit(bad_before),
@@ -296,11 +296,11 @@ class _Follower:
         one loaded); checksum: the spec checksum it must have."""
         spec = model_dir / modelspec.SPEC_FILE
         current = self.the_run.model_dir.id
-        if str(model_dir) == current["path"] and spec.is_file() and \
-                fileio.sha256_file(spec) == current["checksum"]:
+        if str(model_dir) == current.path and spec.is_file() and \
+                fileio.sha256_file(spec) == current.checksum:
             return
         self.the_run.load_scorer(model_dir)
-        if checksum and self.the_run.model_dir.id["checksum"] != checksum:
+        if checksum and self.the_run.model_dir.id.checksum != checksum:
             raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
         self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id
 

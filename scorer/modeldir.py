@@ -8,8 +8,6 @@ it is (scorer.hf). The top of the model-format stack:
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from scorer.errors import ModelError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import spec as hf_spec
 from scorer.hf.checkpoint import Checkpoint
+from scorer.modelid import ModelId, combined_checksum
 from scorer.modelspec import SPEC_FILE, ModelSpec, parse
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
@@ -34,18 +33,17 @@ class ModelDir:
     kind = "classifier"  # a sentence-transformers directory reads as a stdir.SentenceTransformerDir
 
     @functools.cached_property
-    def id(self) -> dict:
+    def id(self) -> ModelId:
         """What identifies the scored output's model: name, version and a checksum of the spec
         (of a Hugging Face checkpoint: its architecture, labels, and the sha256 of its config and
         weights, the checksum covering them all)."""
         if self.checkpoint is None:
-            return {"name": self.spec.name, "version": self.spec.version, "path": str(self.path),
-                    "checksum": fileio.sha256_file(self.path / SPEC_FILE)}
+            return ModelId(self.spec.name, self.spec.version, str(self.path),
+                           fileio.sha256_file(self.path / SPEC_FILE))
         ckpt = self.checkpoint
-        combined = hashlib.sha256(json.dumps(ckpt.checksums, sort_keys=True).encode()).hexdigest()
-        return {"name": self.spec.name, "version": None, "path": str(self.path),
-                "architecture": ckpt.architecture, "labels": self.spec.labels,
-                "checksums": ckpt.checksums, "checksum": combined}
+        return ModelId(self.spec.name, None, str(self.path), combined_checksum(ckpt.checksums),
+                       architecture=ckpt.architecture, labels=self.spec.labels,
+                       checksums=ckpt.checksums)
 
 
 def resolve(ref: str | Path | None) -> Path:

@@ -312,7 +312,7 @@ class Run:
         """Lock the output and decide fresh run or resume; what identifies this run is its inputs'
         fingerprints, the model's checksum (or model_key: --follow's model reference, since a
         follower moves to a new champion between entries) and the options that shape the output."""
-        identity = {"inputs": inputs, "model": model_key or self.model_dir.id["checksum"],
+        identity = {"inputs": inputs, "model": model_key or self.model_dir.id.checksum,
                     "options": {k: getattr(self.opts, k) for k in RESUME_OPTIONS}}
         self.outdir = commit.OutputDir.open(self.out, identity, self.opts.overwrite, self.opts.dead_letter)
         self._rows_before = Counters.from_json(self.outdir.progress.counters).rows_in
@@ -368,7 +368,7 @@ class Run:
         total = time.time() - self.started
         compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
         return {
-            "scorer_version": __version__, "model": self.model_dir.id, "inputs": inputs,
+            "scorer_version": __version__, "model": self.model_dir.id.to_json(), "inputs": inputs,
             "options": {k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
             "rows_in": c.rows_in, "rows_out": c.rows_out, "rows_scored": c.rows_scored,
             "rows_with_error": c.rows_with_error, "rows_dead_lettered": c.rows_dead_lettered,

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from scorer import faults, storage
 from scorer.errors import OutputError
+from scorer.modelid import ModelId
 
 MODEL_METADATA_KEY = b"scorer.model"
 # In a part of a shortened partition directory (see partition_dir): the exact partition value.
@@ -35,13 +36,13 @@ class PartWriter:
     the parts already committed and the next part numbers.
     """
 
-    def __init__(self, out, model_id: dict | None = None, partition_by: str | None = None,
+    def __init__(self, out, model_id: ModelId | None = None, partition_by: str | None = None,
                  compression: str = "zstd", parts: list | None = None,
                  next_index: dict | None = None):
         self.out = out if hasattr(out, "part_paths") else storage.open_storage(out)
         self.partition_by = partition_by
         self.compression = compression
-        self.metadata = ({MODEL_METADATA_KEY: json.dumps(model_id, sort_keys=True).encode()}
+        self.metadata = ({MODEL_METADATA_KEY: json.dumps(model_id.to_json(), sort_keys=True).encode()}
                          if model_id else {})
         self.parts: list[dict] = list(parts or [])  # committed: {"file", "rows"}
         self.next_index: dict[str, int] = dict(next_index or {})

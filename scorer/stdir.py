@@ -20,7 +20,6 @@ is refused with a ModelError (exit 4) naming what is supported.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from scorer.embedding import ACTIVATIONS, POOLINGS, DenseLayer, EmbeddingHead
 from scorer.errors import ModelError
 from scorer.hf import checkpoint as hf_checkpoint
 from scorer.hf import convert
+from scorer.modelid import ModelId, combined_checksum
 
 MODULES_FILE = "modules.json"
 ST_CONFIG = "config_sentence_transformers.json"
@@ -94,13 +94,12 @@ class SentenceTransformerDir:
         return self.head.dimension or _hidden_size(self.checkpoint)
 
     @functools.cached_property
-    def id(self) -> dict:
+    def id(self) -> ModelId:
         """What identifies the output's model: its path, and the sha256 of every file read (the
         checksum covering them all)."""
-        combined = hashlib.sha256(json.dumps(self.checksums, sort_keys=True).encode()).hexdigest()
-        return {"name": self.name, "version": None, "path": str(self.path), "kind": self.kind,
-                "architecture": self.checkpoint.architecture, "dimension": self.dimension,
-                "checksums": self.checksums, "checksum": combined}
+        return ModelId(self.name, None, str(self.path), combined_checksum(self.checksums),
+                       kind=self.kind, architecture=self.checkpoint.architecture,
+                       dimension=self.dimension, checksums=self.checksums)
 
     def prompt_text(self, name: str | None) -> str:
         """The text put before every input for prompt `name` (None: the default prompt, if any)."""

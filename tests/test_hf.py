@@ -95,7 +95,7 @@ def test_sharded_safetensors_score_the_same(hf_reference, tmp_path):
     (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     probs = Scorer.load(sharded, long_text="truncate").probabilities(list(case.texts))[0]
     np.testing.assert_allclose(probs, case.probabilities, atol=TOLERANCE, rtol=0)
-    assert set(modeldir.read(sharded).id["checksums"]) == {"config.json", *set(weight_map.values())}
+    assert set(modeldir.read(sharded).id.checksums) == {"config.json", *set(weight_map.values())}
 
 
 # ----------------------------------------------------------------------------- refused, exit 4

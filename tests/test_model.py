@@ -22,7 +22,7 @@ def test_spec_round_trips_and_records_checksums(tiny_model):
     md = modeldir.read(tiny_model)
     assert md.spec.labels == ["negative", "positive"]
     assert set(md.spec.checksums) == {"weights.safetensors", "tokenizer.json"}
-    assert md.id["name"] == "tiny" and len(md.id["checksum"]) == 64
+    assert md.id.name == "tiny" and len(md.id.checksum) == 64
 
 
 def test_default_model_is_packaged_and_small():

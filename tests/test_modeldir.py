@@ -61,7 +61,7 @@ def test_a_weights_file_symlinked_out_of_the_directory_is_refused(model, tmp_pat
 
 def test_write_spec_records_checksums_that_read_verifies(model):
     md = modeldir.read(model)
-    checksum_before = md.id["checksum"]
+    checksum_before = md.id.checksum
     md.spec.training = {"note": "rewritten"}
     (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + " ")
     with pytest.raises(ModelError, match=r"tokenizer.json: sha256 [0-9a-f]{12}\.\.\. does not match"):
@@ -70,7 +70,7 @@ def test_write_spec_records_checksums_that_read_verifies(model):
     again = modeldir.read(model)
     assert again.spec.checksums["tokenizer.json"] == fileio.sha256_file(model / "tokenizer.json")
     assert again.spec.training == {"note": "rewritten"}
-    assert again.id["checksum"] != checksum_before  # the id follows the spec file
+    assert again.id.checksum != checksum_before  # the id follows the spec file
 
 
 def test_a_spec_is_written_with_the_lowest_format_that_holds_it(model):

@@ -141,7 +141,7 @@ def test_the_ray_driver_reads_the_spec_without_building_the_keras_model(tiny_mod
     model_dir = the_run.read_model(tiny_model)
     assert the_run.scorer is None and model_dir.spec.labels == ["negative", "positive"]
     assert (the_run.multi_label, the_run.windowed) == (False, False)
-    assert the_run.open(INPUT).identity["model"] == model_dir.id["checksum"]
+    assert the_run.open(INPUT).identity["model"] == model_dir.id.checksum
 
 
 def test_a_run_is_measured_against_the_nearest_part_of_a_multi_source_reference(tiny_model, tiny_scorer,

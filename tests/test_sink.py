@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from scorer import sink
+from scorer.modelid import ModelId
 from tests.conftest import SAMPLE
 
-MODEL_ID = {"name": "m", "version": "1", "checksum": "abc"}
+MODEL_ID = ModelId(name="m", version="1", path="/models/m", checksum="abc")
 
 
 def table(n, start=0):
@@ -29,7 +30,7 @@ def test_parts_are_committed_when_asked_and_carry_the_model_id(tmp_path):
     back = pa.concat_tables(pq.read_table(tmp_path / p["file"]) for p in w.parts)
     assert back.column("x").to_pylist() == list(range(11))
     meta = pq.read_schema(tmp_path / "part-00000.parquet").metadata
-    assert json.loads(meta[b"scorer.model"]) == MODEL_ID
+    assert json.loads(meta[b"scorer.model"]) == MODEL_ID.to_json()
 
 
 def test_a_resumed_writer_goes_on_numbering(tmp_path):

@@ -31,7 +31,7 @@ def test_reads_modules_pooling_dense_normalize_and_prompts(st_reference):
     assert model.head.pooling == "mean" and model.head.normalize and len(model.head.dense) == 1
     assert model.dimension == 20 and model.max_length == 24 and model.lowercase
     assert model.prompts["query"] == "query: " and model.prompts["passage"] == "passage: "
-    assert set(model.id["checksums"]) >= {"modules.json", "config.json", "model.safetensors",
+    assert set(model.id.checksums) >= {"modules.json", "config.json", "model.safetensors",
                                           "1_Pooling/config.json", "2_Dense/model.safetensors"}
 
 
