@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
         probs = model.infer(prepared)
         windows = api.windows_per_text(prepared.encoded)
         labels = np.array([r["label"] for r in data])
-        shipped = metrics.row_temperatures(windows, spec.temperature, spec.windowed_temperature)
+        shipped = spec.temperatures.per_text(windows)
         raw = metrics.with_row_temperatures(probs, 1.0 / shipped, False)  # T = 1: the raw logits
         fitted = metrics.fit_temperature(labels, raw, False)
         ece = {"shipped": metrics.expected_calibration_error(labels, probs),

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from scorer import api
+from scorer.modelspec import Temperatures
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
@@ -186,11 +187,9 @@ class Calibration:
     one_window: CalibrationFit | None  # None: no such rows
     windowed: CalibrationFit | None
 
-
-def row_temperatures(windows: np.ndarray, temperature: float,
-                     windowed_temperature: float | None) -> np.ndarray:
-    """[n] the temperature each row is divided by, from its number of windows [n]."""
-    return np.where(windows > 1, windowed_temperature or temperature, temperature)
+    @property
+    def temperatures(self) -> Temperatures:
+        return Temperatures(self.temperature, self.windowed_temperature)
 
 
 def calibration_error(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
@@ -227,7 +226,7 @@ def calibrate(y_true: np.ndarray, probs: np.ndarray, windows: np.ndarray,
         windowed_temperature = fit_temperature(y_true[several], probs[several], multi_label)
     else:
         temperature, windowed_temperature = fit_temperature(y_true, probs, multi_label), None
-    after = with_row_temperatures(probs, row_temperatures(windows, temperature, windowed_temperature),
+    after = with_row_temperatures(probs, Temperatures(temperature, windowed_temperature).per_text(windows),
                                   multi_label)
 
     def fit(rows):

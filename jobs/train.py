@@ -93,8 +93,7 @@ class ModelProbabilities:
         cal = self.calibration
         if cal is None:
             return probs
-        temperatures = metrics.row_temperatures(windows, cal.temperature, cal.windowed_temperature)
-        return metrics.with_row_temperatures(probs, temperatures, self.multi_label)
+        return metrics.with_row_temperatures(probs, cal.temperatures.per_text(windows), self.multi_label)
 
     def calibrated(self, calibration: metrics.Calibration) -> "ModelProbabilities":
         return replace(self, calibration=calibration)

@@ -22,6 +22,7 @@ from scorer.classifier import BOTH, FEATURES, PROBABILITIES
 from scorer.embedder import EMBEDDING, EMBEDDING_DTYPES, LABEL, Embedder, embedding_array, parse_emit
 from scorer.embedding import combine_windows as combine_window_vectors
 from scorer.errors import ConfigError, ModelError
+from scorer.modelspec import Temperatures
 from scorer.prepared import Prepared, ScoreStats, prepare
 
 
@@ -147,13 +148,6 @@ class Scorer:
     def windowed(self) -> bool:
         return self.encoder.window_overlap is not None
 
-    @property
-    def windowed_scale(self) -> float:
-        """What a windowed text's combined logits are multiplied by: the predictor divided them by
-        the temperature, the spec may calibrate windowed texts with their own."""
-        spec = self.spec
-        return spec.temperature / (spec.windowed_temperature or spec.temperature)
-
     # The three stages an engine runs, possibly on different threads: prepare (tokenize and
     # plan batches), infer (the model), columns (Arrow output). Each updates only its own stats.
 
@@ -177,10 +171,10 @@ class Scorer:
         if chunk is not None:
             if which == PROBABILITIES:
                 out.probabilities[prepared.valid] = chunk_probabilities(
-                    self.predictor, chunk, len(self.spec.labels), self.multi_label, self.windowed_scale)
+                    self.predictor, chunk, len(self.spec.labels), self.multi_label, self.spec.temperatures)
             else:
                 probs, features = chunk_outputs(self.predictor, chunk, which, self.multi_label,
-                                                self.windowed_scale)
+                                                self.spec.temperatures)
                 out.embeddings[prepared.valid] = features
                 if probs is not None:
                     out.probabilities[prepared.valid] = probs
@@ -262,18 +256,19 @@ def run_batches(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
     return probs
 
 
-def chunk_probabilities(predictor: classifier.Predictor, chunk: encode.EncodedChunk,
-                        num_labels: int, multi_label: bool, windowed_scale: float = 1.0) -> np.ndarray:
-    """Probabilities [texts of the chunk, labels]: a windowed text's windows combined."""
+def chunk_probabilities(predictor: classifier.Predictor, chunk: encode.EncodedChunk, num_labels: int,
+                        multi_label: bool, temperatures: Temperatures | None = None) -> np.ndarray:
+    """Probabilities [texts of the chunk, labels]: a windowed text's windows combined (with the
+    temperatures the predictor's were divided by, see combine_windows)."""
     sequences = run_batches(predictor, chunk, num_labels)  # [sequences, labels]
     if chunk.text_of is None:
         return sequences
     return combine_windows(sequences, chunk.text_of, len(chunk.windows), multi_label,
-                           windowed_scale)  # [texts, labels]
+                           temperatures)  # [texts, labels]
 
 
-def chunk_outputs(predictor: classifier.Predictor, chunk: encode.EncodedChunk, which: str,
-                  multi_label: bool, windowed_scale: float = 1.0) -> tuple[np.ndarray | None, np.ndarray]:
+def chunk_outputs(predictor: classifier.Predictor, chunk: encode.EncodedChunk, which: str, multi_label: bool,
+                  temperatures: Temperatures | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     """(probabilities [texts, labels] or None, features [texts, hidden]) of a chunk, which=BOTH
     or FEATURES: a windowed text's probabilities combined as chunk_probabilities does, its
     features as the mean of its windows' (not normalised: a classifier's features are not unit
@@ -290,7 +285,7 @@ def chunk_outputs(predictor: classifier.Predictor, chunk: encode.EncodedChunk, w
     texts = len(chunk.windows)
     features = combine_window_vectors(features, chunk.text_of, texts, normalize=False)
     if probs is not None:
-        probs = combine_windows(probs, chunk.text_of, texts, multi_label, windowed_scale)
+        probs = combine_windows(probs, chunk.text_of, texts, multi_label, temperatures)
     return probs, features
 
 
@@ -311,15 +306,17 @@ def _overlap(long_text: str, overlap: int | None, max_length: int) -> int | None
     return window_overlap(max_length) if overlap is None else overlap
 
 
-def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int,
-                    multi_label: bool, windowed_scale: float = 1.0) -> np.ndarray:
+def combine_windows(probs: np.ndarray, text_of: np.ndarray, texts: int, multi_label: bool,
+                    temperatures: Temperatures | None = None) -> np.ndarray:
     """[windows, labels] probabilities -> [texts, labels]: the mean of each text's window logits,
-    times windowed_scale for a text of several windows (its own calibration), through the same
-    softmax / sigmoid."""
+    through the same softmax / sigmoid. temperatures: the windows' logits were divided by
+    temperatures.temperature; each text's mean is divided by its own instead (a text of several
+    windows may have its own calibration, Temperatures.per_text)."""
     counts = np.bincount(text_of, minlength=texts).astype(np.float64)[:, None]  # [texts, 1]
     summed = np.zeros((texts, probs.shape[1]))
     np.add.at(summed, text_of, logits_of(probs, multi_label))
-    scale = np.where(counts > 1, windowed_scale, 1.0)  # [texts, 1]
+    scale = 1.0 if temperatures is None else \
+        temperatures.temperature / temperatures.per_text(counts)  # [texts, 1]
     return probabilities_of(summed / counts * scale, multi_label).astype(np.float32)
 
 

@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from scorer import fileio
 from scorer.errors import ModelError
 from scorer.heads import HEAD_ACTIVATIONS
@@ -27,6 +29,21 @@ FORMAT_VERSION = 2  # the newest this scorer reads
 # instead of scoring windowed texts with the wrong calibration (older readers skip unknown keys).
 PROBLEM_TYPES = ("single_label", "multi_label")
 POOLINGS = ("mean", "cls", "pooled")
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """The calibration rule, one place for scoring (scorer.api) and the fine-tuning job
+    (jobs.metrics): a text's logits are divided by `temperature`, a text scored as several
+    windows by `windowed_temperature` instead when there is one."""
+
+    temperature: float = 1.0
+    windowed_temperature: float | None = None
+
+    def per_text(self, windows: np.ndarray) -> np.ndarray:
+        """[texts] the temperature each text's logits are divided by, from its windows [texts]."""
+        return np.where(np.asarray(windows) > 1, self.windowed_temperature or self.temperature,
+                        self.temperature)
 
 
 @dataclass
@@ -67,6 +84,10 @@ class ModelSpec:
     # reference runs measure drift against; {}: none here (a sidecar may hold one)
     reference: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def temperatures(self) -> Temperatures:
+        return Temperatures(self.temperature, self.windowed_temperature)
 
     def validate(self, where: str) -> None:
         def bad(msg):

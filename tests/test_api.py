@@ -9,6 +9,7 @@ import pytest
 
 from scorer import Scorer
 from scorer.api import combine_windows
+from scorer.modelspec import Temperatures
 
 LONG = ("the plot drifts, the acting is wooden and the score is loud; yet the last act is a "
         "small miracle of timing and grace. ") * 6
@@ -35,14 +36,15 @@ def test_combine_windows_averages_logits_by_hand():
 
 
 def test_a_windowed_text_gets_its_own_temperature_by_hand():
-    # text 0: windows (0, 1) and (2, 0) -> mean (1, 0.5) x windowed_scale 2 -> (2, 1);
+    # text 0: windows (0, 1) and (2, 0) -> mean (1, 0.5) x temperature 1 / windowed 0.5 -> (2, 1);
     # text 1, one window (0, 3): unscaled
     def softmax(z):
         e = np.exp(np.array(z, float) - max(z))
         return e / e.sum()
 
     probs = np.array([softmax([0, 1]), softmax([2, 0]), softmax([0, 3])], np.float32)
-    out = combine_windows(probs, np.array([0, 0, 1]), 2, multi_label=False, windowed_scale=2.0)
+    out = combine_windows(probs, np.array([0, 0, 1]), 2, multi_label=False,
+                          temperatures=Temperatures(1.0, 0.5))
     np.testing.assert_allclose(out, [softmax([2, 1]), softmax([0, 3])], atol=1e-6)
 
 

@@ -4,6 +4,7 @@ changed file is refused (exit 4) before anything is scored."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -112,3 +113,12 @@ def test_references_resolve_to_directories(model, tmp_path):
     assert modeldir.read(f"{reg}@champion").path == reg / str(first)
     with pytest.raises(ModelError, match="model directory not found"):
         modeldir.resolve(tmp_path / "nope")
+
+
+def test_the_calibration_rule_a_text_of_several_windows_takes_the_windowed_temperature():
+    """modelspec.Temperatures: the one place scoring (scorer.api) and the job (jobs.metrics) read."""
+    windows = np.array([1, 2, 5])
+    assert modelspec.Temperatures(2.0, 0.5).per_text(windows).tolist() == [2.0, 0.5, 0.5]
+    assert modelspec.Temperatures(2.0, None).per_text(windows).tolist() == [2.0, 2.0, 2.0]
+    spec = modelspec.ModelSpec(name="m", labels=["a", "b"], base={}, temperature=1.5, windowed_temperature=0.8)
+    assert spec.temperatures == modelspec.Temperatures(1.5, 0.8)
