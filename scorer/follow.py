@@ -294,15 +294,23 @@ class _Follower:
     def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
         """Score with the model in model_dir from the next entry on (loading it if it is not the
         one loaded); checksum: the spec checksum it must have."""
-        spec = model_dir / modelspec.SPEC_FILE
-        current = self.the_run.model_dir.id
-        if str(model_dir) == current.path and spec.is_file() and \
-                fileio.sha256_file(spec) == current.checksum:
+        if self._is_loaded(model_dir):
             return
         self.the_run.load_scorer(model_dir)
         if checksum and self.the_run.model_dir.id.checksum != checksum:
             raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
         self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id
+
+    def _is_loaded(self, model_dir: Path) -> bool:
+        """Whether model_dir is the model loaded, as it was: our directory by its spec's checksum;
+        a Hugging Face checkpoint or a sentence-transformers directory (no spec) by its files'."""
+        current = self.the_run.model_dir.id
+        if str(model_dir) != current.path:
+            return False
+        spec = model_dir / modelspec.SPEC_FILE
+        if spec.is_file():
+            return fileio.sha256_file(spec) == current.checksum
+        return modeldir.read(model_dir).id.checksum == current.checksum
 
     def _write_manifest(self) -> None:
         """Cumulative over every entry ever taken into this output; rewritten after each."""
@@ -324,7 +332,7 @@ class _Follower:
         the manifest's "drift" is the largest among the entries scored by this process (with the
         candidate that entry was measured against as "reference_profile"), "profile" merges every
         entry's of the current labels, and each entry over the warning level is a warning."""
-        labels, reference = self.the_run.model_dir.spec.labels, self.the_run.reference
+        labels, reference = self.writes.profile.labels, self.the_run.reference  # none: no labels written
         profile = drift.Profile.empty(labels)
         for e in self.writes.entries:
             if e.get("profile") and e["profile"]["labels"] == labels:
