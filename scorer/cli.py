@@ -365,9 +365,11 @@ def failed_run(error: ScorerError, metrics_file: str | None, output: str):
 
 
 def drift_exceeded(manifest: dict, max_drift: float | None) -> DriftExceeded | None:
-    """--max-drift: the error to end with when a PSI of the run's drift passes it."""
-    worst = max((manifest.get("drift") or {}).get("psi", {}).items(), key=lambda kv: kv[1], default=None)
-    if max_drift is None or worst is None or worst[1] <= max_drift:
+    """--max-drift: the error to end with when a PSI of the run's drift passes it (never for a
+    drift measured on too few rows to judge)."""
+    measured = manifest.get("drift")
+    worst = drift.Drift.from_json(measured).exceeds(max_drift) if measured and max_drift else None
+    if worst is None:
         return None
     return DriftExceeded(f"drift PSI {worst[1]:.3f} ({worst[0]}) passes --max-drift {max_drift}; "
                          "the output is committed (the scores are right, the data moved)")

@@ -41,6 +41,13 @@ LENGTH_EDGES = (1, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 LOW_CONFIDENCE = 0.6  # a row whose top probability is below this is low-confidence
 PSI_WARNING = 0.1  # conventional "moderate shift"
 PSI_FLOOR = 1e-4  # the share an empty bin counts as, so that ln() stays finite
+# Fewer rows than this and a run's PSI is sampling noise, not drift: a bin a small batch happens
+# to leave empty counts as PSI_FLOOR, and ln(share / PSI_FLOOR) is large. Measured by
+# bench/drift_min_rows.py (default model; 100 seeded in-domain batches of n rows drawn from SST-2
+# dev and from IMDB dev, n in steps of 50): the smallest n at which both stay at or under
+# PSI_WARNING in at least 95 of 100 draws is 350 with seeds 0 and 1 (SST-2 97 of 100, p95 PSI
+# 0.092 / 0.080; at 300: 92 and 94), 300 with seed 2; at 60 rows 1 of 100 (docs/drift.md).
+MIN_ROWS = 350
 REFERENCE_FORMAT = "scorer-reference/1"
 SIDECAR_NAME = "scorer_reference.json"  # beside scorer_model.json
 CHECKPOINT_SIDECAR_SUFFIX = ".scorer_reference.json"  # beside a Hugging Face checkpoint directory
@@ -230,12 +237,26 @@ class Drift:
     note: str | None = None  # why there is no comparison
     part: str | None = None  # the nearest candidate when it is a part; None: the whole
     candidates: dict[str, float] = field(default_factory=dict)  # max PSI against each (WHOLE: the whole)
+    rows: int = 0  # rows the PSIs were measured on
+    too_few_rows: bool = False  # fewer than MIN_ROWS: the PSIs are recorded, not judged
 
     @property
     def max_psi(self) -> float | None:
         return max(self.psi.values()) if self.psi else None
 
+    @property
+    def judged(self) -> bool:
+        """Whether the PSIs say anything: measured on enough rows to warn and to fail a run."""
+        return bool(self.psi) and not self.too_few_rows
+
+    def exceeds(self, max_psi: float) -> tuple[str, float] | None:
+        """The feature whose PSI passes max_psi (the largest), if the drift is judged."""
+        worst = max(self.psi.items(), key=lambda kv: kv[1], default=None)
+        return worst if self.judged and worst[1] > max_psi else None
+
     def warnings(self) -> list[str]:
+        if not self.judged:
+            return []
         shifted = {k: v for k, v in self.psi.items() if v > PSI_WARNING}
         if not shifted:
             return []
@@ -249,17 +270,20 @@ class Drift:
     def to_json(self) -> dict:
         return {"reference": self.reference, "psi": self.psi, "max_psi": self.max_psi,
                 "warning_level": PSI_WARNING, "note": self.note, "part": self.part,
-                "candidates": self.candidates}
+                "candidates": self.candidates, "rows": self.rows, "too_few_rows": self.too_few_rows,
+                "min_rows": MIN_ROWS}
 
     @classmethod
     def from_json(cls, data: dict) -> "Drift":
-        """A manifest's drift (one recorded before parts existed has no part or candidates)."""
+        """A manifest's drift (one recorded before parts existed has no part or candidates, one
+        before MIN_ROWS no rows: it is judged as it was then)."""
         return cls(data["reference"], data.get("psi") or {}, data.get("note"), data.get("part"),
-                   data.get("candidates") or {})
+                   data.get("candidates") or {}, data.get("rows", 0), data.get("too_few_rows", False))
 
 
 def compare(reference: Reference | None, profile: Profile) -> Drift:
-    """The run's PSIs against the reference candidate whose largest PSI is the smallest."""
+    """The run's PSIs against the reference candidate whose largest PSI is the smallest (recorded
+    but not judged below MIN_ROWS rows)."""
     if reference is None:
         return Drift(None, note="the model has no reference: see `scorer profile`")
     if reference.profile.labels != profile.labels:
@@ -271,7 +295,7 @@ def compare(reference: Reference | None, profile: Profile) -> Drift:
     largest = {name: max(psis.values()) for name, psis in measured.items()}
     nearest = min(largest, key=largest.__getitem__)  # the first of equals: the whole
     return Drift(reference.source, measured[nearest], part=None if nearest == WHOLE else nearest,
-                 candidates=largest)
+                 candidates=largest, rows=profile.rows, too_few_rows=profile.rows < MIN_ROWS)
 
 
 def sidecar_path(model_dir) -> Path:

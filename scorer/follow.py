@@ -338,7 +338,9 @@ class _Follower:
             if e.get("profile") and e["profile"]["labels"] == labels:
                 profile = profile.merge(drift.Profile.from_json(e["profile"]))
         now = [e for e in self.writes.entries if e["name"] in self.scored_now and e.get("drift")]
-        worst = max(now, key=lambda e: e["drift"]["max_psi"] or 0.0, default=None)
+        # judged drifts first: one measured on too few rows neither warns nor fails the run
+        worst = max(now, key=lambda e: (not e["drift"].get("too_few_rows"), e["drift"]["max_psi"] or 0.0),
+                    default=None)
         warnings = self.the_run.column_warnings() + self.the_run.reference_warnings
         for e in now:
             warnings += [f"entry {e['name']}: {w}" for w in drift.Drift.from_json(e["drift"]).warnings()]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scorer import fileio
-from scorer.drift import WHOLE
+from scorer.drift import MIN_ROWS, WHOLE
 
 PREFIX = "scorer_"
 
@@ -61,7 +61,11 @@ def run_metrics(manifest: dict | None, output: str, exit_code: int) -> list[Metr
         psi = Metric(PREFIX + "drift_psi", "Population stability index against the model's reference")
         for feature, value in drift["psi"].items():
             psi.samples.append(({**out, "feature": feature}, float(value)))
-        metrics += [psi, one("drift_max_psi", "The largest drift PSI", drift["max_psi"])]
+        metrics += [psi, one("drift_max_psi", "The largest drift PSI", drift["max_psi"]),
+                    one("drift_rows", "Rows the drift PSIs were measured on", drift.get("rows") or 0),
+                    one("drift_too_few_rows", f"1 if the drift PSIs were measured on fewer than "
+                        f"{MIN_ROWS} rows: recorded, not judged (no warning, no --max-drift)",
+                        1 if drift.get("too_few_rows") else 0)]
         metrics += _candidate_metrics(drift, out)
     return metrics
 

@@ -167,6 +167,26 @@ def test_a_reference_without_parts_is_compared_as_before(two_sources):
     assert d.warnings() == [f"drift: PSI above 0.1 (moderate shift) against the model's reference: {shown}"]
 
 
+def test_below_min_rows_the_psi_is_recorded_but_not_judged(two_sources):
+    """PSI over 10 bins is noise for a small batch: recorded with too_few_rows, no warning, and
+    --max-drift does not fire; from MIN_ROWS rows on the same shift is judged."""
+    few = profile_of("medium", rows=drift.MIN_ROWS - 1, seed=3)
+    d = drift.compare(two_sources, few)
+    assert d.max_psi > 0.25 and d.rows == drift.MIN_ROWS - 1 and d.too_few_rows
+    assert d.warnings() == [] and d.exceeds(0.25) is None and not d.judged
+    recorded = d.to_json()
+    assert recorded["max_psi"] == d.max_psi and {k: recorded[k] for k in ("rows", "too_few_rows", "min_rows")} == {
+        "rows": drift.MIN_ROWS - 1, "too_few_rows": True, "min_rows": drift.MIN_ROWS}
+    assert drift.Drift.from_json(d.to_json()) == d
+    enough = profile_of("medium", rows=drift.MIN_ROWS, seed=3)
+    d = drift.compare(two_sources, enough)
+    assert not d.too_few_rows and d.judged and len(d.warnings()) == 1
+    assert d.exceeds(0.25) == max(d.psi.items(), key=lambda kv: kv[1])
+    # a manifest's drift from before MIN_ROWS is judged as it was then
+    old = {k: v for k, v in d.to_json().items() if k not in ("rows", "too_few_rows", "min_rows")}
+    assert drift.Drift.from_json(old).judged
+
+
 def spec_model(reference: dict, tmp_path) -> SimpleNamespace:
     """What find_reference reads of a model directory whose spec holds `reference`."""
     return SimpleNamespace(path=tmp_path, checkpoint=None, spec=SimpleNamespace(reference=reference),
@@ -223,12 +243,14 @@ def model(tiny_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """300 SST-2 sentences, and the same with every second text emptied."""
+    """300 SST-2 sentences, and 600 (them twice: a shift is judged from drift.MIN_ROWS rows on)
+    with every second text emptied."""
     tmp = tmp_path_factory.mktemp("drift-data")
     texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    assert len(texts) < drift.MIN_ROWS <= 2 * len(texts)
     (tmp / "same.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     (tmp / "emptied.jsonl").write_text("".join(json.dumps({"text": "" if i % 2 else t}) + "\n"
-                                               for i, t in enumerate(texts)))
+                                               for i, t in enumerate(texts * 2)))
     return tmp
 
 
@@ -270,7 +292,8 @@ def test_drift_warns_and_max_drift_exits_9_with_the_output_committed(model, data
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: drift PSI {psi['text_length']:.3f} (text_length) passes --max-drift 0.25; the output "
         "is committed (the scores are right, the data moved)")
-    assert (out / "_SUCCESS").exists() and manifest(out)["rows_out"] == 300
+    assert (out / "_SUCCESS").exists() and manifest(out)["rows_out"] == 600
+    assert manifest(out)["drift"]["rows"] == 600 and not manifest(out)["drift"]["too_few_rows"]
     # the same command again: already complete, and still the same answer for the scheduler
     r = invoke("run", data / "emptied.jsonl", "-o", out, "--model", model, "--max-drift", "0.25")
     assert r.exit_code == 9 and "already complete" in r.stderr
@@ -290,7 +313,29 @@ def test_max_drift_without_a_reference_is_refused_before_scoring(model, data, tm
     assert r.exit_code == 0
     assert manifest(out)["drift"] == {"reference": None, "psi": {}, "max_psi": None, "warning_level": 0.1,
                                       "note": "the model has no reference: see `scorer profile`",
-                                      "part": None, "candidates": {}}
+                                      "part": None, "candidates": {}, "rows": 0, "too_few_rows": False,
+                                      "min_rows": drift.MIN_ROWS}
+
+
+def test_a_small_in_domain_batch_is_too_few_rows_to_judge(tmp_path):
+    """60 SST-2 dev sentences scored by the default model: their PSI against its reference is
+    noise (issue 21: 0.35, exit 9 under the README's --max-drift 0.25); recorded with
+    too_few_rows, no warning, exit 0, and --metrics-file says so."""
+    sentences = (SAMPLE / "sst2_dev_sample.jsonl").read_text().splitlines()[60:120]  # PSI 0.31
+    batch = tmp_path / "hour.jsonl"
+    batch.write_text("\n".join(sentences) + "\n")
+    prom = tmp_path / "scorer.prom"
+    r = invoke("run", batch, "-o", tmp_path / "out", "--max-drift", "0.25", "--metrics-file", prom)
+    assert r.exit_code == 0, r.output
+    d = manifest(tmp_path / "out")["drift"]
+    assert d["max_psi"] > 0.25 and d["psi"]  # recorded: what it would have judged
+    assert (d["rows"], d["too_few_rows"], d["min_rows"]) == (60, True, drift.MIN_ROWS)
+    assert "warning:" not in r.stderr and "drift" not in r.stderr
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {s.name: s.value for f in text_string_to_metric_families(prom.read_text()) for s in f.samples}
+    assert samples["scorer_drift_too_few_rows"] == 1 and samples["scorer_drift_rows"] == 60
+    assert samples["scorer_exit_code"] == 0
 
 
 def test_a_sidecar_of_another_model_is_not_used(model, tiny_multilabel_model, data, tmp_path):
@@ -337,9 +382,9 @@ def test_follow_measures_drift_per_entry(model, data, tmp_path):
     m = manifest(out)
     a, b = m["entries"]
     assert a["drift"]["psi"]["text_length"] == 0.0 and a["profile"]["rows"] == 300
-    assert b["drift"]["psi"]["text_length"] > 1 and b["profile"]["rows"] == 300
+    assert b["drift"]["psi"]["text_length"] > 1 and b["profile"]["rows"] == 600
     assert m["drift"] == b["drift"] and m["drift_entry"] == "b.jsonl"
-    assert m["profile"]["rows"] == 600 and m["profile"]["scored"] == 450
+    assert m["profile"]["rows"] == 900 and m["profile"]["scored"] == 600
     assert "warning: entry b.jsonl: drift: PSI above 0.1" in r.stderr and "entry a.jsonl" not in r.stderr
     shutil.copy(data / "same.jsonl", landing / "c.jsonl")
     r = invoke("run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0",

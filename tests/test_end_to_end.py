@@ -88,3 +88,5 @@ def test_long_reviews_are_scored_as_windows_by_default(tmp_path):
     accuracy = sum(g == p for g, p in zip(gold, t.column("label").to_pylist())) / len(gold)
     assert accuracy >= 0.85, accuracy
     assert m["drift"]["part"] == "imdb_reviews"  # nearest: reviews
+    # 40 rows are too few for a PSI over 10 bins (README): recorded, not a warning
+    assert m["drift"]["too_few_rows"] and m["drift"]["rows"] == 40 and "warning:" not in r.stderr

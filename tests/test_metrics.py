@@ -81,6 +81,20 @@ def test_drift_metrics_tell_which_reference_part_was_nearest(tmp_path):
         assert value(samples, "scorer_drift_candidate_chosen", candidate=candidate) == (candidate == sst2)
 
 
+def test_drift_on_too_few_rows_says_so(tmp_path):
+    """Below drift.MIN_ROWS the PSIs are recorded, not judged: a gauge says which."""
+    psi = {"probability:negative": 0.35, "probability:positive": 0.35, "text_length": 0.1}
+    base = {"rows_in": 60, "rows_scored": 60, "rows_with_error": 0, "rows_dead_lettered": 0,
+            "rows_per_second": 30.0, "padding_fraction": 0.1, "timing": {"total_seconds": 10.0}}
+    for rows, too_few in ((60, 1), (drift.MIN_ROWS, 0)):
+        measured = drift.Drift("spec", psi, rows=rows, too_few_rows=rows < drift.MIN_ROWS)
+        prom = tmp_path / f"{rows}.prom"
+        metrics.write_metrics(prom, {**base, "drift": measured.to_json()}, "out", 0)
+        samples = parse(prom)
+        assert value(samples, "scorer_drift_too_few_rows") == too_few
+        assert value(samples, "scorer_drift_rows") == rows and value(samples, "scorer_drift_max_psi") == 0.35
+
+
 def test_a_failed_run_says_so(tiny_model, tmp_path):
     prom = tmp_path / "scorer.prom"
     r = CliRunner().invoke(main, ["run", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "out"),
