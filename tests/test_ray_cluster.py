@@ -1,0 +1,147 @@
+"""--engine ray on a real 2-node Ray cluster on this machine (tests/cluster.py: a head and a worker
+node, `ray start --num-cpus 1` each, ended by pid): `scorer run --address` in a process of its own,
+as a user runs it, gives the rows the local engine gives; a second driver on the same output is
+refused by the lock; a driver SIGKILLed mid-run resumes with the same command, exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from scorer.cli import main
+from tests.cluster import LocalCluster
+from tests.conftest import REPO, SAMPLE
+
+pytest.importorskip("ray", reason="Ray is the optional extra scorer[ray]; ./install.sh test installs it")
+
+ARGS = ["--chunk-rows", "50", "--rows-per-file", "130"]
+ROWS = 420  # 300 Parquet rows, 120 JSON Lines rows (2 of them bad)
+RUN_SECONDS = 600  # one `scorer run` on the cluster; a loaded 2-core machine is slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster.start(nodes=2) as started:
+        yield started
+    assert not started.pids(), "a Ray process of the test cluster outlived it"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster-in")
+    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    pq.write_table(pa.table({"text": texts, "n": list(range(300))}), tmp / "a.parquet", row_group_size=64)
+    lines = [json.dumps({"text": t, "n": i}) for i, t in enumerate(texts[:120])]
+    lines[7], lines[50] = "{not json", json.dumps({"text": None, "n": 50})
+    (tmp / "b.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(tmp / "a.parquet"), str(tmp / "b.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def local_rows(inputs, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cluster-local") / "out"
+    r = CliRunner().invoke(main, ["run", *inputs, "-o", str(out), "--model", str(tiny_model), *ARGS])
+    assert r.exit_code == 0, r.output
+    return rows(out), json.loads((out / "_manifest.json").read_text())
+
+
+def ray_command(inputs, out, model, cluster, *extra) -> list[str]:
+    return [sys.executable, "-m", "scorer.cli", "run", *inputs, "-o", str(out), "--model", str(model),
+            *ARGS, "--engine", "ray", "--address", cluster.address, "--workers", "2", *extra]
+
+
+def scorer_run(command, cluster, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, env={**os.environ, **cluster.env, **env}, capture_output=True,
+                          text=True, timeout=RUN_SECONDS)
+
+
+def rows(out) -> list[dict]:
+    return ds.dataset(out, format="parquet").to_table().sort_by("row_id").to_pylist()
+
+
+def assert_same_rows(got: list[dict], expected: list[dict]) -> None:
+    """Every row exactly once, labelled and scored as the local engine does."""
+    ids = [r["row_id"] for r in got]
+    assert len(ids) == len(set(ids)) == ROWS  # no duplicates, no gaps
+    assert ids == [r["row_id"] for r in expected]
+    for a, b in zip(got, expected):
+        assert (a["label"], a["error"], a["n"]) == (b["label"], b["error"], b["n"]), a["row_id"]
+        if b["probabilities"] is None:
+            assert a["probabilities"] is None, a["row_id"]
+        else:
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5), a["row_id"]
+
+
+def test_the_cluster_has_two_nodes_each_a_session_of_its_own(cluster):
+    head, node = cluster.nodes
+    assert head.pids() and node.pids() and not set(head.pids()) & set(node.pids())
+    assert "2" == cluster.run_python(
+        "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "print(sum(n['Alive'] for n in ray.nodes()))").strip()
+
+
+def test_a_two_node_cluster_gives_the_local_engines_rows(cluster, inputs, tiny_model, local_rows, tmp_path):
+    expected, local_manifest = local_rows
+    out = tmp_path / "out"
+    proc = scorer_run(ray_command(inputs, out, tiny_model, cluster), cluster)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_rows(rows(out), expected)
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["engine"]["name"] == "ray" and m["engine"]["workers"] == 2
+    for key in ("rows_in", "rows_out", "rows_with_error", "error_reasons", "profile"):
+        assert m[key] == local_manifest[key], key
+
+
+def test_a_second_driver_on_the_same_output_is_refused_by_the_lock(cluster, inputs, tiny_model,
+                                                                   local_rows, tmp_path):
+    out = tmp_path / "out"
+    command = ray_command(inputs, out, tiny_model, cluster)
+    # Paused at its first checkpoint, the first driver holds the output whatever the machine's speed.
+    log = tmp_path / "first.log"  # a file, not a pipe: Ray's progress lines would fill a pipe and block
+    with log.open("w") as sink:
+        first = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                                 env={**os.environ, **cluster.env, "SCORER_PAUSE_AT": "checkpoint:1"})
+    try:
+        deadline = time.time() + RUN_SECONDS
+        while not (out / "_scorer_run" / "progress.json").exists():
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "the first driver did not reach its first checkpoint"
+            time.sleep(0.2)
+        second = scorer_run(command, cluster)
+        assert second.returncode == 8, second.stderr[-3000:]
+        assert f"another scorer run is writing there (pid {first.pid} on" in second.stderr
+    finally:
+        first.kill()  # by its pid: the paused driver never ends on its own
+        first.wait()
+    resumed = scorer_run(command, cluster)  # the lock died with its holder
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_rows(rows(out), local_rows[0])
+
+
+def test_a_driver_killed_mid_run_resumes_exactly_once(cluster, inputs, tiny_model, local_rows, tmp_path):
+    out = tmp_path / "out"
+    command = ray_command(inputs, out, tiny_model, cluster)
+    killed = scorer_run(command, cluster, SCORER_CRASH_AT="checkpoint:2")  # the driver SIGKILLs itself
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (out / "_SUCCESS").exists()
+    committed = json.loads((out / "_scorer_run" / "progress.json").read_text())["rows"]
+    assert 0 < committed < ROWS
+    resumed = scorer_run(command, cluster)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_rows(rows(out), local_rows[0])
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["resumed"] and m["rows_in"] == m["rows_out"] == ROWS
+    finished = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = scorer_run(command, cluster)  # a finished run, rerun: nothing to do
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
