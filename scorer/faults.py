@@ -9,6 +9,14 @@ the process, so a test can act on a run that is certainly still in progress (a f
 otherwise finish first). SCORER_TERM_AT=<point>[:<n>] sends the process a SIGTERM there (a stop
 request landing at an exact moment). Unset, `point` is three string comparisons.
 
+With SCORER_PAUSE_RELEASE=<path> as well, a pause first creates `<path>.<pid>` (its pid) and
+lasts only while <path> exists: a test can then find the processes that reached the point (Ray
+actors: not its children, and Ray's handlers own their signals), act on them (SIGKILL one, lose a
+node) and let the others go on by deleting <path>. A process started after that passes at once.
+
+scorer.ray_engine hands these variables (ENVIRONMENT) on to its actors, so that the tests reach
+the processes where splits run.
+
 The hooks act only when SCORER_FAULT_HOOKS_KEY also holds the test suite's key, which
 tests/conftest.py sets for every test and its subprocesses (only its sha256 is here, and tests/
 is not installed or copied into the image): a bare SCORER_CRASH_AT in a production environment,
@@ -23,6 +31,8 @@ import signal
 import time
 
 
+ENVIRONMENT = ("SCORER_FAULT_HOOKS_KEY", "SCORER_CRASH_AT", "SCORER_PAUSE_AT", "SCORER_TERM_AT",
+               "SCORER_PAUSE_RELEASE")
 _KEY_SHA256 = "4e8c700aaf9f4489727ae180019def90b0c3e34a0c74401ea287bca9879befa9"
 
 
@@ -47,8 +57,12 @@ def point(name: str) -> None:
     if _passed(_term, name):
         os.kill(os.getpid(), signal.SIGTERM)
     if _passed(_pause, name):
-        while True:  # SIGTERM's handler raises here (pause only at main-thread points)
-            time.sleep(0.05)
+        release = os.environ.get("SCORER_PAUSE_RELEASE") if _armed() else None
+        if release:
+            with open(f"{release}.{os.getpid()}", "w") as f:
+                f.write(f"{name}\n")
+        while not release or os.path.exists(release):  # without release: until SIGTERM's
+            time.sleep(0.05)  # handler raises here (pause only at main-thread points)
 
 
 def _passed(hook: list, name: str) -> bool:
