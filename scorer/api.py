@@ -24,6 +24,7 @@ from scorer.embedding import combine_windows as combine_window_vectors
 from scorer.errors import ConfigError, ModelError
 from scorer.modelspec import Temperatures
 from scorer.prepared import Prepared, ScoreStats, prepare
+from scorer.stdir import SentenceTransformerDir
 
 
 @dataclass
@@ -81,7 +82,8 @@ class Scorer:
              max_windows: int = encode.DEFAULT_MAX_WINDOWS,
              overlap: int | None = None, prompt: str | None = None,
              embedding_dtype: str = "float32", emit: str | None = None) -> "Scorer":
-        """Load a model directory (None: the packaged default), checking every checksum first.
+        """Load a model directory (None: the packaged default), checking every checksum first
+        (or a model modeldir.read has read and checked).
         threads sizes TensorFlow's and the tokenizer's pools (default: the usable cores).
         long_text: a text over the max length is cut there ("truncate"), or scored as up to
         max_windows overlapping windows whose logits are averaged ("window"), each sharing
@@ -96,7 +98,7 @@ class Scorer:
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {tuple(EMBEDDING_DTYPES)}, not {embedding_dtype!r}")
         emits = parse_emit(emit)
-        md = modeldir.read(model)
+        md = model if isinstance(model, (modeldir.ModelDir, SentenceTransformerDir)) else modeldir.read(model)
         if md.kind == "embedding":
             length = min(max_length or md.max_length, md.max_length)
             return Embedder.build(md, max_length=max_length, batch_tokens=batch_tokens,

@@ -154,7 +154,8 @@ class _Follower:
         self.progress, self.notify = progress, notify or (lambda message: None)
         self.scored_now: list[str] = []
         self.failed_now: list[str] = []
-        the_run.load_scorer(modeldir.resolve(model))  # a model problem stops us before the output
+        # A model problem stops us before the output; the model loads with the first entry to score.
+        the_run.read_model(modeldir.resolve(model))
         self.outdir = the_run.open([self._input()], model_key=self.model_ref)
         self.writes: WriteStage | None = None
         self.manifest: dict = {}
@@ -295,6 +296,8 @@ class _Follower:
         """Score with the model in model_dir from the next entry on (loading it if it is not the
         one loaded); checksum: the spec checksum it must have."""
         if self._is_loaded(model_dir):
+            if self.the_run.scorer is None:  # the first entry: the model read at the start loads now
+                self.the_run.load_scorer(self.the_run.model_dir)
             return
         self.the_run.load_scorer(model_dir)
         if checksum and self.the_run.model_dir.id.checksum != checksum:
@@ -302,7 +305,8 @@ class _Follower:
         self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id
 
     def _is_loaded(self, model_dir: Path) -> bool:
-        """Whether model_dir is the model loaded, as it was: our directory by its spec's checksum;
+        """Whether model_dir is the run's model (loaded, or read and loaded with the first entry), as
+        it was: our directory by its spec's checksum;
         a Hugging Face checkpoint or a sentence-transformers directory (no spec) by its files'."""
         current = self.the_run.model_dir.id
         if str(model_dir) != current.path:

@@ -32,24 +32,36 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     """Score every input row into Parquet part files under `output`.
 
     Options are RunOptions fields, given as an object or as keyword arguments. Everything that
-    can be checked before scoring is: inputs exist and lie apart from the output, the model
-    loads, the output can be written.
+    can refuse the run is checked before the model loads (and TensorFlow is imported): inputs
+    exist and lie apart from the output, the model's spec and checksums, the output (lock,
+    contents, an identical run already finished there), the first chunk's columns; then the
+    model loads, and the output is made ready to write. (Standard input: the model loads
+    before the output is locked, so that a stream's first rows wait for nothing.)
     An unfinished run of the same inputs, model and options in `output` is resumed; a finished
     one is left as it is (RunResult.already_complete, with its manifest).
     """
     the_run = Run(options or RunOptions(**kwargs), output)
     expanded = source.expand_inputs(inputs, the_run.opts.format)
     overlap.check_apart([i.path for i in expanded], output, the_run.opts.dead_letter)
-    the_run.load_scorer(model, scorer_)
+    if scorer_ is not None:
+        the_run.load_scorer(None, scorer_)
+    elif any(i.path == "-" for i in expanded):
+        # A stream's first rows must not wait for the model: it loads before the output is
+        # locked (the lock then says the stream is being read).
+        the_run.load_scorer(model)
+    else:
+        the_run.read_model(model)
     outdir = the_run.open([source.fingerprint(i) for i in expanded])
     if outdir.finished:
         return RunResult(the_run.out, outdir.finished, already_complete=True)
     stats = source.SourceStats()
 
     def start(first: source.Chunk | None) -> WriteStage:
-        # The first chunk is read before the output directory is changed, so a wrong column or
-        # a column clash fails without emptying an --overwrite target.
+        # The first chunk is read before the model loads and the output directory is changed,
+        # so a wrong column or a column clash fails fast without emptying an --overwrite target.
         the_run.check_first(first)
+        if the_run.scorer is None:
+            the_run.load_scorer(the_run.model_dir)
         outdir.prepare()
         return the_run.write_stage()
 

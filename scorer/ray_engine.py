@@ -75,18 +75,18 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
         raise InputError("--engine ray reads files and object stores, not standard input")
     expanded = source.expand_inputs(inputs, opts.format)
     overlap.check_apart([i.path for i in expanded], output, opts.dead_letter)
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
-    runtime.start(threads=1)  # the driver only writes: the actors score
     # The driver reads the model's spec: the sink needs its id, the column check its labels.
     model_dir = the_run.read_model(model)
     outdir = the_run.open([source.fingerprint(i) for i in expanded])
-    if outdir.finished:
+    if outdir.finished:  # answered before Ray and TensorFlow start
         return RunResult(the_run.out, outdir.finished, already_complete=True)
     skip = outdir.progress.rows
     with the_run.writing():
         the_run.check_first(_first_chunk(expanded, opts, skip))
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
+        runtime.start(threads=1)  # the driver only writes: the actors score
         outdir.prepare()
         writes = the_run.write_stage()
         gpus = int(ray.cluster_resources().get("GPU", 0))

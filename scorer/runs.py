@@ -1,9 +1,11 @@
 """A run: what every engine (scorer.pipeline, scorer.follow, scorer.ray_engine) shares.
 
     the_run = Run(opts, "scored/")
-    the_run.load_scorer(model)                # the Ray driver: read_model(model), it scores nothing
+    the_run.read_model(model)                 # spec and checksums: no TensorFlow yet
     outdir = the_run.open(fingerprints)       # locked: fresh, resumed, or already finished
-    the_run.check_first(first_chunk); outdir.prepare()
+    the_run.check_first(first_chunk)          # columns, before the model loads
+    the_run.load_scorer(the_run.model_dir)    # not on the Ray driver: its actors score
+    outdir.prepare()
     writes = the_run.write_stage()            # the engine writes every scored_table() into it
     writes.checkpoint()
     the_run.complete(inputs, stats, writes)   # run-level checks, the manifest, _SUCCESS
@@ -270,7 +272,7 @@ class Run:
         self.started = time.time()
         self.out = output_location(output)
         self.timers = Timers()
-        self.scorer: Scorer | None = None  # None on the Ray driver: its actors score
+        self.scorer: Scorer | None = None  # None until loaded, and on the Ray driver: its actors score
         self.model_dir: modeldir.ModelDir | None = None
         self.device: classifier.DevicePolicy | None = None
         self.reference: drift.Reference | None = None
@@ -293,11 +295,14 @@ class Run:
         return model_scorer
 
     def read_model(self, model) -> modeldir.ModelDir:
-        """The model's spec, checked, without building its Keras model: for a driver that only
-        writes what workers score (the device is the one they would choose on this machine)."""
+        """The model's spec and files, checked without TensorFlow (what can refuse the run does
+        so before it loads; load_scorer(model_dir) builds it later), or for a driver that only
+        writes what workers score."""
+        if self.opts.precision == "int8":
+            runtime.require_openvino()  # exit 2 naming the extra, before anything is loaded
         with self.timers.load.measure():
             model_dir = modeldir.read(model)
-        self._use_model(model_dir, classifier.choose_device(precision=self.opts.precision))
+        self._use_model(model_dir, None)
         return model_dir
 
     @property
@@ -367,6 +372,8 @@ class Run:
         c, s = writes.counters, self.scorer.stats if self.scorer else ScoreStats()
         total = time.time() - self.started
         compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
+        # the Ray driver scores nothing: the device its workers would choose on this machine
+        device = self.device or classifier.choose_device(precision=self.opts.precision)
         return {
             "scorer_version": __version__, "model": self.model_dir.id.to_json(), "inputs": inputs,
             "options": {k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
@@ -388,7 +395,7 @@ class Run:
             "warnings": self.column_warnings() + self.reference_warnings,
             "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
             "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
-            "device": self.device.device, "precision": self.device.precision,
+            "device": device.device, "precision": device.precision,
             "threads": runtime.threads_in_use, "xla_cache": runtime.xla_cache_dir(),
             "started": fileio.utc_timestamp(self.started),
             "finished": fileio.utc_timestamp(),
@@ -405,7 +412,7 @@ class Run:
         chosen = self.reference.profile_of(run_drift.part) if self.reference else None
         return {"drift": run_drift.to_json(), "reference_profile": chosen.to_json() if chosen else None}
 
-    def _use_model(self, model_dir: modeldir.ModelDir, device: classifier.DevicePolicy) -> None:
+    def _use_model(self, model_dir: modeldir.ModelDir, device: classifier.DevicePolicy | None) -> None:
         """Score as model_dir from now on; its drift reference is found (--max-drift without one
         is refused before anything is scored)."""
         self.model_dir, self.device = model_dir, device

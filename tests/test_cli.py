@@ -556,3 +556,86 @@ def test_an_excel_csv_with_a_byte_order_mark_and_leading_zeros(tiny_model, tmp_p
     r = invoke("run", tmp_path / "export.csv", "-o", tmp_path / "o2", "--model", tiny_model,
                "--id-column", "acct", "--csv-types", "none")
     assert r.exit_code == 0, r.output
+
+
+# Runs `scorer` in a fresh process and reports, on stdout, its exit code and which of the heavy
+# modules it imported (the CLI writes on stderr).
+WITHOUT_TENSORFLOW = """
+import json, sys
+from scorer.cli import main
+try:
+    main(sys.argv[1:], prog_name="scorer")
+    code = 0
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("tensorflow", "keras", "keras_hub", "tokenizers") if m in sys.modules)
+print(json.dumps({"exit_code": code, "imported": heavy}))
+"""
+
+
+def run_in_a_fresh_process(*args):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def refusal_setups(tiny_model, tmp_path):
+    """name -> (arguments after `run`, exit code, a fragment of the error), set up in tmp_path."""
+    from scorer import commit
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a fine film", "label": 1, "input_label": 0}\n')
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.csv").write_text("x\n")
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    for f in tiny_model.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "weights.safetensors").write_bytes(b"not the weights")
+    locked = tmp_path / "locked"
+    lock = commit.OutputLock(locked)
+    lock.acquire()  # held by this process while the fresh one tries
+    model = ["--model", tiny_model]
+    return lock, {
+        "not empty": ([TXT, "-o", tmp_path / "foreign", *model], 5, "notes.csv"),
+        "output inside the input": ([tmp_path, "-o", tmp_path / "o", *model], 2, "inside"),
+        "column clash": ([src, "-o", tmp_path / "o", "--keep-columns", "text,label,input_label",
+                          *model], 5, "'input_label' is taken too"),
+        "lock held": ([TXT, "-o", locked, *model], 8, "another scorer run is writing there"),
+        "bad option": ([TXT, "-o", tmp_path / "o", "--max-errors", "lots", *model], 6, "--max-errors"),
+        "missing input": ([tmp_path / "nothing.parquet", "-o", tmp_path / "o", *model], 3, "nothing.parquet"),
+        "missing model": ([TXT, "-o", tmp_path / "o", "--model", tmp_path / "no-model"], 4, "not found"),
+        "corrupt weights": ([TXT, "-o", tmp_path / "o", "--model", broken], 4, "does not match"),
+        "no drift reference": ([TXT, "-o", tmp_path / "o", "--max-drift", "0.25", *model], 4, "reference"),
+        "follow, lock held": (["--follow", tmp_path / "foreign", "-o", locked, "--once", *model], 8,
+                              "another scorer run is writing there"),
+    }
+
+
+def test_every_refusal_comes_before_tensorflow_is_imported(tiny_model, tmp_path):
+    """A refused run answers at once: nothing it checks needs the model loaded (issue 21: every
+    refusal took 6-8 s of model loading first)."""
+    lock, setups = refusal_setups(tiny_model, tmp_path)
+    try:
+        for name, (args, code, fragment) in setups.items():
+            report, stderr = run_in_a_fresh_process("run", *args)
+            assert report == {"exit_code": code, "imported": []}, (name, stderr)
+            assert stderr.startswith("error: ") and fragment in stderr, (name, stderr)
+    finally:
+        lock.release()
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_finished_run_is_recognised_before_tensorflow_is_imported(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", TXT, "-o", out, "--model", tiny_model).exit_code == 0
+    report, stderr = run_in_a_fresh_process("run", TXT, "-o", out, "--model", tiny_model)
+    assert report == {"exit_code": 0, "imported": []}, stderr
+    assert stderr.startswith("already complete: 272 rows")
