@@ -20,6 +20,7 @@ from scorer import api, backbone, classifier, commit, drift, embedder, follow, m
 from scorer import report as run_report
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
 from scorer.hf import export as hf_export
+from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
 from scorer.options import FollowOptions, RayOptions, RunOptions
 from scorer.version import __version__
@@ -342,11 +343,12 @@ def score(cmd: RunCommand):
 def finish(result, cmd: RunCommand) -> None:
     """The exit code of a run that ended (7: --follow entries failed, 9: --max-drift), written
     to --metrics-file first."""
-    exceeded = drift_exceeded(result.manifest, cmd.options.max_drift)
-    exit_code = (follow.EXIT_ENTRIES_FAILED if cmd.follow_dir and result.manifest["units_failed_now"]
+    m = Manifest.from_json(result.manifest)
+    exceeded = drift_exceeded(m, cmd.options.max_drift)
+    exit_code = (follow.EXIT_ENTRIES_FAILED if cmd.follow_dir and m.units_failed_now
                  else exceeded.exit_code if exceeded else 0)
     if cmd.options.metrics_file:
-        write_metrics(cmd.options.metrics_file, result.manifest, cmd.output, exit_code)
+        write_metrics(cmd.options.metrics_file, m, cmd.output, exit_code)
     if exceeded:
         fail(exceeded)
     if exit_code:
@@ -364,11 +366,11 @@ def failed_run(error: ScorerError, metrics_file: str | None, output: str):
     fail(error)
 
 
-def drift_exceeded(manifest: dict, max_drift: float | None) -> DriftExceeded | None:
+def drift_exceeded(manifest: Manifest, max_drift: float | None) -> DriftExceeded | None:
     """--max-drift: the error to end with when a PSI of the run's drift passes it (never for a
     drift measured on too few rows to judge)."""
-    measured = manifest.get("drift")
-    worst = drift.Drift.from_json(measured).exceeds(max_drift) if measured and max_drift else None
+    measured = manifest.drift
+    worst = measured.exceeds(max_drift) if measured and max_drift else None
     if worst is None:
         return None
     return DriftExceeded(f"drift PSI {worst[1]:.3f} ({worst[0]}) passes --max-drift {max_drift}; "
@@ -396,27 +398,27 @@ def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: s
 
 def report(result, cmd: RunCommand) -> None:
     """The run's summary on stderr: one line (or one JSON object), plus its warnings."""
-    m = result.manifest
+    m = Manifest.from_json(result.manifest)
     if result.already_complete:
         if cmd.log_format == "json":
             click.echo(json.dumps({"already_complete": True, "output": str(result.output),
-                                   "rows_out": m["rows_out"], "finished": m["finished"]}), err=True)
+                                   "rows_out": m.rows_out, "finished": m.finished}), err=True)
         else:
-            click.echo(f"already complete: {m['rows_out']:,} rows, finished at {m['finished']}: "
+            click.echo(f"already complete: {m.rows_out:,} rows, finished at {m.finished}: "
                        f"nothing rescored in {result.output}/ (--overwrite scores again)", err=True)
         return
-    for warning in m["warnings"]:
+    for warning in m.warnings:
         click.echo(f"warning: {warning}", err=True)
     if cmd.follow_dir:
-        failed = (f"; {len(m['units_failed_now'])} failed: {', '.join(m['units_failed_now'])} "
-                  f"(reasons in _manifest.json)" if m["units_failed_now"] else "")
-        click.echo(f"scored {len(m['units_scored_now'])} new files from {cmd.follow_dir}/ into {result.output}/ "
-                   f"({len(m['units_done'])} files, {m['rows_out']:,} rows in all){failed}", err=True)
+        failed = (f"; {len(m.units_failed_now)} failed: {', '.join(m.units_failed_now)} "
+                  f"(reasons in _manifest.json)" if m.units_failed_now else "")
+        click.echo(f"scored {len(m.units_scored_now)} new files from {cmd.follow_dir}/ into {result.output}/ "
+                   f"({len(m.units_done)} files, {m.rows_out:,} rows in all){failed}", err=True)
         return
     if cmd.log_format == "json":
-        summary = {k: m[k] for k in ("rows_in", "rows_out", "rows_with_error", "rows_per_second",
-                                     "padding_fraction")}
-        summary.update(output=str(result.output), parts=len(m["parts"]), seconds=m["timing"]["total_seconds"])
+        summary = {"rows_in": m.rows_in, "rows_out": m.rows_out, "rows_with_error": m.rows_with_error,
+                   "rows_per_second": m.rows_per_second, "padding_fraction": m.padding_fraction}
+        summary.update(output=str(result.output), parts=len(m.parts), seconds=m.timing["total_seconds"])
         click.echo(json.dumps(summary), err=True)
     else:
         if cmd.show_progress:
@@ -424,20 +426,20 @@ def report(result, cmd: RunCommand) -> None:
         click.echo(summary_line(m, result.output), err=True)
 
 
-def summary_line(m: dict, output) -> str:
+def summary_line(m: Manifest, output) -> str:
     """A batch run's summary: how many rows were scored (of how many), where the bad ones are."""
-    scored = (f"scored {m['rows_scored']:,} of {m['rows_in']:,} rows" if m["rows_with_error"]
-              else f"scored {m['rows_scored']:,} rows")
+    scored = (f"scored {m.rows_scored:,} of {m.rows_in:,} rows" if m.rows_with_error
+              else f"scored {m.rows_scored:,} rows")
     where = f" into {str(output).rstrip('/')}/"
-    details = [f"{len(m['parts'])} part file" + ("" if len(m["parts"]) == 1 else "s"),
-               f"{m['timing']['total_seconds']:.1f}s", f"{m['rows_per_second']:,.0f} rows/s"]
-    if m["rows_dead_lettered"]:
-        where += f", {bad_rows(m['rows_dead_lettered'])} into {m['dead_letter']['path'].rstrip('/')}/"
-    if m["rows_with_error"] > m["rows_dead_lettered"]:
-        details.insert(0, f"{bad_rows(m['rows_with_error'] - m['rows_dead_lettered'])} kept there "
+    details = [f"{len(m.parts)} part file" + ("" if len(m.parts) == 1 else "s"),
+               f"{m.timing['total_seconds']:.1f}s", f"{m.rows_per_second:,.0f} rows/s"]
+    if m.rows_dead_lettered:
+        where += f", {bad_rows(m.rows_dead_lettered)} into {m.dead_letter.path.rstrip('/')}/"
+    if m.rows_with_error > m.rows_dead_lettered:
+        details.insert(0, f"{bad_rows(m.rows_with_error - m.rows_dead_lettered)} kept there "
                           "with their error")
-    if m["resumed"]:
-        details.append(f"resumed after {m['rows_resumed_from_checkpoint']:,} committed rows")
+    if m.resumed:
+        details.append(f"resumed after {m.rows_resumed_from_checkpoint:,} committed rows")
     return f"{scored}{where} ({', '.join(details)})"
 
 

@@ -32,6 +32,7 @@ from typing import Callable
 
 from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source
 from scorer.errors import DataError, InputError, ModelError, OutputError
+from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
 from scorer.options import ErrorLimit, RunOptions
 from scorer.pipeline import stream
@@ -328,7 +329,7 @@ class _Follower:
         self.outdir.write_manifest(manifest)
         self.manifest = manifest
         if self.opts.metrics_file:
-            write_metrics(self.opts.metrics_file, manifest, str(self.the_run.out),
+            write_metrics(self.opts.metrics_file, Manifest.from_json(manifest), str(self.the_run.out),
                           EXIT_ENTRIES_FAILED if self.failed_now else 0)
 
     def _drift_fields(self) -> dict:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scorer import fileio
-from scorer.drift import MIN_ROWS, WHOLE
+from scorer.drift import MIN_ROWS, WHOLE, Drift
+from scorer.manifest import Manifest
 
 PREFIX = "scorer_"
 
@@ -27,7 +28,7 @@ class Metric:
     samples: list[tuple[dict, float]] = field(default_factory=list)  # (labels, value)
 
 
-def run_metrics(manifest: dict | None, output: str, exit_code: int) -> list[Metric]:
+def run_metrics(manifest: Manifest | None, output: str, exit_code: int) -> list[Metric]:
     """The metrics of a run: its manifest's counters (none for a run that failed before it had
     one), its success and exit code, and when it finished."""
     out = {"output": output}
@@ -44,41 +45,41 @@ def run_metrics(manifest: dict | None, output: str, exit_code: int) -> list[Metr
     if manifest is None:
         return metrics
     metrics += [
-        one("rows_in", "Input rows read", manifest["rows_in"]),
-        one("rows_scored", "Rows scored", manifest["rows_scored"]),
-        one("rows_with_error", "Rows that could not be scored", manifest["rows_with_error"]),
-        one("rows_dead_lettered", "Bad rows written to --dead-letter", manifest["rows_dead_lettered"]),
-        one("rows_per_second", "Input rows per second of the run", manifest.get("rows_per_second") or 0),
+        one("rows_in", "Input rows read", manifest.rows_in),
+        one("rows_scored", "Rows scored", manifest.rows_scored),
+        one("rows_with_error", "Rows that could not be scored", manifest.rows_with_error),
+        one("rows_dead_lettered", "Bad rows written to --dead-letter", manifest.rows_dead_lettered),
+        one("rows_per_second", "Input rows per second of the run", manifest.rows_per_second or 0),
         one("padding_fraction", "Share of the model's tokens that were padding",
-            manifest["padding_fraction"]),
+            manifest.padding_fraction),
     ]
     stages = Metric(PREFIX + "stage_seconds", "Seconds spent per stage")
-    for key, seconds in manifest["timing"].items():
+    for key, seconds in manifest.timing.items():
         stages.samples.append(({**out, "stage": key.removesuffix("_seconds")}, float(seconds)))
     metrics.append(stages)
-    drift = manifest.get("drift") or {}
-    if drift.get("psi"):
+    drift = manifest.drift
+    if drift is not None and drift.psi:
         psi = Metric(PREFIX + "drift_psi", "Population stability index against the model's reference")
-        for feature, value in drift["psi"].items():
+        for feature, value in drift.psi.items():
             psi.samples.append(({**out, "feature": feature}, float(value)))
-        metrics += [psi, one("drift_max_psi", "The largest drift PSI", drift["max_psi"]),
-                    one("drift_rows", "Rows the drift PSIs were measured on", drift.get("rows") or 0),
+        metrics += [psi, one("drift_max_psi", "The largest drift PSI", drift.max_psi),
+                    one("drift_rows", "Rows the drift PSIs were measured on", drift.rows or 0),
                     one("drift_too_few_rows", f"1 if the drift PSIs were measured on fewer than "
                         f"{MIN_ROWS} rows: recorded, not judged (no warning, no --max-drift)",
-                        1 if drift.get("too_few_rows") else 0)]
+                        1 if drift.too_few_rows else 0)]
         metrics += _candidate_metrics(drift, out)
     return metrics
 
 
-def _candidate_metrics(drift: dict, out: dict) -> list[Metric]:
+def _candidate_metrics(drift: Drift, out: dict) -> list[Metric]:
     """From a manifest's drift: the largest PSI against each reference candidate (WHOLE, else a
     training source's part), and which one, the nearest, the PSIs above were measured against."""
     largest = Metric(PREFIX + "drift_candidate_max_psi",
                      f"The largest drift PSI against each reference candidate ({WHOLE}: the whole reference)")
     chosen = Metric(PREFIX + "drift_candidate_chosen",
                     "1 for the reference candidate the drift PSIs are measured against (the nearest), else 0")
-    nearest = drift.get("part") or WHOLE
-    for candidate, value in (drift.get("candidates") or {}).items():
+    nearest = drift.part or WHOLE
+    for candidate, value in drift.candidates.items():
         largest.samples.append(({**out, "candidate": candidate}, float(value)))
         chosen.samples.append(({**out, "candidate": candidate}, 1.0 if candidate == nearest else 0.0))
     return [largest, chosen] if largest.samples else []
@@ -99,7 +100,7 @@ def exposition(metrics: list[Metric]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(path: str | Path, manifest: dict | None, output: str, exit_code: int) -> None:
+def write_metrics(path: str | Path, manifest: Manifest | None, output: str, exit_code: int) -> None:
     """Write the run's metrics to path atomically (a temporary file in the same directory, then
     rename)."""
     fileio.write_atomic(Path(path), exposition(run_metrics(manifest, output, exit_code)))

@@ -11,27 +11,26 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import commit, drift, fileio, storage
+from scorer import drift, manifest, storage
 from scorer.errors import ConfigError, InputError, OutputError
 
 _RUN, _REFERENCE = "#1f77b4", "#bbbbbb"
 
 
 def draw(out: str, png: str) -> None:
-    manifest = read_manifest(out)
+    m = read_manifest(out)
     plt = _pyplot()
-    profile = drift.Profile.from_json(manifest["profile"], f"{out}/{commit.MANIFEST}")
-    reference = (drift.Profile.from_json(manifest["reference_profile"]) if manifest.get("reference_profile")
-                 else None)
-    psi = (manifest.get("drift") or {}).get("psi") or {}
+    profile = drift.Profile.from_json(m.profile, f"{out}/{manifest.MANIFEST}")
+    reference = drift.Profile.from_json(m.reference_profile) if m.reference_profile else None
+    psi = m.drift.psi if m.drift else {}
     panels = len(profile.labels) + 4
     columns = 3
     rows = -(-panels // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
     axes = list(axes.ravel())
-    fig.suptitle(f"{out}: {manifest['rows_in']:,} rows, {manifest['rows_scored']:,} scored, model "
-                 f"{manifest['model'].get('name')} (finished {manifest.get('finished')})\n"
-                 + reference_caption(manifest.get("drift") or {}))
+    fig.suptitle(f"{out}: {m.rows_in:,} rows, {m.rows_scored:,} scored, model "
+                 f"{m.model.name if m.model else None} (finished {m.finished})\n"
+                 + reference_caption(m.drift))
     centres = (np.arange(drift.PROBABILITY_BINS) + 0.5) / drift.PROBABILITY_BINS
     for j, label in enumerate(profile.labels):
         feature = f"probability:{label}"
@@ -47,9 +46,9 @@ def draw(out: str, png: str) -> None:
     _bars(axes.pop(0), np.arange(len(length_names)), profile.length_hist,
           reference.length_hist if reference else None, width=0.8,
           title="text length, tokens" + length_psi, ticks=length_names)
-    _barh(axes.pop(0), manifest.get("error_reasons") or {}, "error reasons (rows)", "no row errors")
-    timing = {k.removesuffix("_seconds"): v for k, v in manifest["timing"].items() if k != "total_seconds"}
-    _barh(axes.pop(0), timing, f"stage seconds (total {manifest['timing']['total_seconds']:.1f})", "")
+    _barh(axes.pop(0), m.error_reasons, "error reasons (rows)", "no row errors")
+    timing = {k.removesuffix("_seconds"): v for k, v in m.timing.items() if k != "total_seconds"}
+    _barh(axes.pop(0), timing, f"stage seconds (total {m.timing['total_seconds']:.1f})", "")
     for unused in axes:
         unused.axis("off")
     fig.tight_layout()
@@ -61,18 +60,15 @@ def draw(out: str, png: str) -> None:
         plt.close(fig)
 
 
-def read_manifest(out: str) -> dict:
+def read_manifest(out: str) -> manifest.Manifest:
     """The finished run's manifest, with the profile this scorer writes."""
     if storage.is_remote(out):
         raise InputError(f"{out}: scorer report reads local output directories; copy it here first")
-    path = Path(out) / commit.MANIFEST
-    if not path.exists():
-        raise InputError(f"{out}: no {commit.MANIFEST}; is it the output of a finished run?")
-    manifest = fileio.read_object(path, InputError)
-    if not manifest.get("profile"):
-        raise InputError(f"{path}: has no profile of its rows (written by an older scorer); "
-                         "score it again to draw it")
-    return manifest
+    m = manifest.read(out)
+    if not m.profile:
+        raise InputError(f"{Path(out) / manifest.MANIFEST}: has no profile of its rows (written by an "
+                         "older scorer); score it again to draw it")
+    return m
 
 
 def _pyplot():
@@ -91,15 +87,14 @@ def _shares(counts) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
 
-def reference_caption(drift_json: dict) -> str:
+def reference_caption(run_drift: drift.Drift | None) -> str:
     """What the grey bars are: the reference the run's drift was measured against."""
-    if not drift_json.get("reference"):
+    if run_drift is None or not run_drift.reference:
         return "no reference (see `scorer profile`)"
-    candidates = drift_json.get("candidates") or {}
-    if len(candidates) <= 1:
-        return f"grey: the model's reference ({drift_json['reference']})"
-    nearest = f"part {drift_json['part']}" if drift_json.get("part") else "the whole"
-    return f"grey: the nearest of the reference's {len(candidates)} candidates, {nearest}"
+    if len(run_drift.candidates) <= 1:
+        return f"grey: the model's reference ({run_drift.reference})"
+    nearest = f"part {run_drift.part}" if run_drift.part else "the whole"
+    return f"grey: the nearest of the reference's {len(run_drift.candidates)} candidates, {nearest}"
 
 
 def _bars(ax, x, run, reference, width, title, xlabel=None, ticks=None) -> None:

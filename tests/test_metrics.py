@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scorer import drift, follow, metrics
 from scorer.cli import main
+from scorer.manifest import Manifest
 from tests.conftest import SAMPLE
 
 
@@ -72,7 +73,7 @@ def test_drift_metrics_tell_which_reference_part_was_nearest(tmp_path):
                 "rows_per_second": 30.0, "padding_fraction": 0.1, "timing": {"total_seconds": 10.0},
                 "drift": measured.to_json()}
     prom = tmp_path / "scorer.prom"
-    metrics.write_metrics(prom, manifest, "out", 0)
+    metrics.write_metrics(prom, Manifest.from_json(manifest), "out", 0)
     samples = parse(prom)
     assert value(samples, "scorer_drift_max_psi") == 0.02  # against the nearest: the sst2 part
     assert value(samples, "scorer_drift_psi", feature="text_length") == 0.02
@@ -89,7 +90,7 @@ def test_drift_on_too_few_rows_says_so(tmp_path):
     for rows, too_few in ((60, 1), (drift.MIN_ROWS, 0)):
         measured = drift.Drift("spec", psi, rows=rows, too_few_rows=rows < drift.MIN_ROWS)
         prom = tmp_path / f"{rows}.prom"
-        metrics.write_metrics(prom, {**base, "drift": measured.to_json()}, "out", 0)
+        metrics.write_metrics(prom, Manifest.from_json({**base, "drift": measured.to_json()}), "out", 0)
         samples = parse(prom)
         assert value(samples, "scorer_drift_too_few_rows") == too_few
         assert value(samples, "scorer_drift_rows") == rows and value(samples, "scorer_drift_max_psi") == 0.35
@@ -121,7 +122,7 @@ def test_follow_rewrites_the_metrics_after_each_entry(tiny_model, tmp_path, monk
     written = []
 
     def spy(path, manifest, output, exit_code):
-        written.append(manifest["units_done"])
+        written.append(manifest.units_done)
         metrics.write_metrics(path, manifest, output, exit_code)
 
     monkeypatch.setattr(follow, "write_metrics", spy)

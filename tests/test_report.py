@@ -48,13 +48,15 @@ def test_the_scoring_path_does_not_import_matplotlib():
 
 
 def test_the_picture_says_which_reference_the_grey_bars_are():
+    from dataclasses import replace
+
+    from scorer.drift import Drift
     from scorer.report import reference_caption
 
-    assert reference_caption({"reference": None}) == "no reference (see `scorer profile`)"
-    assert reference_caption({"reference": "spec", "candidates": {"all": 0.2}}) == (
+    assert reference_caption(Drift(None)) == "no reference (see `scorer profile`)"
+    assert reference_caption(Drift("spec", candidates={"all": 0.2})) == (
         "grey: the model's reference (spec)")
-    parts = {"reference": "spec", "part": "sst2",
-             "candidates": {"all": 2.3, "sst2": 0.02, "imdb": 9.0}}
+    parts = Drift("spec", part="sst2", candidates={"all": 2.3, "sst2": 0.02, "imdb": 9.0})
     assert reference_caption(parts) == (
         "grey: the nearest of the reference's 3 candidates, part sst2")
-    assert reference_caption({**parts, "part": None}).endswith("candidates, the whole")
+    assert reference_caption(replace(parts, part=None)).endswith("candidates, the whole")

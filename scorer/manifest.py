@@ -1,0 +1,105 @@
+"""The one reader of `_manifest.json` (what a finished run, or --follow's output so far, holds and
+how it was made), used by `scorer run`'s summary and exit code, --metrics-file (scorer.metrics),
+--follow and `scorer report`:
+
+    m = manifest.read("scored/")               # a local output directory's _manifest.json
+    m = manifest.Manifest.from_json(data)      # a manifest in memory (RunResult.manifest)
+    m.rows_in, m.model.name, m.drift.psi, m.timing["total_seconds"]
+
+It reads every manifest scorer has written (tests/manifests/ keeps one of each): a field an older
+one lacks takes the value that says so (0 rows dead-lettered before --dead-letter, no profile
+before drift, no drift parts before reference parts). The manifest is written by scorer.runs
+(Run.manifest, Run.complete) and scorer.follow, as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from scorer import fileio
+from scorer.commit import MANIFEST
+from scorer.drift import Drift
+from scorer.errors import InputError
+from scorer.modelid import ModelId
+
+@dataclass
+class DeadLetter:
+    """--dead-letter: where the bad rows went, and their part files."""
+    path: str
+    parts: list[dict] = field(default_factory=list)  # {"file", "rows"}, as the output's parts
+
+
+@dataclass
+class Manifest:
+    scorer_version: str | None = None
+    model: ModelId | None = None
+    inputs: list[dict] = field(default_factory=list)  # {"path", "format"}
+    options: dict = field(default_factory=dict)  # the run's RunOptions, as given
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_scored: int = 0
+    rows_with_error: int = 0
+    rows_dead_lettered: int = 0  # 0 before --dead-letter existed
+    error_reasons: dict[str, int] = field(default_factory=dict)
+    rows_truncated: int = 0
+    rows_windowed: int = 0
+    rows_per_second: float | None = None  # None: the first manifests, for a run of no time
+    blank_lines_skipped: int | None = None  # batch runs of the local engine
+    parts: list[dict] = field(default_factory=list)  # {"file", "rows"}
+    dead_letter: DeadLetter | None = None
+    timing: dict[str, float] = field(default_factory=dict)  # "<stage>_seconds" -> seconds, total too
+    profile: dict | None = None  # scorer.drift.Profile of the rows, as JSON; None: before drift
+    summary: dict | None = None  # the profile's summary
+    reference_profile: dict | None = None  # the reference candidate the drift is measured against
+    drift: Drift | None = None  # None: before drift
+    input_columns_renamed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    padding_fraction: float = 0.0
+    device: str | None = None
+    precision: str | None = None
+    threads: int | None = None
+    xla_cache: str | None = None
+    started: str | None = None  # UTC, ISO 8601
+    finished: str | None = None
+    resumed: bool = False
+    rows_resumed_from_checkpoint: int = 0
+    identity: dict | None = None  # what `scorer run` compares to find this very run finished
+    engine: dict | None = None  # --engine ray: {"name", "workers", ...}
+    # --follow: the landing entries taken into the output, ever and by the process that wrote it
+    units_done: list[str] | None = None
+    units_failed: list[str] | None = None
+    entries: list[dict] | None = None  # scorer.follow.EntryRecord, as JSON
+    units_scored_now: list[str] | None = None
+    units_failed_now: list[str] | None = None
+    drift_entry: str | None = None  # the entry whose drift is the manifest's
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        """A manifest as written (any version); keys this scorer does not know are left out."""
+        known = {f.name for f in fields(cls)}
+        m = cls(**{k: v for k, v in data.items() if k in known})
+        m.model = ModelId.from_json(data["model"]) if data.get("model") else None
+        dead = data.get("dead_letter")
+        m.dead_letter = DeadLetter(dead["path"], dead.get("parts") or []) if dead else None
+        m.drift = Drift.from_json(data["drift"]) if data.get("drift") else None
+        for name in ("error_reasons", "timing", "input_columns_renamed", "options"):
+            if getattr(m, name) is None:
+                setattr(m, name, {})
+        return m
+
+    @property
+    def followed(self) -> bool:
+        """Written by --follow (its entries), not by one batch run."""
+        return self.units_done is not None
+
+
+def read(output: str | Path) -> Manifest:
+    """The manifest of a local output directory (an error if there is none, or it is no JSON
+    object)."""
+    path = Path(output) / MANIFEST
+    if not path.exists():
+        raise InputError(f"{output}: no {MANIFEST}; is it the output of a finished run?")
+    return Manifest.from_json(fileio.read_object(path, InputError))
