@@ -544,7 +544,8 @@ def embedding_info(md) -> list[str]:
 def profile(model, data, output, rows, seed, text_column, format):
     """Score a sample of DATA (what MODEL was validated on) and write the model's reference: the
     statistics runs measure drift against (predicted-label shares, probability histograms,
-    low-confidence share, text lengths).
+    low-confidence share, text lengths; for an embedding model, its vectors' norms and spread
+    along their first principal directions).
 
     Example:
 
@@ -556,11 +557,16 @@ def profile(model, data, output, rows, seed, text_column, format):
         rows_read = source.SourceStats()
         picked = drift.sample(((t, e) for chunk in source.read_chunks(inputs, text_column, stats=rows_read)
                                for t, e in zip(chunk.texts, chunk.read_errors)), rows, seed)
-        counts = drift.profile_texts(model_scorer, [t for t, _ in picked], [e for _, e in picked])
+        texts, errors = [t for t, _ in picked], [e for _, e in picked]
+        if model_scorer.model_dir.kind == "embedding":  # vectors: binned by their own basis
+            counts, basis = drift.profile_embeddings(model_scorer, texts, errors)
+        else:
+            counts, basis = drift.profile_texts(model_scorer, texts, errors), None
         target = Path(output) if output else drift.sidecar_path(model_scorer.model_dir)
         drift.write_sidecar(target, model_scorer.model_dir.id, counts,
                             {"paths": [i.path for i in inputs], "rows_read": rows_read.rows,
-                             "rows_profiled": len(picked), "seed": seed, "text_column": text_column})
+                             "rows_profiled": len(picked), "seed": seed, "text_column": text_column},
+                            basis)
     except ScorerError as e:
         fail(e)
     except OSError as e:

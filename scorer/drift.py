@@ -13,6 +13,14 @@ unreadable text) count as 0 tokens, so an upstream change that empties texts sho
 The population stability index compares two histograms: sum((a - e) * ln(a / e)) over the bins'
 shares; below 0.1 is conventionally "no real shift", 0.1-0.25 moderate, above 0.25 major.
 
+An embedding model's run has no labels: its profile counts, besides text lengths, histograms of
+its vectors' norms and of their projections on the first principal directions of the reference
+sample (EmbeddingBasis, stored with the reference by `scorer profile`, deciles of the sample for
+bins), so the same PSI measures how far a run's vectors moved.
+
+    basis = EmbeddingBasis.of(reference_vectors)   # [n, dim] -> mean, 8 directions, bin edges
+    p.add_embeddings(vectors, token_counts, basis)  # {"embedding_pc1": 0.02, ..., "embedding_norm": ...}
+
 A model trained on several sources (short phrases and long reviews) has a reference that is a
 mixture, and a batch of one source alone differs from a mixture. Its reference may therefore hold
 one profile per source besides the whole ("parts"); a run is compared with the candidate (the
@@ -66,6 +74,9 @@ class Profile:
     low_confidence: int = 0  # scored rows with top probability < LOW_CONFIDENCE
     length_hist: list[int] = field(default_factory=list)  # [bin]: 0 tokens, then LENGTH_EDGES
     tokens: int = 0  # over scored rows
+    # Embedding runs measured against an EmbeddingBasis (else empty): scored rows per bin
+    norm_hist: list[int] = field(default_factory=list)  # [bin] of basis.norm_edges
+    projection_hist: list[list[int]] = field(default_factory=list)  # [direction][bin]
 
     @classmethod
     def empty(cls, labels: list[str]) -> "Profile":
@@ -89,6 +100,24 @@ class Profile:
             bins = np.clip((good * PROBABILITY_BINS).astype(np.int64), 0, PROBABILITY_BINS - 1)
             self.probability_hist = [_plus(h, np.bincount(bins[:, j], minlength=PROBABILITY_BINS))
                                      for j, h in enumerate(self.probability_hist)]
+        self._add_lengths(scored, token_counts)
+
+    def add_embeddings(self, vectors: np.ndarray, token_counts: np.ndarray,
+                       basis: "EmbeddingBasis | None") -> None:
+        """Count a chunk of an embedding run: vectors [n, dim] with NaN rows where a row was not
+        embedded, token_counts [n]; the vectors' histograms against basis (None: lengths only)."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        scored = ~np.isnan(vectors).any(axis=1)
+        self.rows += len(token_counts)
+        self.scored += int(scored.sum())
+        if basis is not None:
+            norms, projections = basis.histograms(vectors[scored])
+            self.norm_hist = _plus(self.norm_hist, norms) if self.norm_hist else norms
+            self.projection_hist = ([_plus(a, b) for a, b in zip(self.projection_hist, projections)]
+                                    if self.projection_hist else projections)
+        self._add_lengths(scored, token_counts)
+
+    def _add_lengths(self, scored: np.ndarray, token_counts: np.ndarray) -> None:
         lengths = np.where(scored, np.asarray(token_counts, dtype=np.int64), 0)
         self.tokens += int(lengths.sum())
         length_bins = np.searchsorted(LENGTH_EDGES, lengths, side="right")  # 0 tokens: bin 0
@@ -102,7 +131,10 @@ class Profile:
                        _plus(self.predicted, other.predicted),
                        [_plus(a, b) for a, b in zip(self.probability_hist, other.probability_hist)],
                        self.low_confidence + other.low_confidence,
-                       _plus(self.length_hist, other.length_hist), self.tokens + other.tokens)
+                       _plus(self.length_hist, other.length_hist), self.tokens + other.tokens,
+                       _plus_lists(self.norm_hist, other.norm_hist),
+                       [_plus_lists(a, b) for a, b in zip(self.projection_hist, other.projection_hist)]
+                       or other.projection_hist or self.projection_hist)
 
     def summary(self) -> dict:
         """The shares people read: predicted labels, low confidence, unscored, mean length."""
@@ -129,6 +161,83 @@ class Profile:
             raise ModelError(f"{where}: its bins are not this scorer's ({PROBABILITY_BINS} probability "
                              f"bins, {len(LENGTH_EDGES) + 1} length bins); profile the model again")
         return profile
+
+
+EMBEDDING_DIRECTIONS = 8  # principal directions of the reference sample whose spread is tracked
+EMBEDDING_BINS = 10  # deciles of the reference sample: a tenth of it in each bin
+EMBEDDING_NORM = "embedding_norm"  # PSI names: the norm, then embedding_pc1, embedding_pc2, ...
+CONSTANT_SPREAD = 1e-3  # a norm whose 1-99% range is below this share of its median is constant
+
+
+@dataclass
+class EmbeddingBasis:
+    """What an embedding model's reference fixes for every run measured against it: the reference
+    sample's mean vector, its first principal directions (by decreasing variance), and the inner
+    bin edges (the sample's deciles) of the vectors' norm and of their projection on each
+    direction. A normalising model's norm is constant: no edges, one bin, no norm PSI."""
+
+    mean: list[float]  # [dim]
+    directions: list[list[float]]  # [k, dim] unit vectors
+    norm_edges: list[float]  # ascending
+    projection_edges: list[list[float]]  # [k][<= EMBEDDING_BINS - 1] ascending
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, directions: int = EMBEDDING_DIRECTIONS) -> "EmbeddingBasis":
+        """The basis of a reference sample [n, dim] (NaN rows, not embedded, left out)."""
+        x = np.asarray(vectors, dtype=np.float64)
+        x = x[~np.isnan(x).any(axis=1)]
+        if len(x) < EMBEDDING_BINS:
+            raise ModelError(f"{len(x)} embedded rows are too few for a reference: profile at least "
+                             f"{EMBEDDING_BINS}")
+        mean = x.mean(axis=0)
+        centred = x - mean
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows: directions, by variance
+        top = vt[:min(directions, len(vt))]
+        top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]  # a fixed sign
+        projections = centred @ top.T  # [n, k]
+        norms = np.linalg.norm(x, axis=1)
+        spread = np.quantile(norms, 0.99) - np.quantile(norms, 0.01)
+        constant = spread <= CONSTANT_SPREAD * max(float(np.median(norms)), 1e-12)
+        return cls(mean.tolist(), top.tolist(), [] if constant else _decile_edges(norms),
+                   [_decile_edges(projections[:, j]) for j in range(len(top))])
+
+    def histograms(self, vectors: np.ndarray) -> tuple[list[int], list[list[int]]]:
+        """Counts per bin of embedded vectors [n, dim]: of their norm, and per direction."""
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.shape[1:] != (len(self.mean),):
+            raise ValueError(f"vectors of width {x.shape[1:]} against a basis of {len(self.mean)}")
+        projections = (x - np.asarray(self.mean)) @ np.asarray(self.directions).T  # [n, k]
+        return (_binned(np.linalg.norm(x, axis=1), self.norm_edges),
+                [_binned(projections[:, j], edges) for j, edges in enumerate(self.projection_edges)])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, where: str) -> "EmbeddingBasis":
+        try:
+            basis = cls(**data)
+            ok = (len(basis.directions) == len(basis.projection_edges)
+                  and all(len(d) == len(basis.mean) for d in basis.directions))
+        except TypeError as e:
+            raise ModelError(f"{where}: not an embedding basis ({e})") from None
+        if not ok:
+            raise ModelError(f"{where}: its embedding basis is inconsistent; profile the model again")
+        return basis
+
+
+def _decile_edges(values: np.ndarray) -> list[float]:
+    """The inner edges of EMBEDDING_BINS bins holding a tenth of values each (ties merged)."""
+    return np.unique(np.quantile(values, np.linspace(0, 1, EMBEDDING_BINS + 1)[1:-1])).tolist()
+
+
+def _binned(values: np.ndarray, edges: list[float]) -> list[int]:
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1).tolist()
+
+
+def _plus_lists(a: list[int], b: list[int]) -> list[int]:
+    """Counts of the same bins summed; one side may have none yet (an empty profile)."""
+    return _plus(a, b) if a and b else list(a or b)
 
 
 def token_counts(prepared) -> np.ndarray:
@@ -171,6 +280,23 @@ def profile_texts(model_scorer, texts: list, read_errors: list | None = None,
     return profile
 
 
+def profile_embeddings(embedder, texts: list, read_errors: list | None = None,
+                       chunk_rows: int = 2048) -> tuple[Profile, EmbeddingBasis]:
+    """Embed texts with an embedder.Embedder, make the basis of their vectors and count them
+    against it, as a run would."""
+    errors = read_errors or [None] * len(texts)
+    vectors, tokens = [], []
+    for start in range(0, len(texts), chunk_rows):
+        prepared = embedder.prepare(texts[start:start + chunk_rows], errors[start:start + chunk_rows])
+        vectors.append(embedder.infer(prepared))
+        tokens.append(token_counts(prepared))
+    vectors = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dimension), np.float32)
+    basis = EmbeddingBasis.of(vectors)
+    profile = Profile.empty([])
+    profile.add_embeddings(vectors, np.concatenate(tokens), basis)
+    return profile, basis
+
+
 def _plus(a, b) -> list[int]:
     return [int(x) + int(y) for x, y in zip(a, b)]
 
@@ -192,6 +318,10 @@ def psi_by_feature(reference: Profile, current: Profile) -> dict[str, float]:
     out = {f"probability:{name}": psi(ref, cur) for name, ref, cur in
            zip(reference.labels, reference.probability_hist, current.probability_hist)}
     out[TEXT_LENGTH] = psi(reference.length_hist, current.length_hist)
+    if len(reference.norm_hist) > 1 and len(current.norm_hist) == len(reference.norm_hist):
+        out[EMBEDDING_NORM] = psi(reference.norm_hist, current.norm_hist)
+    for j, (ref, cur) in enumerate(zip(reference.projection_hist, current.projection_hist)):
+        out[f"embedding_pc{j + 1}"] = psi(ref, cur)
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -215,6 +345,7 @@ class Reference:
     source: str  # "spec" (written by the fine-tuning job) or the sidecar file's path
     model_checksum: str | None  # the model it was made with (None: part of the spec itself)
     parts: list[ReferencePart] = field(default_factory=list)  # one per training source, if recorded
+    basis: EmbeddingBasis | None = None  # an embedding model's: what its runs' vectors are binned by
 
     def candidates(self) -> list[ReferencePart]:
         """What a run may be compared with: the whole first (it wins ties), then each part."""
@@ -310,13 +441,10 @@ def sidecar_path(model_dir) -> Path:
 def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | None, list[str]]:
     """The model's reference, and warnings: an explicit file, else the spec's (the fine-tuning
     job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used.
-    An embedding model has none (its drift is not measured)."""
-    if isinstance(model_dir, stdir.SentenceTransformerDir):
-        if explicit:
-            raise ModelError(f"--reference {explicit}: drift references are a classifier's; "
-                             f"{model_dir.path} is an embedding model")
-        return None, []
-    if explicit is None and model_dir.spec.reference:
+    An embedding model (a sentence-transformers directory) has no spec: an explicit file or the
+    sidecar beside it."""
+    in_spec = not isinstance(model_dir, stdir.SentenceTransformerDir) and model_dir.spec.reference
+    if explicit is None and in_spec:
         return spec_reference(model_dir.spec.reference, model_dir.path), []
     path = Path(explicit) if explicit else sidecar_path(model_dir)
     if not path.is_file():
@@ -359,14 +487,19 @@ def read_sidecar(path: Path) -> Reference:
     data = fileio.read_object(path, ModelError)
     if data.get("format") != REFERENCE_FORMAT:
         raise ModelError(f"{path}: not a scorer reference (format {REFERENCE_FORMAT})")
+    basis = data.get("embedding_basis")
     return Reference(Profile.from_json(data.get("profile") or {}, str(path)), str(path),
-                     (data.get("model") or {}).get("checksum"))
+                     (data.get("model") or {}).get("checksum"),
+                     basis=EmbeddingBasis.from_json(basis, str(path)) if basis else None)
 
 
-def write_sidecar(path: Path, model_id: ModelId, profile: Profile, data: dict) -> None:
-    """The reference file `scorer profile` writes (temp + rename: a reader never sees half)."""
+def write_sidecar(path: Path, model_id: ModelId, profile: Profile, data: dict,
+                  basis: EmbeddingBasis | None = None) -> None:
+    """The reference file `scorer profile` writes (temp + rename: a reader never sees half); an
+    embedding model's holds the basis its runs are binned by."""
     body = {"format": REFERENCE_FORMAT,
             "model": {"name": model_id.name, "version": model_id.version, "checksum": model_id.checksum},
             "data": data, "summary": profile.summary(), "profile": profile.to_json(),
+            **({"embedding_basis": basis.to_json()} if basis else {}),
             "created": fileio.utc_timestamp()}
     fileio.write_atomic(path, json.dumps(body, indent=2) + "\n")

@@ -33,7 +33,7 @@ from scorer.errors import DataError, ModelError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
 from scorer.stages import Stopwatch
 from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, DEAD_LETTER_SCHEMA,
-                           check_columns, dead_letters, probabilities_in, public_columns)
+                           check_columns, dead_letters, embeddings_in, probabilities_in, public_columns)
 from scorer.version import __version__
 
 
@@ -122,7 +122,7 @@ class WriteStage:
     checkpoint on. --follow writes one landing entry (a unit) at a time into it."""
 
     def __init__(self, outdir: commit.OutputDir, opts: RunOptions, model_dir: modeldir.ModelDir,
-                 error_limit: ErrorLimit | None):
+                 error_limit: ErrorLimit | None, embedding_basis: drift.EmbeddingBasis | None = None):
         p = outdir.progress
         self.outdir, self.opts, self.error_limit = outdir, opts, error_limit
         self.writer = sink.PartWriter(outdir.out, model_dir.id, opts.partition_by,
@@ -141,6 +141,8 @@ class WriteStage:
         # What was scored (the run's; --follow: the entry in progress), as committed
         self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
                         else drift.Profile.empty(labels))
+        # An embedding model's run counts its vectors (against the reference's basis, if any)
+        self.embeddings, self.embedding_basis = model_dir.kind == "embedding", embedding_basis
         self._check_committed_errors()
 
     @property
@@ -216,6 +218,9 @@ class WriteStage:
             self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",
                                               len(self.profile.labels)),
                              scored.column(TOKENS).to_numpy())
+        elif self.embeddings:
+            self.profile.add_embeddings(embeddings_in(scored, self.opts.output_prefix + embedder.EMBEDDING),
+                                        scored.column(TOKENS).to_numpy(), self.embedding_basis)
         bad = scored.column(ERROR).is_valid()
         bad_rows = scored.filter(bad)
         rows = scored.num_rows
@@ -340,7 +345,8 @@ class Run:
     def write_stage(self, per_unit: bool = False) -> WriteStage:
         """A write stage at the output's last checkpoint, held to the run's --max-errors row
         limit (per_unit: none yet, --follow sets one for each unit it begins)."""
-        return WriteStage(self.outdir, self.opts, self.model_dir, None if per_unit else self.error_limit)
+        return WriteStage(self.outdir, self.opts, self.model_dir, None if per_unit else self.error_limit,
+                          self.reference.basis if self.reference else None)
 
     @contextmanager
     def writing(self) -> Iterator[None]:

@@ -89,6 +89,11 @@ def probabilities_in(scored: pa.Table, column: str, num_labels: int) -> np.ndarr
     return out
 
 
+def embeddings_in(scored: pa.Table, column: str) -> np.ndarray:
+    """[n, dim] float64 from a scored table's embedding column; NaN rows where it is null."""
+    return probabilities_in(scored, column, scored.schema.field(column).type.list_size)
+
+
 def renamed_inputs(names: list[str], outputs: list[str]) -> dict[str, str]:
     """Input columns named like an output column (a labelled file's `label`) -> the name they are
     kept under, INPUT_PREFIX + name, so that a labelled file scores on the first try."""
