@@ -427,20 +427,22 @@ def report(result, cmd: RunCommand) -> None:
 
 
 def summary_line(m: Manifest, output) -> str:
-    """A batch run's summary: how many rows were scored (of how many), where the bad ones are."""
+    """A batch run's summary, one sentence: how many rows were scored (of how many) and where,
+    where the bad ones went, then the scoring time and rate (from the first batch), the model
+    load apart."""
     scored = (f"scored {m.rows_scored:,} of {m.rows_in:,} rows" if m.rows_with_error
               else f"scored {m.rows_scored:,} rows")
     where = f" into {str(output).rstrip('/')}/"
-    details = [f"{len(m.parts)} part file" + ("" if len(m.parts) == 1 else "s"),
-               f"{m.timing['total_seconds']:.1f}s", f"{m.rows_per_second:,.0f} rows/s"]
     if m.rows_dead_lettered:
         where += f", {bad_rows(m.rows_dead_lettered)} into {m.dead_letter.path.rstrip('/')}/"
+    details = [f"{m.rows_per_second or 0:,.0f} rows/s", f"model load {m.timing['load_seconds']:.1f} s",
+               f"{len(m.parts)} part file" + ("" if len(m.parts) == 1 else "s")]
     if m.rows_with_error > m.rows_dead_lettered:
         details.insert(0, f"{bad_rows(m.rows_with_error - m.rows_dead_lettered)} kept there "
                           "with their error")
     if m.resumed:
         details.append(f"resumed after {m.rows_resumed_from_checkpoint:,} committed rows")
-    return f"{scored}{where} ({', '.join(details)})"
+    return f"{scored}{where} in {m.scoring_seconds or 0:.1f} s ({', '.join(details)})"
 
 
 def bad_rows(n: int) -> str:

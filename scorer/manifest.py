@@ -44,7 +44,11 @@ class Manifest:
     error_reasons: dict[str, int] = field(default_factory=dict)
     rows_truncated: int = 0
     rows_windowed: int = 0
-    rows_per_second: float | None = None  # None: the first manifests, for a run of no time
+    # rows/s of scoring, from the first batch (older manifests: over the whole run, the model
+    # load included); None: the first manifests, for a run of no time
+    rows_per_second: float | None = None
+    scoring_seconds: float | None = None  # from the first batch to the end; None: not recorded
+    rows_per_second_overall: float | None = None  # over timing["total_seconds"]; None: not recorded
     blank_lines_skipped: int | None = None  # batch runs of the local engine
     parts: list[dict] = field(default_factory=list)  # {"file", "rows"}
     dead_letter: DeadLetter | None = None

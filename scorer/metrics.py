@@ -49,7 +49,8 @@ def run_metrics(manifest: Manifest | None, output: str, exit_code: int) -> list[
         one("rows_scored", "Rows scored", manifest.rows_scored),
         one("rows_with_error", "Rows that could not be scored", manifest.rows_with_error),
         one("rows_dead_lettered", "Bad rows written to --dead-letter", manifest.rows_dead_lettered),
-        one("rows_per_second", "Input rows per second of the run", manifest.rows_per_second or 0),
+        one("rows_per_second", "Input rows per second of scoring, from the first batch (the model "
+            "load apart)", manifest.rows_per_second or 0),
         one("padding_fraction", "Share of the model's tokens that were padding",
             manifest.padding_fraction),
     ]

@@ -89,6 +89,7 @@ def stream(inputs: list[source.Input], skip: int, the_run: Run, stats: source.So
         consumer = stages.Consumer(_writer(the_run, writes, progress), depth=the_run.opts.queue_depth,
                                    name="write")
         for chunk, prepared in prepared_chunks:
+            the_run.scoring_begins()
             probs = the_run.scorer.infer(prepared)
             faults.point("infer")
             consumer.submit((chunk, prepared, probs))
@@ -131,7 +132,7 @@ def _writer(the_run: Run, writes: WriteStage, progress: Progress | None) -> Call
             else:
                 writes.write(pa.table({}))  # a stream's tick
         if progress:
-            progress(writes.rows_now, time.time() - the_run.started)
+            progress(writes.rows_now, the_run.scoring_seconds)
     return write
 
 

@@ -126,8 +126,9 @@ def _scored_blocks(chunks: ChunkSource, model_path: str, opts: RunOptions, worke
 def _write_blocks(scored, the_run: Run, writes: WriteStage, progress) -> None:
     """The driver writes the scored blocks as they come, then checkpoints."""
     for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        the_run.scoring_begins()  # the first scored block
         with the_run.timers.write.measure():
             writes.write(block)
         if progress:
-            progress(writes.rows_now, time.time() - the_run.started)
+            progress(writes.rows_now, the_run.scoring_seconds)
     writes.checkpoint()

@@ -275,6 +275,7 @@ class Run:
         self.opts = opts
         self.error_limit = parse_max_errors(opts.max_errors)
         self.started = time.time()
+        self.scoring_started: float | None = None  # the first batch's: rows/s counts from there
         self.out = output_location(output)
         self.timers = Timers()
         self.scorer: Scorer | None = None  # None until loaded, and on the Ray driver: its actors score
@@ -298,6 +299,16 @@ class Run:
         self._compiled_before = model_scorer.predictor.compile_seconds
         self._use_model(model_scorer.model_dir, model_scorer.predictor.policy)
         return model_scorer
+
+    def scoring_begins(self) -> None:
+        """The first batch goes to the model: the run's rows/s is counted from here (start-up
+        and the model load apart)."""
+        if self.scoring_started is None:
+            self.scoring_started = time.time()
+
+    @property
+    def scoring_seconds(self) -> float:
+        return time.time() - self.scoring_started if self.scoring_started is not None else 0.0
 
     def read_model(self, model) -> modeldir.ModelDir:
         """The model's spec and files, checked without TensorFlow (what can refuse the run does
@@ -376,7 +387,8 @@ class Run:
     def manifest(self, inputs: list[dict], writes: WriteStage) -> dict:
         """What the output holds and how it was made (every engine's _manifest.json)."""
         c, s = writes.counters, self.scorer.stats if self.scorer else ScoreStats()
-        total = time.time() - self.started
+        total, scoring = time.time() - self.started, self.scoring_seconds
+        rows_now = c.rows_in - self._rows_before  # rows this process wrote
         compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
         # the Ray driver scores nothing: the device its workers would choose on this machine
         device = self.device or classifier.choose_device(precision=self.opts.precision)
@@ -387,7 +399,10 @@ class Run:
             "rows_with_error": c.rows_with_error, "rows_dead_lettered": c.rows_dead_lettered,
             "error_reasons": c.error_reasons, "rows_truncated": c.rows_truncated,
             "rows_windowed": c.rows_windowed,
-            "rows_per_second": round((c.rows_in - self._rows_before) / max(total, 1e-9), 1),
+            # rows/s of scoring (from the first batch; model load apart), and over the whole run
+            "rows_per_second": round(rows_now / scoring, 1) if scoring > 0 else 0.0,
+            "rows_per_second_overall": round(rows_now / max(total, 1e-9), 1),
+            "scoring_seconds": round(scoring, 3),
             "parts": writes.writer.parts,
             "dead_letter": {"path": self.opts.dead_letter, "parts": writes.dead.parts} if writes.dead else None,
             "timing": {

@@ -175,6 +175,21 @@ def test_an_input_label_that_is_taken_too_is_refused_before_anything_is_touched(
     assert read_output(out).column_names[:3] == ["text", "label", "input_label"]
 
 
+def test_rows_per_second_is_the_scoring_rate_and_the_model_load_is_given_apart(tiny_model, tmp_path):
+    """rows/s counted the model load and start-up in (issue 21: 300 rows said 6 rows/s)."""
+    out = tmp_path / "out"
+    r = invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    line = (f"scored 300 rows into {out}/ in {m['scoring_seconds']:.1f} s ({m['rows_per_second']:,.0f} "
+            f"rows/s, model load {m['timing']['load_seconds']:.1f} s, 1 part file)")
+    assert r.stderr.strip() == line
+    assert 0 < m["scoring_seconds"] < m["timing"]["total_seconds"] - m["timing"]["load_seconds"]
+    assert m["rows_per_second"] == pytest.approx(300 / m["scoring_seconds"], rel=0.01)
+    assert m["rows_per_second_overall"] == pytest.approx(300 / m["timing"]["total_seconds"], rel=0.01)
+    assert m["timing"]["load_seconds"] > 0
+
+
 def test_info_on_a_missing_model_is_one_line_exit_4(tmp_path):
     r = CliRunner().invoke(main, ["info", "--model", str(tmp_path / "nomodel")])
     assert r.exit_code == 4

@@ -83,11 +83,15 @@ def test_the_manifest_counts_rows_one_way_and_its_rate_only_this_process_s_rows(
     writes = again.write_stage()
     writes.write(scored(again, ["d", None], offset=3))
     writes.checkpoint()
-    again.started -= 10  # ten seconds ago: 2 rows scored by this process, 0.2 rows/s
+    again.started -= 20  # twenty seconds ago, and its first batch scored ten seconds ago:
+    again.scoring_begins()
+    again.scoring_started -= 10  # 2 rows scored by this process: 0.2 rows/s, 0.1 overall
     manifest = again.manifest([{"path": "in.jsonl"}], writes)
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_scored"]) == (5, 5, 4)
     assert manifest["rows_per_second"] == pytest.approx(0.2, abs=0.01)
-    assert manifest["timing"]["total_seconds"] >= 10
+    assert manifest["rows_per_second_overall"] == pytest.approx(0.1, abs=0.01)
+    assert manifest["scoring_seconds"] == pytest.approx(10, abs=0.5)
+    assert manifest["timing"]["total_seconds"] >= 20
     assert manifest["options"]["rows_per_file"] == 3 and "overwrite" not in manifest["options"]
 
 
