@@ -29,10 +29,11 @@ whole or a part) it is nearest to, so a shift is what no known source looks like
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -135,6 +136,15 @@ class Profile:
                        _plus_lists(self.norm_hist, other.norm_hist),
                        [_plus_lists(a, b) for a, b in zip(self.projection_hist, other.projection_hist)]
                        or other.projection_hist or self.projection_hist)
+
+    def lengths_capped(self, max_tokens: int) -> "Profile":
+        """The profile as it would be had every text been cut at max_tokens (--long-text
+        truncate): the length bins above the one max_tokens falls in are added into that one, the
+        same as counting min(tokens, max_tokens). `tokens` (the mean length) cannot be capped
+        from counts and is kept."""
+        cap = int(np.searchsorted(LENGTH_EDGES, max_tokens, side="right"))
+        hist = self.length_hist[:cap] + [sum(self.length_hist[cap:])] + [0] * (len(self.length_hist) - cap - 1)
+        return replace(copy.deepcopy(self), length_hist=hist)
 
     def summary(self) -> dict:
         """The shares people read: predicted labels, low confidence, unscored, mean length."""
@@ -346,6 +356,15 @@ class Reference:
     model_checksum: str | None  # the model it was made with (None: part of the spec itself)
     parts: list[ReferencePart] = field(default_factory=list)  # one per training source, if recorded
     basis: EmbeddingBasis | None = None  # an embedding model's: what its runs' vectors are binned by
+    length_cap: int | None = None  # its text lengths were capped at this many tokens (lengths_capped)
+
+    def lengths_capped(self, max_tokens: int) -> "Reference":
+        """The reference a run whose texts were cut at max_tokens (--long-text truncate) is
+        compared with: its lengths were counted over whole texts (windows), the run's stop at the
+        max length, so the reference's are capped alike, the whole and every part."""
+        return replace(self, profile=self.profile.lengths_capped(max_tokens),
+                       parts=[ReferencePart(p.name, p.profile.lengths_capped(max_tokens)) for p in self.parts],
+                       length_cap=max_tokens)
 
     def candidates(self) -> list[ReferencePart]:
         """What a run may be compared with: the whole first (it wins ties), then each part."""
@@ -370,6 +389,7 @@ class Drift:
     candidates: dict[str, float] = field(default_factory=dict)  # max PSI against each (WHOLE: the whole)
     rows: int = 0  # rows the PSIs were measured on
     too_few_rows: bool = False  # fewer than MIN_ROWS: the PSIs are recorded, not judged
+    length_cap: int | None = None  # the reference's lengths capped at this (--long-text truncate)
 
     @property
     def max_psi(self) -> float | None:
@@ -402,14 +422,15 @@ class Drift:
         return {"reference": self.reference, "psi": self.psi, "max_psi": self.max_psi,
                 "warning_level": PSI_WARNING, "note": self.note, "part": self.part,
                 "candidates": self.candidates, "rows": self.rows, "too_few_rows": self.too_few_rows,
-                "min_rows": MIN_ROWS}
+                "min_rows": MIN_ROWS, "text_length_capped_at": self.length_cap}
 
     @classmethod
     def from_json(cls, data: dict) -> "Drift":
         """A manifest's drift (one recorded before parts existed has no part or candidates, one
         before MIN_ROWS no rows: it is judged as it was then)."""
         return cls(data["reference"], data.get("psi") or {}, data.get("note"), data.get("part"),
-                   data.get("candidates") or {}, data.get("rows", 0), data.get("too_few_rows", False))
+                   data.get("candidates") or {}, data.get("rows", 0), data.get("too_few_rows", False),
+                   data.get("text_length_capped_at"))
 
 
 def compare(reference: Reference | None, profile: Profile) -> Drift:
@@ -426,7 +447,8 @@ def compare(reference: Reference | None, profile: Profile) -> Drift:
     largest = {name: max(psis.values()) for name, psis in measured.items()}
     nearest = min(largest, key=largest.__getitem__)  # the first of equals: the whole
     return Drift(reference.source, measured[nearest], part=None if nearest == WHOLE else nearest,
-                 candidates=largest, rows=profile.rows, too_few_rows=profile.rows < MIN_ROWS)
+                 candidates=largest, rows=profile.rows, too_few_rows=profile.rows < MIN_ROWS,
+                 length_cap=reference.length_cap)
 
 
 def sidecar_path(model_dir) -> Path:

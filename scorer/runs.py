@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, storage
+from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, stdir, storage
 from scorer.api import Scorer, ScoreStats, error_kind, output_names
 from scorer.errors import DataError, ModelError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
@@ -438,6 +438,11 @@ class Run:
         is refused before anything is scored)."""
         self.model_dir, self.device = model_dir, device
         self.reference, self.reference_warnings = drift.find_reference(model_dir, self.opts.reference)
+        if self.reference is not None and self.opts.long_text == "truncate":
+            # the run counts a text's tokens up to the max length, the reference over all windows
+            model_length = (model_dir.max_length if isinstance(model_dir, stdir.SentenceTransformerDir)
+                            else model_dir.spec.max_length)  # as api.Scorer.load sizes the encoder
+            self.reference = self.reference.lengths_capped(min(self.opts.max_length or model_length, model_length))
         if self.reference is None and self.opts.max_drift is not None:
             warnings = self.reference_warnings
             raise ModelError(f"--max-drift needs a reference for model {model_dir.path}: make one "

@@ -67,6 +67,23 @@ def test_profile_from_json_refuses_other_bins():
         drift.Profile.from_json({"labels": LABELS, "colour": 1})
 
 
+@pytest.mark.parametrize("max_tokens", [64, 128, 200, 512, 600])
+def test_capping_the_lengths_is_counting_texts_cut_at_the_max_length(max_tokens):
+    rng = np.random.default_rng(0)
+    positive = rng.random(2000)
+    probs, lengths = np.stack([1 - positive, positive], axis=1), rng.integers(0, 1500, 2000)
+    whole, cut = drift.Profile.empty(LABELS), drift.Profile.empty(LABELS)
+    whole.add(probs, lengths)
+    cut.add(probs, np.minimum(lengths, max_tokens))
+    capped = whole.lengths_capped(max_tokens)
+    assert capped.length_hist == cut.length_hist and sum(capped.length_hist) == 2000
+    assert capped.probability_hist == whole.probability_hist and capped.tokens == whole.tokens
+    reference = drift.Reference(whole, "spec", None, [drift.ReferencePart("part", whole)])
+    measured = drift.compare(reference.lengths_capped(max_tokens), cut)
+    assert measured.psi[drift.TEXT_LENGTH] == 0.0 and measured.length_cap == max_tokens
+    assert measured.to_json()["text_length_capped_at"] == max_tokens
+
+
 def test_the_sidecar_of_a_hugging_face_checkpoint_is_beside_its_directory(tmp_path):
     ours = SimpleNamespace(path=tmp_path / "sentiment", checkpoint=None)
     theirs = SimpleNamespace(path=tmp_path / "distilbert-sst2", checkpoint=object())
@@ -314,7 +331,7 @@ def test_max_drift_without_a_reference_is_refused_before_scoring(model, data, tm
     assert manifest(out)["drift"] == {"reference": None, "psi": {}, "max_psi": None, "warning_level": 0.1,
                                       "note": "the model has no reference: see `scorer profile`",
                                       "part": None, "candidates": {}, "rows": 0, "too_few_rows": False,
-                                      "min_rows": drift.MIN_ROWS}
+                                      "min_rows": drift.MIN_ROWS, "text_length_capped_at": None}
 
 
 def test_a_small_in_domain_batch_is_too_few_rows_to_judge(tmp_path):
@@ -336,6 +353,27 @@ def test_a_small_in_domain_batch_is_too_few_rows_to_judge(tmp_path):
     samples = {s.name: s.value for f in text_string_to_metric_families(prom.read_text()) for s in f.samples}
     assert samples["scorer_drift_too_few_rows"] == 1 and samples["scorer_drift_rows"] == 60
     assert samples["scorer_exit_code"] == 0
+
+
+def test_truncate_compares_lengths_with_the_reference_cut_alike(model, tmp_path):
+    """--long-text truncate counts a text's tokens up to the max length, a reference counts them
+    over all its windows: in-domain long reviews scored with truncate show no length drift the
+    window run does not (the reference's lengths are capped at the max length first)."""
+    reviews = (SAMPLE / "imdb_dev_sample.jsonl").read_text().splitlines()
+    batch = tmp_path / "reviews.jsonl"
+    batch.write_text("\n".join(reviews * 9) + "\n")  # 360 rows: judged
+    assert invoke("profile", model, batch).exit_code == 0  # windows, as by default
+    runs = {}
+    for long_text in ("window", "truncate"):
+        r = invoke("run", batch, "-o", tmp_path / long_text, "--model", model, "--long-text", long_text)
+        assert r.exit_code == 0, r.output
+        runs[long_text] = (manifest(tmp_path / long_text)["drift"], r.stderr)
+    (window, _), (truncate, stderr) = runs["window"], runs["truncate"]
+    assert window["psi"][drift.TEXT_LENGTH] == truncate["psi"][drift.TEXT_LENGTH] == 0.0
+    assert truncate["text_length_capped_at"] == 64 and window["text_length_capped_at"] is None
+    assert not truncate["too_few_rows"] and drift.TEXT_LENGTH not in stderr
+    capped = manifest(tmp_path / "truncate")["reference_profile"]["length_hist"]
+    assert capped == manifest(tmp_path / "truncate")["profile"]["length_hist"]
 
 
 def test_a_sidecar_of_another_model_is_not_used(model, tiny_multilabel_model, data, tmp_path):
