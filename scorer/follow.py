@@ -34,6 +34,7 @@ from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
+from scorer.modelid import ModelId
 from scorer.options import ErrorLimit, RunOptions
 from scorer.pipeline import stream
 from scorer.runs import Run, RunResult, WriteStage, check_some_scored
@@ -80,12 +81,21 @@ class EntryRecord:
 
     name: str
     status: str  # SCORING (its rows are being committed), SCORED or FAILED
-    signature: dict  # the Signature it had when taken
-    model: dict | None = None  # the model that scored its rows (modeldir.ModelDir.id, as JSON)
+    signature: Signature  # as it was when taken
+    model: ModelId | None = None  # the model that scored its rows
     rows: int = 0  # its input rows committed to the output
     reason: str | None = None  # why it failed
-    profile: dict | None = None  # scorer.drift.Profile of its committed rows
-    drift: dict | None = None  # scorer.drift.Drift of those rows against the model's reference
+    profile: dict | None = None  # scorer.drift's profile of its committed rows, as JSON
+    drift: dict | None = None  # scorer.drift.Drift of those rows against the model's reference, as JSON
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "signature": asdict(self.signature),
+                "model": self.model.to_json() if self.model else None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EntryRecord":
+        return cls(**{**data, "signature": Signature(**data["signature"]),
+                      "model": ModelId.from_json(data["model"]) if data.get("model") else None})
 
 
 class Settling:
@@ -196,7 +206,7 @@ class _Follower:
         if not self.settling.settled(entry.name, signature):
             return False
         self._use_model(modeldir.resolve(self.model_ref))  # between entries: a new champion
-        return self._score(entry, EntryRecord(entry.name, SCORING, asdict(signature)), skip=0)
+        return self._score(entry, EntryRecord(entry.name, SCORING, signature), skip=0)
 
     def _finish_entry_in_progress(self) -> None:
         """A killed run's half-done entry comes first, from its committed rows on, with the model
@@ -204,18 +214,18 @@ class _Follower:
         name, rows = self.writes.unit, self.writes.rows
         if name is None:
             return
-        record = next((EntryRecord(**e) for e in self.writes.entries if e["name"] == name), None)
+        record = next((EntryRecord.from_json(e) for e in self.writes.entries if e["name"] == name), None)
         if record is None:  # not written by this version of scorer
             raise OutputError(f"{self.the_run.out}: its checkpoint does not record how entry {name} "
                               "was taken; pass --overwrite to start again")
         entry = self.landing / name
         signature = Signature.of(entry)
-        if signature is None or asdict(signature) != record.signature:
+        if signature is None or signature != record.signature:
             self._fail(entry, record, f"{'removed' if signature is None else 'changed'} after "
                        f"{rows} of its rows were committed; land it again under a new name")
             return
         try:
-            self._use_model(Path(record.model["path"]), record.model["checksum"])
+            self._use_model(Path(record.model.path), record.model.checksum)
         except ModelError as e:
             self._fail(entry, record, f"cannot finish it with the model that scored its first "
                        f"{rows} rows: {e}")
@@ -225,12 +235,12 @@ class _Follower:
     def _score(self, entry: Path, record: EntryRecord, skip: int) -> bool:
         """Score the entry from row `skip` on; False if it changed before any row was committed."""
         writes = self.writes
-        record.model = self.the_run.model_dir.id.to_json()
-        taken = Signature(**record.signature)
+        record.model = self.the_run.model_dir.id
+        taken = record.signature
         bad_before, reasons_before = writes.counters.rows_with_error, dict(writes.counters.error_reasons)
         writes.begin_unit(entry.name, skip, self._entry_row_limit(bad_before),
                           lambda: self._check_unchanged(entry, taken))
-        writes.record_entry(asdict(record))  # committed with the entry's first checkpoint
+        writes.record_entry(record.to_json())  # committed with the entry's first checkpoint
         try:
             inputs = source.expand_inputs([str(entry)], self.opts.format)
             stream(inputs, skip, self.the_run, source.SourceStats(), self._start_entry, self.progress)
@@ -289,7 +299,7 @@ class _Follower:
         profile = self.writes.end_unit(done)
         record.profile = profile.to_json()
         record.drift = drift.compare(self.the_run.reference, profile).to_json()
-        self.writes.record_entry(asdict(record))
+        self.writes.record_entry(record.to_json())
         self.writes.checkpoint()  # the entry is done: recorded with its last parts
         self._write_manifest()
 

@@ -357,3 +357,18 @@ def test_an_entry_whose_rows_are_all_bad_fails_unless_max_errors_allows_it(tiny_
     assert json.loads((out / "_manifest.json").read_text())["units_done"] == ["b.jsonl"]
     r = follow_once(landing, tmp_path / "out2", tiny_model, "--settle-seconds", "0", "--max-errors", "100%")
     assert r.exit_code == 0, r.output
+
+
+def test_an_entry_record_is_typed_inside_and_written_as_before():
+    """follow.EntryRecord: its Signature and ModelId typed; its JSON (in the checkpoint and the
+    manifest) as a follower wrote it (tests/manifests/5c0b1a1-follow.json)."""
+    from scorer.follow import EntryRecord, Signature
+    from scorer.modelid import ModelId
+
+    written = json.loads((REPO / "tests" / "manifests" / "5c0b1a1-follow.json").read_text())["entries"][0]
+    record = EntryRecord.from_json(written)
+    assert isinstance(record.signature, Signature) and isinstance(record.model, ModelId)
+    assert record.model.path == "/data/tiny" and record.signature.size == 50131
+    assert record.to_json() == written and list(record.to_json()) == list(written)
+    taken = EntryRecord("b.jsonl", "scoring", Signature(3, 4, "d"))
+    assert taken.to_json()["model"] is None and EntryRecord.from_json(taken.to_json()) == taken
