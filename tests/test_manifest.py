@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scorer import manifest, metrics, pipeline
+from scorer import follow, manifest, metrics, pipeline
 from scorer.cli import drift_exceeded, summary_line
 from scorer.errors import InputError
 from scorer.manifest import Manifest
@@ -82,9 +82,15 @@ def test_every_key_written_now_is_read(tiny_model, tmp_path):
     """The writer (scorer.runs, scorer.follow) and the reader agree on the fields: a key written
     and not read would be dropped by everything that reads the manifest."""
     result = pipeline.run([str(SAMPLE / "sst2_dev_sample.jsonl")], tmp_path / "out", tiny_model, RunOptions())
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(SAMPLE / "sst2_dev_sample.jsonl", landing / "a.jsonl")
+    followed = follow.follow(landing, tmp_path / "followed", tiny_model, RunOptions(), once=True,
+                             settle_seconds=0)
     known = {f.name for f in fields(Manifest)}
-    for data in (result.manifest, kept("5c0b1a1-follow.json")):
-        assert set(data) - {"_fixture"} <= known
+    for data in (result.manifest, followed.manifest):
+        assert set(data) <= known
+    assert Manifest.from_json(followed.manifest).units_done == ["a.jsonl"]
     m = manifest.read(tmp_path / "out")
     assert m.rows_in == 300 and m.model.path == str(tiny_model) and m.drift.reference is None
     assert summary_line(m, tmp_path / "out").startswith("scored 300 rows into ")
