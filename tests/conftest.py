@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 # Compiled XLA programs persist in a cache; tests get a fresh one, shared by their subprocesses.
@@ -291,3 +293,15 @@ def st_reference(tmp_path_factory) -> dict[str, STReference]:
                                 result["max_seq_length"], result["prompt"],
                                 np.array(result["embeddings"], dtype=np.float64))
     return out
+
+
+def ray_inputs(tmp: Path) -> list[str]:
+    """What the Ray engine tests score (tests/test_ray.py, tests/test_ray_cluster.py): the SST-2
+    sample as Parquet (300 rows, row groups of 64) and its first 120 texts as JSON Lines, line 7
+    not JSON and line 50 a null text."""
+    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    pq.write_table(pa.table({"text": texts, "n": list(range(300))}), tmp / "a.parquet", row_group_size=64)
+    lines = [json.dumps({"text": t, "n": i}) for i, t in enumerate(texts[:120])]
+    lines[7], lines[50] = "{not json", json.dumps({"text": None, "n": 50})
+    (tmp / "b.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(tmp / "a.parquet"), str(tmp / "b.jsonl")]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from tests.conftest import SAMPLE
+from tests.conftest import ray_inputs
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra scorer[ray]; ./install.sh test installs it")
 
@@ -26,13 +24,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray-in")
-    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
-    pq.write_table(pa.table({"text": texts, "n": list(range(300))}), tmp / "a.parquet", row_group_size=64)
-    lines = [json.dumps({"text": t, "n": i}) for i, t in enumerate(texts[:120])]
-    lines[7], lines[50] = "{not json", json.dumps({"text": None, "n": 50})
-    (tmp / "b.jsonl").write_text("\n".join(lines) + "\n")
-    return [str(tmp / "a.parquet"), str(tmp / "b.jsonl")]
+    return ray_inputs(tmp_path_factory.mktemp("ray-in"))
 
 
 def run(engine_args, inputs, out, model, *extra):
