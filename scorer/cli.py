@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -36,6 +38,108 @@ def model_option(f):
 def fail(error: ScorerError):
     click.echo(f"error: {error}", err=True)
     sys.exit(error.exit_code)
+
+
+class Messages:
+    """Everything `scorer run` tells the user on stderr, written from this one place: text lines
+    (`error: ...`, `warning: ...`, progress on a terminal, the summary sentence), or with
+    --log-format json one JSON object per line, {"level": "error"|"warning"|"info", "message":
+    the text line's words, ...fields}, the last one the run's summary (event "summary", with its
+    exit_code). A progress line on a terminal (no newline, redrawn) is ended before anything
+    else is written. Progress comes from the engine's threads: writes are serialised."""
+
+    PROGRESS_EVERY_SECONDS = 10.0  # JSON progress objects, at most this often
+
+    def __init__(self, json_lines: bool = False, stream=None):
+        self.json_lines = json_lines
+        self.stream = stream  # None: sys.stderr as it is when written (CliRunner swaps it)
+        self._progress_open = False  # a progress line without its newline is on the terminal
+        self._last_progress = 0.0  # monotonic time of the last JSON progress object
+        self._lock = threading.RLock()
+
+    @property
+    def terminal(self) -> bool:
+        """Text on a terminal: progress is shown, redrawn in place."""
+        return not self.json_lines and (self.stream or sys.stderr).isatty()
+
+    def error(self, message: str, exit_code: int | None = None) -> None:
+        self._emit("error", message, {} if exit_code is None else {"exit_code": exit_code})
+
+    def warning(self, message: str) -> None:
+        self._emit("warning", message, {})
+
+    def info(self, message: str, **fields) -> None:
+        self._emit("info", message, fields)
+
+    def summary(self, message: str, exit_code: int, **fields) -> None:
+        """The run's last message: its summary sentence (text), or with every field (JSON)."""
+        level = "error" if exit_code else "info"
+        if self.json_lines:
+            self._emit(level, message, {"event": "summary", "exit_code": exit_code, **fields})
+        elif message:
+            self._emit("info", message, {})
+
+    def progress(self, rows: int, seconds: float) -> None:
+        """Rows scored so far, seconds since the first batch went to the model."""
+        rate = rows / seconds if seconds > 0 else 0.0
+        with self._lock:
+            if self.terminal:
+                self._write(f"\r\x1b[Kscored {rows:,} rows ({rate:,.0f} rows/s)", newline=False)
+                self._progress_open = True
+            elif self.json_lines and time.monotonic() - self._last_progress >= self.PROGRESS_EVERY_SECONDS:
+                self._last_progress = time.monotonic()
+                self._emit("info", f"scored {rows:,} rows", {"event": "progress", "rows": rows,
+                                                              "rows_per_second": round(rate, 1)})
+
+    @contextlib.contextmanager
+    def loading(self, model: str):
+        """While a model loads: on a terminal a line whose seconds count up; in JSON an object
+        before and one after."""
+        started = time.monotonic()
+        if self.json_lines:
+            self._emit("info", f"loading model {model}", {"event": "loading", "model": model})
+        done = threading.Event()
+        ticker = None
+        if self.terminal:
+            def tick():
+                while True:
+                    with self._lock:
+                        self._write(f"\r\x1b[Kloading model {model} ... {time.monotonic() - started:.0f} s",
+                                    newline=False)
+                        self._progress_open = True
+                    if done.wait(0.5):
+                        return
+            ticker = threading.Thread(target=tick, name="loading", daemon=True)
+            ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if ticker is not None:
+                ticker.join()
+            if self.json_lines:
+                self._emit("info", f"model loaded in {time.monotonic() - started:.1f} s",
+                           {"event": "loaded", "model": model,
+                            "load_seconds": round(time.monotonic() - started, 3)})
+
+    def end_progress(self) -> None:
+        with self._lock:
+            if self._progress_open:
+                self._write("")
+                self._progress_open = False
+
+    def _emit(self, level: str, message: str, fields: dict) -> None:
+        with self._lock:
+            self.end_progress()
+            if self.json_lines:
+                self._write(json.dumps({"level": level, "message": message, **fields}))
+            else:
+                self._write(f"{level}: {message}" if level in ("error", "warning") else message)
+
+    def _write(self, text: str, newline: bool = True) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(text + ("\n" if newline else ""))
+        stream.flush()
 
 
 @contextlib.contextmanager
@@ -230,8 +334,6 @@ MODE_RULES = (
              "ray does not follow directories"),
     ModeRule(("fail_on_empty",), lambda p: not p["follow_dir"],
              "does not apply to --follow (an entry with no rows is recorded as scored)"),
-    ModeRule(("log_format",), lambda p: not p["follow_dir"] or p["log_format"] == "text",
-             "json does not apply to --follow (its summary is a text line)"),
     ModeRule(("flush_seconds",), lambda p: p["engine"] != "ray",
              "is for streams on stdin, which --engine ray does not read"),
 )
@@ -266,10 +368,6 @@ class RunCommand:
     ray: RayOptions
     log_format: str
 
-    @property
-    def show_progress(self) -> bool:
-        return sys.stderr.isatty() and self.log_format == "text"
-
 
 @main.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1)
@@ -280,7 +378,8 @@ class RunCommand:
 @follow_options
 @ray_options
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: a one-line JSON summary on stderr at the end.")
+              help="json: every message on stderr (errors, warnings, progress, the summary) as one "
+              "JSON object per line, the last one the summary with the exit code.")
 def run(inputs, output, model, follow_dir, engine, log_format, **options):
     """Score INPUTS (files, directories, globs, or - for stdin) into Parquet part files.
 
@@ -304,66 +403,66 @@ def run(inputs, output, model, follow_dir, engine, log_format, **options):
     refuse_options_outside_their_mode(click.get_current_context())
     cmd = RunCommand(list(inputs), output, model, take(RunOptions, options), follow_dir,
                      take(FollowOptions, options), engine, take(RayOptions, options), log_format)
+    messages = Messages(json_lines=log_format == "json")
     metrics_file = cmd.options.metrics_file
     try:
         with stop_on_signals():
             check_utf8_names(cmd.inputs, follow_dir, output, cmd.options.dead_letter)
             if metrics_file:
                 check_metrics_path(metrics_file)
-            result = score(cmd)
-            report(result, cmd)  # a stop now ends nothing
-            finish(result, cmd)
+            result = score(cmd, messages)
+            finish(result, cmd, messages)  # a stop now ends nothing
     except ScorerError as e:
-        if cmd.show_progress:
-            click.echo("", err=True)
-        failed_run(e, metrics_file, output)
+        failed_run(e, metrics_file, output, messages)
     except OSError as e:
         # Inputs and models turn their OSErrors into errors of their own where they are read;
         # one that gets here failed writing the output's state (_manifest.json, _SUCCESS).
         failed_run(OutputError(f"{output}: cannot write {e.filename or 'the output'} ({e.strerror or e}); "
                                "committed part files are kept: run the same command again to finish"),
-                   metrics_file, output)
+                   metrics_file, output, messages)
 
 
-def score(cmd: RunCommand):
+def score(cmd: RunCommand, messages: Messages):
     """Run the engine the command asks for."""
     if cmd.engine == "ray":
         try:
             from scorer import ray_engine  # deferred: imports Ray, an optional extra (1.4 s)
         except ImportError:
             raise click.UsageError("--engine ray needs Ray: pip install 'scorer[ray]'") from None
-        return ray_engine.run(cmd.inputs, cmd.output, cmd.model, cmd.options, **asdict(cmd.ray))
+        return ray_engine.run(cmd.inputs, cmd.output, cmd.model, cmd.options, **asdict(cmd.ray),
+                              progress=messages.progress)
     if cmd.follow_dir:
         return follow.follow(cmd.follow_dir, cmd.output, cmd.model, cmd.options, **asdict(cmd.follow),
-                      notify=lambda message: click.echo(f"error: {message}", err=True))
-    return pipeline.run(cmd.inputs, cmd.output, cmd.model, cmd.options,
-                        progress=pipeline.terminal_progress if cmd.show_progress else None)
+                             notify=messages.error, progress=messages.progress, loading=messages.loading)
+    return pipeline.run(cmd.inputs, cmd.output, cmd.model, cmd.options, progress=messages.progress,
+                        loading=messages.loading)
 
 
-def finish(result, cmd: RunCommand) -> None:
+def finish(result, cmd: RunCommand, messages: Messages) -> None:
     """The exit code of a run that ended (7: --follow entries failed, 9: --max-drift), written
-    to --metrics-file first."""
+    to --metrics-file first, then the run's warnings and summary."""
     m = Manifest.from_json(result.manifest)
     exceeded = drift_exceeded(m, cmd.options.max_drift)
     exit_code = (follow.EXIT_ENTRIES_FAILED if cmd.follow_dir and m.units_failed_now
                  else exceeded.exit_code if exceeded else 0)
     if cmd.options.metrics_file:
         write_metrics(cmd.options.metrics_file, m, cmd.output, exit_code)
-    if exceeded:
-        fail(exceeded)
+    report(result, m, cmd, messages, exit_code, exceeded)
     if exit_code:
         sys.exit(exit_code)
 
 
-def failed_run(error: ScorerError, metrics_file: str | None, output: str):
+def failed_run(error: ScorerError, metrics_file: str | None, output: str, messages: Messages):
     """A run that ended in an error: --metrics-file says so (success 0, the exit code), then the
-    error line."""
+    error line (and in JSON the summary, with the exit code)."""
     if metrics_file:
         try:
             write_metrics(metrics_file, None, output, error.exit_code)
         except OSError as e:
-            click.echo(f"error: {metrics_file}: cannot write the metrics file ({e.strerror or e})", err=True)
-    fail(error)
+            messages.error(f"{metrics_file}: cannot write the metrics file ({e.strerror or e})")
+    messages.error(str(error), error.exit_code)
+    messages.summary("", error.exit_code, output=str(output), error=str(error))
+    sys.exit(error.exit_code)
 
 
 def drift_exceeded(manifest: Manifest, max_drift: float | None) -> DriftExceeded | None:
@@ -396,34 +495,48 @@ def check_utf8_names(inputs, follow_dir: str | None, output: str, dead_letter: s
             raise error(f"{shown}: the name is not valid UTF-8; rename it") from None
 
 
-def report(result, cmd: RunCommand) -> None:
-    """The run's summary on stderr: one line (or one JSON object), plus its warnings."""
-    m = Manifest.from_json(result.manifest)
+def report(result, m: Manifest, cmd: RunCommand, messages: Messages, exit_code: int,
+           exceeded: DriftExceeded | None) -> None:
+    """The run's warnings, then its summary: one sentence (the --max-drift error after it), or
+    in JSON the error, then the summary object with every field."""
     if result.already_complete:
-        if cmd.log_format == "json":
-            click.echo(json.dumps({"already_complete": True, "output": str(result.output),
-                                   "rows_out": m.rows_out, "finished": m.finished}), err=True)
-        else:
-            click.echo(f"already complete: {m.rows_out:,} rows, finished at {m.finished}: "
-                       f"nothing rescored in {result.output}/ (--overwrite scores again)", err=True)
-        return
-    for warning in m.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if cmd.follow_dir:
-        failed = (f"; {len(m.units_failed_now)} failed: {', '.join(m.units_failed_now)} "
-                  f"(reasons in _manifest.json)" if m.units_failed_now else "")
-        click.echo(f"scored {len(m.units_scored_now)} new files from {cmd.follow_dir}/ into {result.output}/ "
-                   f"({len(m.units_done)} files, {m.rows_out:,} rows in all){failed}", err=True)
-        return
-    if cmd.log_format == "json":
-        summary = {"rows_in": m.rows_in, "rows_out": m.rows_out, "rows_with_error": m.rows_with_error,
-                   "rows_per_second": m.rows_per_second, "padding_fraction": m.padding_fraction}
-        summary.update(output=str(result.output), parts=len(m.parts), seconds=m.timing["total_seconds"])
-        click.echo(json.dumps(summary), err=True)
+        line = (f"already complete: {m.rows_out:,} rows, finished at {m.finished}: nothing rescored "
+                f"in {result.output}/ (--overwrite scores again)")
     else:
-        if cmd.show_progress:
-            click.echo("", err=True)
-        click.echo(summary_line(m, result.output), err=True)
+        for warning in m.warnings:
+            messages.warning(warning)
+        line = follow_line(m, cmd.follow_dir, result.output) if cmd.follow_dir else summary_line(m, result.output)
+    if exceeded and messages.json_lines:
+        messages.error(str(exceeded), exit_code)
+    messages.summary(line, exit_code, **summary_fields(m, result, exit_code))
+    if exceeded and not messages.json_lines:
+        messages.error(str(exceeded), exit_code)
+
+
+def summary_fields(m: Manifest, result, exit_code: int) -> dict:
+    """The JSON summary's fields (besides level, message, event and exit_code)."""
+    drift_summary = ({"max_psi": m.drift.max_psi, "too_few_rows": m.drift.too_few_rows, "rows": m.drift.rows}
+                     if m.drift is not None else None)
+    fields = {"output": str(result.output), "already_complete": result.already_complete,
+              "rows_in": m.rows_in, "rows_out": m.rows_out, "rows_scored": m.rows_scored,
+              "rows_with_error": m.rows_with_error, "rows_dead_lettered": m.rows_dead_lettered,
+              "dead_letter": m.dead_letter.path if m.dead_letter else None,
+              "parts": len(m.parts), "rows_per_second": m.rows_per_second,
+              "scoring_seconds": m.scoring_seconds, "load_seconds": m.timing.get("load_seconds"),
+              "seconds": m.timing.get("total_seconds"), "padding_fraction": m.padding_fraction,
+              "drift": drift_summary, "warnings": len(m.warnings), "finished": m.finished}
+    if m.followed:
+        fields.update(files_scored_now=m.units_scored_now, files_failed_now=m.units_failed_now,
+                      files_done=len(m.units_done))
+    return fields
+
+
+def follow_line(m: Manifest, follow_dir: str, output) -> str:
+    """--follow's summary: the files scored now, and those that failed."""
+    failed = (f"; {len(m.units_failed_now)} failed: {', '.join(m.units_failed_now)} "
+              f"(reasons in _manifest.json)" if m.units_failed_now else "")
+    return (f"scored {len(m.units_scored_now)} new files from {follow_dir}/ into {output}/ "
+            f"({len(m.units_done)} files, {m.rows_out:,} rows in all){failed}")
 
 
 def summary_line(m: Manifest, output) -> str:

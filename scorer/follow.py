@@ -36,7 +36,7 @@ from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
 from scorer.modelid import ModelId
 from scorer.options import ErrorLimit, RunOptions
-from scorer.pipeline import stream
+from scorer.pipeline import loading_model, stream
 from scorer.runs import Run, RunResult, WriteStage, check_some_scored
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
@@ -139,16 +139,17 @@ def is_candidate(entry: Path, require_marker: bool = False) -> bool:
 def follow(landing: str | Path, output: str | Path, model=None, options: RunOptions | None = None,
            once: bool = False, require_marker: bool = False, poll_seconds: float = 2.0,
            settle_seconds: float = DEFAULT_SETTLE_SECONDS, progress=None,
-           notify: Callable[[str], None] | None = None, **kwargs) -> RunResult:
+           notify: Callable[[str], None] | None = None, loading=None, **kwargs) -> RunResult:
     """Score the landing directory's entries into `output`; with once, those there now, then
-    return. notify(message) is told of every entry that fails."""
+    return. notify(message) is told of every entry that fails; progress and loading as for
+    scorer.pipeline.run."""
     landing = Path(landing)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
     the_run = Run(options or RunOptions(**kwargs), output)
     overlap.check_apart([], str(output), the_run.opts.dead_letter, follow_dir=str(landing))
     follower = _Follower(landing, the_run, model, require_marker, Settling(settle_seconds),
-                         progress, notify)
+                         progress, notify, loading)
     try:
         follower.run(once, poll_seconds)
     finally:
@@ -158,11 +159,12 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
 
 class _Follower:
     def __init__(self, landing: Path, the_run: Run, model, require_marker: bool,
-                 settling: Settling, progress, notify):
+                 settling: Settling, progress, notify, loading):
         self.landing, self.the_run, self.opts = landing, the_run, the_run.opts
         self.model_ref = str(model) if model is not None else "default"
         self.require_marker, self.settling = require_marker, settling
         self.progress, self.notify = progress, notify or (lambda message: None)
+        self.loading = loading
         self.scored_now: list[str] = []
         self.failed_now: list[str] = []
         # A model problem stops us before the output; the model loads with the first entry to score.
@@ -308,9 +310,11 @@ class _Follower:
         one loaded); checksum: the spec checksum it must have."""
         if self._is_loaded(model_dir):
             if self.the_run.scorer is None:  # the first entry: the model read at the start loads now
-                self.the_run.load_scorer(self.the_run.model_dir)
+                with loading_model(self.loading, self.the_run.model_dir.id.name):
+                    self.the_run.load_scorer(self.the_run.model_dir)
             return
-        self.the_run.load_scorer(model_dir)
+        with loading_model(self.loading, str(model_dir)):
+            self.the_run.load_scorer(model_dir)
         if checksum and self.the_run.model_dir.id.checksum != checksum:
             raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
         self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id

@@ -9,11 +9,11 @@ run checkpointed (scorer.commit): a killed run, started again, goes on from its 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import pyarrow as pa
 
@@ -24,11 +24,13 @@ from scorer.options import RunOptions
 from scorer.runs import Run, RunResult, WriteStage
 from scorer.tables import chunk_table, scored_table
 
-Progress = Callable[[int, float], None]  # (rows scored so far, seconds since the run started)
+Progress = Callable[[int, float], None]  # (rows scored so far, seconds since the first batch)
+Loading = Callable[[str], ContextManager]  # loading(model name): held while the model loads
 
 
 def run(inputs: list[str], output: str | Path, model=None, options: RunOptions | None = None,
-        progress: Progress | None = None, scorer_: Scorer | None = None, **kwargs) -> RunResult:
+        progress: Progress | None = None, scorer_: Scorer | None = None,
+        loading: Loading | None = None, **kwargs) -> RunResult:
     """Score every input row into Parquet part files under `output`.
 
     Options are RunOptions fields, given as an object or as keyword arguments. Everything that
@@ -48,7 +50,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
     elif any(i.path == "-" for i in expanded):
         # A stream's first rows must not wait for the model: it loads before the output is
         # locked (the lock then says the stream is being read).
-        the_run.load_scorer(model)
+        with loading_model(loading, str(model or "default")):
+            the_run.load_scorer(model)
     else:
         the_run.read_model(model)
     outdir = the_run.open([source.fingerprint(i) for i in expanded])
@@ -61,7 +64,8 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
         # so a wrong column or a column clash fails fast without emptying an --overwrite target.
         the_run.check_first(first)
         if the_run.scorer is None:
-            the_run.load_scorer(the_run.model_dir)
+            with loading_model(loading, the_run.model_dir.id.name):
+                the_run.load_scorer(the_run.model_dir)
         outdir.prepare()
         return the_run.write_stage()
 
@@ -142,7 +146,6 @@ def _prepared(model_scorer: Scorer, chunk: source.Chunk) -> Prepared:
     return prepared
 
 
-def terminal_progress(rows: int, seconds: float) -> None:
-    rate = rows / seconds if seconds > 0 else 0.0
-    sys.stderr.write(f"\rscored {rows:,} rows ({rate:,.0f} rows/s)")
-    sys.stderr.flush()
+def loading_model(loading: Loading | None, name: str) -> ContextManager:
+    """What to hold while a model loads: the caller's loading(name), or nothing."""
+    return loading(name) if loading else contextlib.nullcontext()

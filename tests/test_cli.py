@@ -1,5 +1,6 @@
 """The CLI, driven with click's CliRunner on the tiny model: outputs, schema, exit codes."""
 
+import io
 import json
 
 import pyarrow as pa
@@ -196,11 +197,99 @@ def test_info_on_a_missing_model_is_one_line_exit_4(tmp_path):
     assert r.stderr.strip() == f"error: model directory not found: {tmp_path / 'nomodel'}"
 
 
-def test_json_log_summary(tiny_model, tmp_path):
-    r = invoke("run", SAMPLE / "sst2_dev_sample.txt", "-o", tmp_path / "o", "--model", tiny_model,
+def json_lines(stderr: str) -> list[dict]:
+    """Every line on stderr, each a JSON object with a level and a message."""
+    objects = [json.loads(line) for line in stderr.splitlines()]
+    assert all(o["level"] in ("error", "warning", "info") and isinstance(o["message"], str) for o in objects)
+    return objects
+
+
+def test_json_log_says_everything_as_json_lines_and_ends_with_the_summary(tiny_model, tmp_path):
+    """--log-format json printed its summary only: warnings stayed text, failures printed no
+    JSON, and the summary lacked the exit code, rows_scored and drift (issue 21)."""
+    src = tmp_path / "labelled.jsonl"
+    src.write_text('{"text": "a fine film", "label": 1}\n{"text": 7}\n')
+    out = tmp_path / "o"
+    r = invoke("run", src, "-o", out, "--model", tiny_model, "--log-format", "json")
+    assert r.exit_code == 0, r.output
+    lines = json_lines(r.stderr)
+    assert [o["message"] for o in lines if o["level"] == "warning"] == [
+        "input column 'label' is kept as 'input_label': the output column 'label' has its name "
+        "(--output-prefix names the output columns instead)"]
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["level"] == "info" and summary["exit_code"] == 0
+    assert summary["message"].startswith(f"scored 1 of 2 rows into {out}/ in ")
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_with_error"], summary["parts"]) == (2, 1, 1, 1)
+    assert summary["output"] == str(out) and summary["rows_per_second"] > 0
+    assert set(summary["drift"]) == {"max_psi", "too_few_rows", "rows"}  # the tiny model has no reference
+    # a failure: the error as JSON with its exit code, then the summary with it
+    r = invoke("run", tmp_path / "missing.jsonl", "-o", tmp_path / "o2", "--model", tiny_model,
                "--log-format", "json")
-    summary = json.loads(r.stderr.strip().splitlines()[-1])
-    assert summary["rows_out"] == 272 and summary["parts"] == 1
+    assert r.exit_code == 3
+    error, summary = json_lines(r.stderr)
+    assert error["level"] == "error" and error["exit_code"] == 3 and "missing.jsonl" in error["message"]
+    assert summary["event"] == "summary" and summary["exit_code"] == 3 and summary["level"] == "error"
+    # already complete
+    r = invoke("run", src, "-o", out, "--model", tiny_model, "--log-format", "json")
+    (summary,) = json_lines(r.stderr)
+    assert summary["already_complete"] is True and summary["exit_code"] == 0 and summary["rows_out"] == 2
+
+
+def test_json_log_with_follow(tiny_model, tmp_path):
+    """--follow --log-format json was refused (exit 2); its entry failures are JSON errors too."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.jsonl").write_text('{"text": "a fine film"}\n')
+    pq.write_table(pa.table({"body": ["no text column"]}), landing / "b.parquet")
+    r = invoke("run", "--follow", landing, "-o", tmp_path / "o", "--model", tiny_model, "--once",
+               "--settle-seconds", "0", "--log-format", "json")
+    assert r.exit_code == 7, r.output
+    lines = json_lines(r.stderr)
+    assert [o["level"] for o in lines if "entry b.parquet failed" in o["message"]] == ["error"]
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["exit_code"] == 7
+    assert summary["files_scored_now"] == ["a.jsonl"] and summary["files_failed_now"] == ["b.parquet"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_one_line_ended_before_a_warning():
+    """The last progress line had no newline, so the next warning: ran onto it (issue 21)."""
+    from scorer.cli import Messages
+
+    terminal = FakeTerminal()
+    messages = Messages(stream=terminal)
+    messages.progress(12345, 2.0)
+    messages.progress(20000, 4.0)
+    messages.warning("no input rows")
+    messages.summary("scored 20,000 rows into o/", 0)
+    assert terminal.getvalue() == ("\r\x1b[Kscored 12,345 rows (6,172 rows/s)"
+                                   "\r\x1b[Kscored 20,000 rows (5,000 rows/s)\n"
+                                   "warning: no input rows\nscored 20,000 rows into o/\n")
+    # not a terminal: no progress at all
+    plain = io.StringIO()
+    Messages(stream=plain).progress(12345, 2.0)
+    assert plain.getvalue() == ""
+
+
+def test_something_moves_on_a_terminal_while_the_model_loads():
+    import re
+    import threading
+
+    from scorer.cli import Messages
+
+    terminal = FakeTerminal()
+    messages = Messages(stream=terminal)
+    drawn = threading.Event()
+    with messages.loading("tiny"):
+        while terminal.getvalue().count("loading model tiny") < 2:  # drawn, then redrawn
+            drawn.wait(0.1)
+    messages.progress(10, 1.0)
+    assert re.fullmatch(r"(\r\x1b\[Kloading model tiny \.\.\. \d+ s){2,}\r\x1b\[Kscored 10 rows \(10 rows/s\)",
+                        terminal.getvalue()), terminal.getvalue()
 
 
 def test_info_shows_labels_base_and_checksums(tiny_model):
@@ -438,7 +527,6 @@ def test_a_mode_flag_outside_its_mode_is_a_usage_error(tmp_path, args, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--fail-on-empty"], "--fail-on-empty does not apply to --follow"),
-    (["--log-format", "json"], "--log-format json does not apply to --follow"),
     (["--engine", "ray"], "--engine ray does not follow directories"),
     (["--workers", "2"], "--workers needs --engine ray"),
 ])
@@ -518,7 +606,7 @@ def test_the_options_given_reach_the_engine(fake_engines, tmp_path):
                                "--address", "auto"))
     args, kwargs = fake_engines["ray"]
     assert args == ([str(TXT)], str(tmp_path / "o"), None, RunOptions())
-    assert kwargs == vars(RayOptions(address="auto", workers=2))
+    assert {k: kwargs[k] for k in vars(RayOptions())} == vars(RayOptions(address="auto", workers=2))
 
 
 def test_compressed_inputs_by_extension_and_on_stdin(tiny_model, tmp_path):

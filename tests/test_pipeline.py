@@ -61,8 +61,3 @@ def test_a_failing_write_stage_leaves_only_committed_parts(tiny_scorer, ten_rows
     with pytest.raises(OSError, match="disk gone"):
         pipeline.run([ten_rows], out, scorer_=tiny_scorer, chunk_rows=3, rows_per_file=3)
     assert ds.dataset(out, format="parquet").count_rows() == 6  # two checkpoints, nothing open
-
-
-def test_terminal_progress_is_one_rewritten_line(capsys):
-    pipeline.terminal_progress(12345, 2.0)
-    assert capsys.readouterr().err == "\rscored 12,345 rows (6,172 rows/s)"
