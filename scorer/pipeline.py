@@ -24,7 +24,8 @@ from scorer.options import RunOptions
 from scorer.runs import Run, RunResult, WriteStage
 from scorer.tables import chunk_table, scored_table
 
-Progress = Callable[[int, float], None]  # (rows scored so far, seconds since the first batch)
+# (rows through the model so far, within a chunk too; seconds since the first batch)
+Progress = Callable[[int, float], None]
 Loading = Callable[[str], ContextManager]  # loading(model name): held while the model loads
 
 
@@ -90,12 +91,19 @@ def stream(inputs: list[source.Input], skip: int, the_run: Run, stats: source.So
         chunks = itertools.chain([first] if first is not None else [], reader)
         prepared_chunks = stages.prefetch(((c, _prepared(the_run.scorer, c)) for c in chunks),
                                           depth=the_run.opts.queue_depth, name="encode")
-        consumer = stages.Consumer(_writer(the_run, writes, progress), depth=the_run.opts.queue_depth,
-                                   name="write")
+        consumer = stages.Consumer(_writer(the_run, writes), depth=the_run.opts.queue_depth, name="write")
+        scored = 0  # rows through the model so far
         for chunk, prepared in prepared_chunks:
             the_run.scoring_begins()
+            if progress and prepared.encoded is not None:
+                prepared.encoded.batches = ReportingBatches(
+                    prepared.encoded.batches, len(chunk),
+                    lambda rows, before=scored: progress(before + rows, the_run.scoring_seconds))
             probs = the_run.scorer.infer(prepared)
             faults.point("infer")
+            scored += len(chunk)
+            if progress:
+                progress(scored, the_run.scoring_seconds)
             consumer.submit((chunk, prepared, probs))
         consumer.close()
         with the_run.timers.write.measure():
@@ -125,7 +133,30 @@ def _reader(inputs: list[source.Input], skip: int, the_run: Run, stats: source.S
                            name="read")
 
 
-def _writer(the_run: Run, writes: WriteStage, progress: Progress | None) -> Callable:
+class ReportingBatches(list):
+    """A chunk's model batches that report, as each next one is taken, about how many of the
+    chunk's `texts` the batches done so far held (report(rows)): progress within a chunk, from
+    the loop every model runs over its batches, without a hook in each of them."""
+
+    def __init__(self, batches: list, texts: int, report: Callable[[int], None]):
+        super().__init__(batches)
+        self.texts, self.report = texts, report  # report: None once the batches were gone over
+
+    def __iter__(self):
+        if self.report is None:  # reported once, by the model's loop; others read them again
+            yield from list.__iter__(self)
+            return
+        report, self.report = self.report, None
+        sequences = sum(len(b.rows) for b in list.__iter__(self)) or 1  # windows count apart
+        done = 0
+        for batch in list.__iter__(self):
+            yield batch
+            done += len(batch.rows)
+            if done < sequences:  # the chunk's end is reported by who scores it
+                report(self.texts * done // sequences)
+
+
+def _writer(the_run: Run, writes: WriteStage) -> Callable:
     """The write stage's work on one (chunk, prepared, probabilities)."""
     def write(item: tuple[source.Chunk, Prepared, object]) -> None:
         chunk, prepared, probs = item
@@ -135,8 +166,6 @@ def _writer(the_run: Run, writes: WriteStage, progress: Progress | None) -> Call
                 writes.write(scored_table(table, the_run.scorer, prepared, probs, the_run.opts))
             else:
                 writes.write(pa.table({}))  # a stream's tick
-        if progress:
-            progress(writes.rows_now, the_run.scoring_seconds)
     return write
 
 
