@@ -11,6 +11,15 @@ when there is one, the same as a scorer model directory), times load and warm-up
 steady-state pass, and writes the argmax of every row. scorer reads MODEL_DIR/scorer, scorer_hf
 the Hugging Face directory MODEL_DIR/hf as it is. TEXTS.parquet is named after its data set
 (short, medium or long), optionally with a suffix: long-100.parquet.
+
+The embedding task (`bench/throughput.py --task embedding`): MODEL_DIR is a sentence-transformers
+directory (the packaged all-MiniLM-L6-v2) and MODEL_DIR.onnx/ its encoder's ONNX export
+(export_onnx.py --embedding); every contestant truncates at its max_seq_length (256) and writes
+its vectors to RESULT.npy. scorer_embed (the product's venv): the whole Parquet -> Parquet run,
+--long-text truncate; st_encode / st_encode_best (.venv-hfref): SentenceTransformer.encode at
+its default batch size (32) / at the fastest of 16, 32, 64 and 128 (each timed on the data);
+onnx_embed / onnx_embed_optimized (the bench venv): ONNX Runtime on the export (plain /
+transformer-optimized), length-sorted batches of 32, mean pooling and normalisation in NumPy.
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+try:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+except ImportError:  # .venv-hfref (st_encode) has none: it reads TEXTS.json, written beside TEXTS.parquet
+    pa = pq = None
 
 BATCH = 32
 
@@ -145,7 +158,148 @@ def onnx_runtime(texts, model_dir: Path, long: bool, variant: str):
     return load, run
 
 
+def scorer_embed(data: str, model: Path):
+    """The whole tool on a sentence-transformers directory, cut at its max length as
+    SentenceTransformer.encode does; the warm-up pass compiles every shape."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from scorer import Scorer, run
+
+    t0 = time.perf_counter()
+    s = Scorer.load(model, long_text="truncate")
+    load = time.perf_counter() - t0
+    out = Path(tempfile.mkdtemp(prefix="scorer-bench-embed-"))
+
+    def go(_texts):
+        m = run([data], out, scorer_=s, overwrite=True, long_text="truncate").manifest
+        vectors = pa.concat_tables(pq.read_table(out / p["file"]) for p in m["parts"]).column("embedding")
+        return np.array(vectors.to_pylist(), np.float32), m["real_tokens"], m["padded_tokens"]
+
+    return load, go
+
+
+ST_BATCH_SIZES = (16, 32, 64, 128)  # st_encode_best tries each; 32 is encode()'s default
+
+
+def st_encode(texts, model: Path, best: bool):
+    """SentenceTransformer.encode on PyTorch CPU (normalised as the model's Normalize module does)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    t0 = time.perf_counter()
+    st = SentenceTransformer(str(model), device="cpu")
+    load = time.perf_counter() - t0
+    tok = st.tokenizer
+    chosen = {"batch_size": 32}
+
+    def tokens(batch_texts, batch_size):
+        """(real, padded) tokens of encode()'s batches: counted after the timed pass."""
+        ids = tok(list(batch_texts), truncation=True, max_length=st.max_seq_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # encode() sorts by length
+        padded = sum(max(len(ids[i]) for i in order[k:k + batch_size]) * len(order[k:k + batch_size])
+                     for k in range(0, len(order), batch_size))
+        return sum(len(x) for x in ids), padded
+
+    def go(batch_texts):
+        if best and len(batch_texts) > 2 * BATCH:  # the timed pass: the fastest batch size
+            timings = {}
+            for size in ST_BATCH_SIZES:
+                t = time.perf_counter()
+                st.encode(list(batch_texts), batch_size=size)
+                timings[size] = time.perf_counter() - t
+            chosen["batch_size"] = min(timings, key=timings.get)
+            chosen["timings"] = timings
+        vectors = st.encode(list(batch_texts), batch_size=chosen["batch_size"], convert_to_numpy=True)
+        return vectors.astype(np.float32), None, None
+
+    chosen["count"] = lambda batch_texts: tokens(batch_texts, chosen["batch_size"])
+    return load, go, chosen
+
+
+def onnx_embed(texts, model: Path, optimized: bool):
+    """ONNX Runtime on the encoder's export, mean pooling over real tokens, L2 normalisation."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    export = Path(str(model) + ".onnx")
+    t0 = time.perf_counter()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(str(export / ("model_optimized.onnx" if optimized else "model.onnx")),
+                                   options, providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"])
+    load = time.perf_counter() - t0
+
+    def run(batch_texts):
+        encs = tok.encode_batch_fast(list(batch_texts))
+        lengths = np.array([len(e.ids) for e in encs])
+        order = np.argsort(lengths, kind="stable")
+        out = None
+        padded = 0
+        for start in range(0, len(order), BATCH):
+            rows = order[start:start + BATCH]
+            width = lengths[rows].max()
+            ids = np.zeros((len(rows), width), np.int64)
+            for i, r in enumerate(rows):
+                ids[i, : lengths[r]] = encs[r].ids
+            mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                        "token_type_ids": np.zeros_like(ids)})[0]  # [batch, width, dim]
+            pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if out is None:
+                out = np.zeros((len(batch_texts), pooled.shape[1]), np.float32)
+            out[rows] = pooled
+            padded += ids.size
+        return out, int(lengths.sum()), padded
+
+    return load, run
+
+
+def read_texts(data: str) -> list:
+    if pq is None:
+        return json.loads(Path(data).with_suffix(".json").read_text(encoding="utf-8"))
+    return pq.read_table(data).column("text").to_pylist()
+
+
+def main_embedding(name: str, data: str, model: Path, result_path: str) -> None:
+    texts = read_texts(data)
+    extra = {}
+    if name == "scorer_embed":
+        load, run = scorer_embed(data, model)
+    elif name.startswith("st_encode"):
+        load, run, extra = st_encode(texts, model, best=name == "st_encode_best")
+    else:
+        load, run = onnx_embed(texts, model, optimized=name == "onnx_embed_optimized")
+    t0 = time.perf_counter()
+    run(texts if name == "scorer_embed" else texts[: 2 * BATCH])  # warm-up
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vectors, real, padded = run(texts)
+    seconds = time.perf_counter() - t0
+    if real is None:
+        real, padded = extra["count"](texts)
+    if name == "st_encode_best":  # the timed pass is the chosen batch size's; the search is apart
+        seconds = extra["timings"][extra["batch_size"]]
+    np.save(str(result_path) + ".npy", vectors)
+    Path(result_path).write_text(json.dumps({
+        "contestant": name, "rows": len(texts), "load_seconds": load, "warmup_seconds": warmup,
+        "steady_seconds": seconds, "real_tokens": real, "padded_tokens": padded,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "batch_size": extra.get("batch_size"),
+        "batch_size_seconds": {str(k): v for k, v in extra.get("timings", {}).items()}}))
+
+
+EMBEDDING_CONTESTANTS = ("scorer_embed", "st_encode", "st_encode_best", "onnx_embed", "onnx_embed_optimized")
+
+
 def main(name: str, data: str, model_dir: str, result_path: str) -> None:
+    if name in EMBEDDING_CONTESTANTS:
+        return main_embedding(name, data, Path(model_dir), result_path)
     texts = pq.read_table(data).column("text").to_pylist()
     dataset = Path(data).stem.split("-")[0]
     long = dataset == "long"

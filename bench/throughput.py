@@ -3,6 +3,7 @@
     bench/setup.sh                       # once: .venv-bench with torch, transformers, onnxruntime
     .venv/bin/python bench/throughput.py [--repeats 3] [--datasets short,medium,long]
     .venv/bin/python bench/throughput.py --model-size base [--limit 100] [--datasets short,long]
+    .venv/bin/python bench/throughput.py --task embedding [--limit 200] [--repeats 1]
 
 Every contestant runs in its own process, one after another, on the same texts with the same
 weights. --model-size minilm (default): the packaged MiniLM encoder with one fixed 2-class head
@@ -22,6 +23,13 @@ n * (L * (8 h^2 + 4 h i) + 4 L^2 h), with the model's own h, i, n; the achieved 
 divides the real-token FLOPs per second by the fp32 GEMM rate measured in the same run,
 (4096 x h) @ (h x i) in TensorFlow. Each contestant's record in bench/results/ carries its own date,
 GEMM rate and load average (compare contestants within a data set; runs of different days differ).
+
+--task embedding: embeddings/s of the packaged all-MiniLM-L6-v2 (a copy of its sentence-transformers
+directory under WORK, and that copy's encoder exported to ONNX) on SST-2 dev (short, 872) and
+IMDB dev (imdb, 2,000 reviews), every contestant cutting at max_seq_length 256: scorer (`scorer
+run`'s pipeline, --long-text truncate), SentenceTransformer.encode on PyTorch CPU (.venv-hfref) at
+its default batch size and at its fastest, ONNX Runtime on the export (plain and optimized);
+each contestant's minimum cosine with scorer's vectors; bench/results/throughput_embedding.json.
 """
 
 from __future__ import annotations
@@ -38,11 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "datasets"
+DATA = Path(os.environ.get("SCORER_BENCH_DATA", REPO.parent / "shared" / "datasets"))  # a worktree: set it
 WORK = Path(os.environ.get("SCORER_BENCH_DIR", "/tmp/scorer-bench"))
 TF_PY = REPO / ".venv" / "bin" / "python"
 BENCH_PY = REPO / ".venv-bench" / "bin" / "python"
-TF_CONTESTANTS = ("scorer", "scorer_int8", "scorer_hf", "scorer_hf_int8", "tutorial")  # the others run in .venv-bench
+HFREF_PY = REPO / ".venv-hfref" / "bin" / "python"  # torch + sentence-transformers
+TF_CONTESTANTS = ("scorer", "scorer_int8", "scorer_hf", "scorer_hf_int8", "tutorial",
+                  "scorer_embed")  # the others run in .venv-bench (st_encode*: .venv-hfref)
+EMBEDDING_CONTESTANTS = ("scorer_embed", "st_encode", "st_encode_best", "onnx_embed", "onnx_embed_optimized")
 
 
 @dataclass(frozen=True)
@@ -183,7 +194,7 @@ def cold_start(model: Path, precision: str = "auto") -> dict:
 
 def run_other(name: str, data: Path, model: Path) -> dict:
     result = WORK / f"{name}.json"
-    python = TF_PY if name in TF_CONTESTANTS else BENCH_PY
+    python = TF_PY if name in TF_CONTESTANTS else HFREF_PY if name.startswith("st_") else BENCH_PY
     _, rss = sh([python, REPO / "bench" / "contestants.py", name, data, model, result])
     r = json.loads(result.read_text())
     r["peak_rss_mb"] = rss
@@ -236,8 +247,89 @@ def print_table(results: dict, reference: str) -> None:
                   f"| {r['warmup_seconds']:.1f} | {'-' if agreement is None else f'{agreement:.2%}'} |")
 
 
+# ----------------------------------------------------------------------------- embeddings
+
+def embedding_setup(limit: int | None) -> tuple[dict[str, Path], Path]:
+    """SST-2 dev and IMDB dev as Parquet; the packaged all-MiniLM-L6-v2 copied under WORK (so its
+    ONNX export sits beside it, never in site-packages) and exported (bench venv)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not BENCH_PY.exists():
+        sys.exit("no .venv-bench: run bench/setup.sh first")
+    sys.path.insert(0, str(REPO))
+    from scorer import backbone as backbones
+
+    out = WORK / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, source in (("short", DATA / "sst2" / "dev.jsonl"), ("imdb", DATA / "imdb_reviews" / "dev.jsonl")):
+        texts = [json.loads(line)["text"] for line in open(source, encoding="utf-8")]
+        paths[name] = out / (f"{name}-{limit}.parquet" if limit else f"{name}.parquet")
+        pq.write_table(pa.table({"text": texts[:limit]}), paths[name])
+        paths[name].with_suffix(".json").write_text(json.dumps(texts[:limit]))  # for .venv-hfref
+    model = WORK / "all-minilm-l6-v2"
+    if not model.exists():
+        shutil.copytree(backbones.packaged_path("all-minilm-l6-v2"), model)
+    if not (WORK / "all-minilm-l6-v2.onnx" / "model_optimized.onnx").exists():
+        sh([BENCH_PY, REPO / "bench" / "export_onnx.py", "--embedding", model, WORK / "all-minilm-l6-v2.onnx"])
+    return paths, model
+
+
+def embedding_task(args) -> None:
+    """Embeddings/s of each contestant on each data set (medians of --repeats), cosine with scorer."""
+    import numpy as np
+
+    contestants = args.contestants.split(",") if args.contestants else list(EMBEDDING_CONTESTANTS)
+    unknown = set(contestants) - set(EMBEDDING_CONTESTANTS)
+    if unknown:
+        sys.exit(f"not an embedding contestant: {', '.join(sorted(unknown))}")
+    paths, model = embedding_setup(args.limit)
+    results = {}
+    for dataset in (args.datasets or "short,imdb").split(","):
+        rs, vectors = {}, {}
+        for name in contestants:
+            load_average = os.getloadavg()[0]
+            runs = [run_other(name, paths[dataset], model) for _ in range(args.repeats)]
+            vectors[name] = np.load(str(WORK / f"{name}.json") + ".npy")
+            steady = statistics.median(r["steady_seconds"] for r in runs)
+            rs[name] = {"embeddings_per_second": runs[0]["rows"] / steady, "texts": runs[0]["rows"],
+                        "real_tokens_per_second": runs[0]["real_tokens"] / steady,
+                        "padding_fraction": 1 - runs[0]["real_tokens"] / runs[0]["padded_tokens"],
+                        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+                        "load_seconds": statistics.median(r["load_seconds"] for r in runs),
+                        "warmup_seconds": statistics.median(r["warmup_seconds"] for r in runs),
+                        "batch_size": runs[0]["batch_size"], "batch_size_seconds": runs[0]["batch_size_seconds"],
+                        "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"),
+                        "load_average_1min": load_average}
+            print(f"{dataset:6} {name:22} {rs[name]['embeddings_per_second']:7.1f} embeddings/s "
+                  f"(load average {load_average:.1f})", file=sys.stderr, flush=True)
+        base = vectors.get("scorer_embed")
+        for name, r in rs.items():
+            v = vectors[name].astype(np.float64)
+            r["min_cosine_with_scorer"] = (None if base is None else float(
+                ((v * base).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(base, axis=1)).min()))
+        results[dataset] = rs
+    results_file = REPO / "bench" / "results" / (args.results or "throughput_embedding.json")
+    report = json.loads(results_file.read_text()) if results_file.exists() else {}
+    report.update(machine=f"{os.cpu_count()} cores", model="all-MiniLM-L6-v2 (packaged)", max_seq_length=256)
+    for dataset, rs in results.items():
+        report.setdefault("results", {}).setdefault(dataset, {}).update(rs)
+    results_file.write_text(json.dumps(report, indent=2) + "\n")
+    print("| data | contestant | texts | embeddings/s | real tokens/s | padding | batch | peak RSS MB | load s "
+          "| warm-up s | min cosine with scorer |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for dataset, rs in results.items():
+        for name, r in rs.items():
+            cos = r["min_cosine_with_scorer"]
+            print(f"| {dataset} | {name} | {r['texts']} | {r['embeddings_per_second']:.1f} "
+                  f"| {r['real_tokens_per_second']:.0f} | {r['padding_fraction']:.0%} | {r['batch_size'] or '-'} "
+                  f"| {r['peak_rss_mb']:.0f} | {r['load_seconds']:.1f} | {r['warmup_seconds']:.1f} "
+                  f"| {'-' if cos is None else f'{cos:.6f}'} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["classify", "embedding"], default="classify")
     parser.add_argument("--model-size", choices=sorted(SIZES), default="minilm")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", help="comma-separated (default: short,medium,long; base: short,long)")
@@ -246,6 +338,8 @@ def main() -> None:
     parser.add_argument("--results", help="file name in bench/results/ (default: throughput.json; "
                         "base: throughput_base.json)")
     args = parser.parse_args()
+    if args.task == "embedding":
+        return embedding_task(args)
     size = SIZES[args.model_size]
     contestants = args.contestants.split(",") if args.contestants else list(size.contestants)
     unknown = set(contestants) - set(size.contestants)
