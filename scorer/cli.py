@@ -5,6 +5,7 @@ and take their defaults from scorer.options; an option given outside its mode is
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -100,12 +101,13 @@ class Messages:
             self._emit("info", f"loading model {model}", {"event": "loading", "model": model})
         done = threading.Event()
         ticker = None
-        if self.terminal:
+        terminal = self._terminal_copy() if self.terminal else None
+        if terminal is not None:
             def tick():
                 while True:
                     with self._lock:
                         self._write(f"\r\x1b[Kloading model {model} ... {time.monotonic() - started:.0f} s",
-                                    newline=False)
+                                    newline=False, stream=terminal)
                         self._progress_open = True
                     if done.wait(0.5):
                         return
@@ -117,6 +119,8 @@ class Messages:
             done.set()
             if ticker is not None:
                 ticker.join()
+            if terminal is not None and terminal is not (self.stream or sys.stderr):
+                terminal.close()
             if self.json_lines:
                 self._emit("info", f"model loaded in {time.monotonic() - started:.1f} s",
                            {"event": "loaded", "model": model,
@@ -136,8 +140,18 @@ class Messages:
             else:
                 self._write(f"{level}: {message}" if level in ("error", "warning") else message)
 
-    def _write(self, text: str, newline: bool = True) -> None:
+    def _terminal_copy(self):
+        """stderr's terminal through a file descriptor of its own: TensorFlow's start-up
+        (runtime.start) points descriptor 2 at /dev/null while it imports, the longest part of a
+        model load. The stream itself when it has no descriptor (tests)."""
         stream = self.stream or sys.stderr
+        try:
+            return os.fdopen(os.dup(stream.fileno()), "w")
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return stream
+
+    def _write(self, text: str, newline: bool = True, stream=None) -> None:
+        stream = stream or self.stream or sys.stderr
         stream.write(text + ("\n" if newline else ""))
         stream.flush()
 

@@ -742,3 +742,33 @@ def test_a_finished_run_is_recognised_before_tensorflow_is_imported(tiny_model, 
     report, stderr = run_in_a_fresh_process("run", TXT, "-o", out, "--model", tiny_model)
     assert report == {"exit_code": 0, "imported": []}, stderr
     assert stderr.startswith("already complete: 272 rows")
+
+
+def test_the_loading_line_reaches_the_terminal_while_tensorflow_silences_stderr():
+    """runtime.start points descriptor 2 at /dev/null while TensorFlow imports: the loading line
+    stood still for that part of the load."""
+    import os
+    import pty
+    import time
+
+    from scorer.cli import Messages
+
+    master, follower = pty.openpty()
+    terminal = os.fdopen(follower, "w")
+    try:
+        with Messages(stream=terminal).loading("tiny"):
+            saved, devnull = os.dup(follower), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, follower)  # as runtime.start does to stderr
+            time.sleep(1.6)
+            os.dup2(saved, follower)
+            os.close(saved)
+            os.close(devnull)
+        os.set_blocking(master, False)
+        try:
+            shown = os.read(master, 1 << 16).decode()
+        except BlockingIOError:  # nothing reached the terminal
+            shown = ""
+    finally:
+        terminal.close()
+        os.close(master)
+    assert shown.count("loading model tiny") >= 3, shown
