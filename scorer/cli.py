@@ -23,6 +23,7 @@ from scorer import api, backbone, classifier, commit, drift, embedder, follow, m
 from scorer import report as run_report
 from scorer.errors import DriftExceeded, InputError, Interrupted, OutputError, ScorerError
 from scorer.hf import export as hf_export
+from scorer import manifest as manifests
 from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
 from scorer.options import FollowOptions, RayOptions, RunOptions
@@ -316,6 +317,9 @@ follow_options = stack(
     follow_option("--settle-seconds", type=click.FloatRange(0), help="With --follow: take a file "
                   "only once its size and mtime have not changed for this long (producers "
                   "writing in place: scp, curl, cp)."),
+    follow_option("--drift-window", type=click.IntRange(1), metavar="K", help="With --follow: judge "
+                  "drift over the latest K entries together (default: as many of the latest as "
+                  f"make {drift.MIN_ROWS} rows; 1: each entry alone)."),
 )
 
 ray_options = stack(
@@ -722,6 +726,44 @@ def report_command(out, png):
     except ScorerError as e:
         fail(e)
     click.echo(f"drew {out} into {target}", err=True)
+
+
+@main.command(name="drift", context_settings=CONTEXT)
+@click.argument("outputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model", metavar="DIR", default=None, help="The model that scored "
+              "the outputs (default: the directory their manifests record).")
+@click.option("--reference", metavar="FILE", help="The reference to measure drift against "
+              "(default: the model's own, or the sidecar `scorer profile` wrote).")
+@click.option("--max-drift", type=click.FloatRange(0, min_open=True), metavar="PSI",
+              help="Exit 9 when a drift PSI of the outputs together passes this, e.g. 0.25.")
+@click.option("--json", "as_json", is_flag=True, help="Print the drift as JSON on stdout.")
+def drift_command(outputs, model, reference, max_drift, as_json):
+    """Judge drift over several finished outputs together (repeated small runs, e.g. hourly cron
+    batches too small to judge alone): their profiles summed, against the reference of the model
+    that scored them (default: the model recorded in their manifests).
+
+    Example:
+
+        scorer drift scored/2026-12-06T*/ --max-drift 0.25
+    """
+    try:
+        measured = manifests.drift_over(list(outputs), model, reference)
+    except ScorerError as e:
+        fail(e)
+    if as_json:
+        click.echo(json.dumps({"outputs": list(outputs), **measured.to_json()}))
+    for warning in measured.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    worst = max(measured.psi.items(), key=lambda kv: kv[1], default=None)
+    shown = f"largest PSI {worst[1]:.3f} ({worst[0]})" if worst else measured.note
+    if measured.too_few_rows:
+        shown += f"; too few rows to judge (fewer than {drift.MIN_ROWS}): recorded, not judged"
+    against = f"part {measured.part}" if measured.part else "the whole reference"
+    click.echo(f"drift of {len(outputs)} outputs together ({measured.rows:,} rows) against {against}: "
+               f"{shown}", err=True)
+    exceeded = measured.exceeds(max_drift) if max_drift else None
+    if exceeded:
+        fail(DriftExceeded(f"drift PSI {exceeded[1]:.3f} ({exceeded[0]}) passes --max-drift {max_drift}"))
 
 
 @main.command(context_settings=CONTEXT)

@@ -87,15 +87,37 @@ class EntryRecord:
     reason: str | None = None  # why it failed
     profile: dict | None = None  # scorer.drift's profile of its committed rows, as JSON
     drift: dict | None = None  # scorer.drift.Drift of those rows against the model's reference, as JSON
+    window: dict | None = None  # DriftWindow, as JSON: drift judged over it and the scored entries before it
 
     def to_json(self) -> dict:
-        return {**asdict(self), "signature": asdict(self.signature),
+        """As written; a record without a window (failed, or from before windows) has no key."""
+        data = {**asdict(self), "signature": asdict(self.signature),
                 "model": self.model.to_json() if self.model else None}
+        if self.window is None:
+            del data["window"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "EntryRecord":
         return cls(**{**data, "signature": Signature(**data["signature"]),
                       "model": ModelId.from_json(data["model"]) if data.get("model") else None})
+
+
+@dataclass
+class DriftWindow:
+    """The latest scored entries, summed (profiles are counts), that drift is judged over when an
+    entry is scored: a landing zone of small files is judged on enough rows (drift.MIN_ROWS)."""
+
+    entries: list[str]  # in the order taken, the entry it was judged for last
+    rows: int
+    drift: dict  # scorer.drift.Drift of their summed profile against the model's reference
+
+    def label(self) -> str:
+        """How a warning names it: the entry, and the others when there are others."""
+        if len(self.entries) == 1:
+            return f"entry {self.entries[0]}"
+        return (f"entry {self.entries[-1]} (judged with the {len(self.entries) - 1} entries before it, "
+                f"from {self.entries[0]}: {self.rows:,} rows)")
 
 
 class Settling:
@@ -138,11 +160,13 @@ def is_candidate(entry: Path, require_marker: bool = False) -> bool:
 
 def follow(landing: str | Path, output: str | Path, model=None, options: RunOptions | None = None,
            once: bool = False, require_marker: bool = False, poll_seconds: float = 2.0,
-           settle_seconds: float = DEFAULT_SETTLE_SECONDS, progress=None,
-           notify: Callable[[str], None] | None = None, loading=None, **kwargs) -> RunResult:
+           settle_seconds: float = DEFAULT_SETTLE_SECONDS, drift_window: int | None = None,
+           progress=None, notify: Callable[[str], None] | None = None, loading=None,
+           **kwargs) -> RunResult:
     """Score the landing directory's entries into `output`; with once, those there now, then
     return. notify(message) is told of every entry that fails; progress and loading as for
-    scorer.pipeline.run."""
+    scorer.pipeline.run. Drift is judged over the latest drift_window scored entries (None: as
+    many of the latest as make drift.MIN_ROWS rows)."""
     landing = Path(landing)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
@@ -150,6 +174,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     overlap.check_apart([], str(output), the_run.opts.dead_letter, follow_dir=str(landing))
     follower = _Follower(landing, the_run, model, require_marker, Settling(settle_seconds),
                          progress, notify, loading)
+    follower.drift_window = drift_window
     try:
         follower.run(once, poll_seconds)
     finally:
@@ -167,6 +192,7 @@ class _Follower:
         self.loading = loading
         self.scored_now: list[str] = []
         self.failed_now: list[str] = []
+        self.drift_window: int | None = None  # entries drift is judged over (None: to MIN_ROWS rows)
         # A model problem stops us before the output; the model loads with the first entry to score.
         the_run.read_model(modeldir.resolve(model))
         self.outdir = the_run.open([self._input()], model_key=self.model_ref)
@@ -301,9 +327,26 @@ class _Follower:
         profile = self.writes.end_unit(done)
         record.profile = profile.to_json()
         record.drift = drift.compare(self.the_run.reference, profile).to_json()
+        if record.status == SCORED:
+            record.window = asdict(self._window(record, profile))
         self.writes.record_entry(record.to_json())
         self.writes.checkpoint()  # the entry is done: recorded with its last parts
         self._write_manifest()
+
+    def _window(self, record: EntryRecord, profile: drift.Profile) -> DriftWindow:
+        """The entry and the scored entries before it, by the same model, summed: the latest
+        drift_window of them, else back until drift.MIN_ROWS rows (or the first)."""
+        names, total = [record.name], profile
+        before = [e for e in self.writes.entries if e["name"] != record.name]
+        for e in reversed(before):
+            if len(names) == self.drift_window or (self.drift_window is None and total.rows >= drift.MIN_ROWS):
+                break
+            if (e.get("model") or {}).get("checksum") != record.model.checksum:
+                break  # another model's scores: not comparable with this reference
+            if e["status"] == SCORED and e.get("profile"):
+                total = total.merge(drift.Profile.from_json(e["profile"]))
+                names.append(e["name"])
+        return DriftWindow(names[::-1], total.rows, drift.compare(self.the_run.reference, total).to_json())
 
     def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
         """Score with the model in model_dir from the next entry on (loading it if it is not the
@@ -347,25 +390,28 @@ class _Follower:
                           EXIT_ENTRIES_FAILED if self.failed_now else 0)
 
     def _drift_fields(self) -> dict:
-        """Drift is per entry (EntryRecord.drift, each against its nearest reference candidate):
-        the manifest's "drift" is the largest among the entries scored by this process (with the
-        candidate that entry was measured against as "reference_profile"), "profile" merges every
-        entry's of the current labels, and each entry over the warning level is a warning."""
+        """Drift is measured per entry (EntryRecord.drift) and judged per entry over its window
+        (EntryRecord.window, against its nearest reference candidate): the manifest's "drift" is
+        the largest among the windows of the entries scored by this process (with the candidate it
+        was measured against as "reference_profile"), "profile" merges every entry's of the
+        current labels, and each window over the warning level is a warning."""
         labels, reference = self.writes.profile.labels, self.the_run.reference  # none: no labels written
         profile = drift.Profile.empty(labels)
         for e in self.writes.entries:
             if e.get("profile") and e["profile"]["labels"] == labels:
                 profile = profile.merge(drift.Profile.from_json(e["profile"]))
-        now = [e for e in self.writes.entries if e["name"] in self.scored_now and e.get("drift")]
+        now = [DriftWindow(**e["window"]) for e in self.writes.entries
+               if e["name"] in self.scored_now and e.get("window")]
         # judged drifts first: one measured on too few rows neither warns nor fails the run
-        worst = max(now, key=lambda e: (not e["drift"].get("too_few_rows"), e["drift"]["max_psi"] or 0.0),
+        worst = max(now, key=lambda w: (not w.drift.get("too_few_rows"), w.drift["max_psi"] or 0.0),
                     default=None)
         warnings = self.the_run.column_warnings() + self.the_run.reference_warnings
-        for e in now:
-            warnings += [f"entry {e['name']}: {w}" for w in drift.Drift.from_json(e["drift"]).warnings()]
-        worst_drift = (drift.Drift.from_json(worst["drift"]) if worst
+        for window in now:
+            warnings += [f"{window.label()}: {w}" for w in drift.Drift.from_json(window.drift).warnings()]
+        worst_drift = (drift.Drift.from_json(worst.drift) if worst
                        else drift.compare(reference, drift.Profile.empty(labels)))
         return {"profile": profile.to_json(), "summary": profile.summary(),
                 **self.the_run.drift_fields(worst_drift),
-                "drift_entry": worst["name"] if worst else None,
+                "drift_entry": worst.entries[-1] if worst else None,
+                "drift_window": worst.entries if worst else None,
                 "warnings": warnings}

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from scorer import fileio
+from scorer import drift, fileio, modeldir
 from scorer.commit import MANIFEST
 from scorer.drift import Drift
-from scorer.errors import InputError
+from scorer.errors import InputError, ModelError
 from scorer.modelid import ModelId
 
 @dataclass
@@ -79,6 +79,7 @@ class Manifest:
     units_scored_now: list[str] | None = None
     units_failed_now: list[str] | None = None
     drift_entry: str | None = None  # the entry whose drift is the manifest's
+    drift_window: list[str] | None = None  # the entries it was judged over (follow.DriftWindow)
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
@@ -107,3 +108,39 @@ def read(output: str | Path) -> Manifest:
     if not path.exists():
         raise InputError(f"{output}: no {MANIFEST}; is it the output of a finished run?")
     return Manifest.from_json(fileio.read_object(path, InputError))
+
+
+def drift_over(outputs: list[str], model: str | None = None, reference: str | None = None) -> Drift:
+    """The drift of several outputs' rows judged together (`scorer drift`: repeated small runs,
+    each too few rows alone): their profiles summed (histograms are counts) and compared with the
+    reference of the model that scored them, found as a run finds it (model: its directory, if
+    it moved; reference: a file), capped as theirs was under --long-text truncate."""
+    read_ = [(out, read(out)) for out in outputs]
+    for out, m in read_:
+        if not m.profile or m.model is None:
+            raise InputError(f"{out}: its {MANIFEST} has no profile of its rows (written by an older "
+                             "scorer); score it again to judge it")
+    checksums = sorted({m.model.checksum for _, m in read_})
+    if len(checksums) > 1:
+        raise InputError(f"the outputs were scored by {len(checksums)} models (checksums "
+                         f"{', '.join(c[:12] + '...' for c in checksums)}); judge each model's apart")
+    caps = {m.drift.length_cap if m.drift else None for _, m in read_}
+    if len(caps) > 1:
+        raise InputError("the outputs counted text lengths differently (some with --long-text "
+                         "truncate, some with windows); judge each kind apart")
+    scored_by = read_[0][1].model
+    model_dir = modeldir.read(model or scored_by.path)
+    if model_dir.id.checksum != scored_by.checksum:
+        raise ModelError(f"{model_dir.path}: not the model that scored {read_[0][0]} (checksum "
+                         f"{model_dir.id.checksum[:12]}..., not {scored_by.checksum[:12]}...); pass "
+                         "--model with that one")
+    found, warnings = drift.find_reference(model_dir, reference)
+    if found is None:
+        raise ModelError(f"model {model_dir.path} has no drift reference: make one with `scorer "
+                         "profile MODEL DATA`, or pass --reference FILE"
+                         + (f" ({warnings[0]})" if warnings else ""))
+    cap = caps.pop()
+    total = drift.Profile.from_json(read_[0][1].profile)
+    for out, m in read_[1:]:
+        total = total.merge(drift.Profile.from_json(m.profile, f"{out}/{MANIFEST}"))
+    return drift.compare(found.lengths_capped(cap) if cap else found, total)

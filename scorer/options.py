@@ -52,6 +52,7 @@ class FollowOptions:
     require_marker: bool = False  # take only directories holding _SUCCESS
     poll_seconds: float = 2.0
     settle_seconds: float = 5.0  # an entry is taken once unchanged this long
+    drift_window: int | None = None  # drift judged over the latest K entries (None: back to MIN_ROWS rows)
 
 
 @dataclass

@@ -424,7 +424,8 @@ def test_follow_measures_drift_per_entry(model, data, tmp_path):
     assert m["drift"] == b["drift"] and m["drift_entry"] == "b.jsonl"
     assert m["profile"]["rows"] == 900 and m["profile"]["scored"] == 600
     assert "warning: entry b.jsonl: drift: PSI above 0.1" in r.stderr and "entry a.jsonl" not in r.stderr
-    shutil.copy(data / "same.jsonl", landing / "c.jsonl")
+    # enough rows to be judged alone (a smaller entry is judged with b.jsonl's: see the window test)
+    (landing / "c.jsonl").write_text((data / "same.jsonl").read_text() * 2)
     r = invoke("run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0",
                "--max-drift", "0.25")
     assert r.exit_code == 0, r.output  # this invocation scored c.jsonl only: no drift
@@ -432,6 +433,74 @@ def test_follow_measures_drift_per_entry(model, data, tmp_path):
     r = invoke("run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0",
                "--max-drift", "0.25")
     assert r.exit_code == 9 and "(text_length) passes --max-drift 0.25" in r.stderr
+
+
+def small_batches(data, where, **names: slice):
+    """Files of some of the rows of same.jsonl ("same") or emptied.jsonl (names ending "emptied")."""
+    where.mkdir(exist_ok=True)
+    for name, rows in names.items():
+        lines = (data / ("emptied.jsonl" if name.endswith("emptied") else "same.jsonl")).read_text().splitlines()
+        (where / f"{name}.jsonl").write_text("\n".join(lines[rows]) + "\n")
+    return where
+
+
+def test_follow_judges_small_entries_over_a_window(model, data, tmp_path):
+    """Entries of 200 rows are too few alone: each is judged with the entries before it until
+    drift.MIN_ROWS rows (or over the latest --drift-window K), so a shifted small entry still
+    warns and fails --max-drift; the window is in the entry's record and the manifest."""
+    assert invoke("profile", model, data / "same.jsonl").exit_code == 0
+    landing = small_batches(data, tmp_path / "landing", a=slice(0, 200), b=slice(100, 300))
+    out = tmp_path / "out"
+    follow = ["run", "--follow", landing, "-o", out, "--model", model, "--once", "--settle-seconds", "0"]
+    r = invoke(*follow, "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output
+    a, b = manifest(out)["entries"]
+    assert a["drift"]["too_few_rows"] and b["drift"]["too_few_rows"]  # each alone
+    assert (a["window"]["entries"], a["window"]["rows"], a["window"]["drift"]["too_few_rows"]) == (
+        ["a.jsonl"], 200, True)
+    assert (b["window"]["entries"], b["window"]["rows"], b["window"]["drift"]["too_few_rows"]) == (
+        ["a.jsonl", "b.jsonl"], 400, False)
+    small_batches(data, landing, c_emptied=slice(0, 200))
+    r = invoke(*follow, "--drift-window", "1", "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output  # alone, c is too few rows to judge
+    assert manifest(out)["drift_window"] == ["c_emptied.jsonl"] and manifest(out)["drift"]["too_few_rows"]
+    small_batches(data, landing, d_emptied=slice(200, 400))
+    r = invoke(*follow, "--max-drift", "0.25")
+    assert r.exit_code == 9, r.output
+    m = manifest(out)
+    assert m["drift_window"] == ["c_emptied.jsonl", "d_emptied.jsonl"] and m["drift_entry"] == "d_emptied.jsonl"
+    assert m["drift"] == m["entries"][-1]["window"]["drift"] and m["drift"]["rows"] == 400
+    assert m["drift"]["psi"]["text_length"] > 0.25 and not m["drift"]["too_few_rows"]
+    assert "warning: entry d_emptied.jsonl (judged with the 1 entries before it, from c_emptied.jsonl: " \
+           "400 rows): drift: PSI above 0.1" in r.stderr
+    assert "(text_length) passes --max-drift 0.25" in r.stderr
+
+
+def test_scorer_drift_judges_several_small_outputs_together(model, data, tmp_path):
+    assert invoke("profile", model, data / "same.jsonl").exit_code == 0
+    batches = small_batches(data, tmp_path / "in", a=slice(0, 200), b=slice(100, 300), c_emptied=slice(0, 200))
+    for name in ("a", "b", "c_emptied"):
+        r = invoke("run", batches / f"{name}.jsonl", "-o", tmp_path / name, "--model", model, "--max-drift", "0.25")
+        assert r.exit_code == 0 and "warning:" not in r.stderr, r.output  # each too few alone
+    r = invoke("drift", tmp_path / "a", tmp_path / "b", "--max-drift", "0.25", "--json")
+    assert r.exit_code == 0, r.output
+    together = json.loads(r.stdout)
+    assert together["rows"] == 400 and not together["too_few_rows"]
+    assert together["outputs"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    summed = drift.Profile.from_json(manifest(tmp_path / "a")["profile"]).merge(
+        drift.Profile.from_json(manifest(tmp_path / "b")["profile"]))
+    reference = drift.read_sidecar(model / drift.SIDECAR_NAME)
+    assert together["psi"] == drift.psi_by_feature(reference.profile, summed)
+    assert r.stderr.startswith(f"drift of 2 outputs together (400 rows) against the whole reference: "
+                               f"largest PSI {together['max_psi']:.3f}")
+    r = invoke("drift", tmp_path / "b", tmp_path / "c_emptied", "--max-drift", "0.25")
+    assert r.exit_code == 9, r.output
+    assert "warning: drift: PSI above 0.1 (moderate shift) against the model's reference: text_length" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: drift PSI ")
+    r = invoke("drift", tmp_path / "c_emptied", "--max-drift", "0.25")
+    assert r.exit_code == 0 and "too few rows to judge (fewer than 350): recorded, not judged" in r.stderr
+    r = invoke("drift", tmp_path / "a", tmp_path / "in")
+    assert r.exit_code == 3 and r.stderr.startswith(f"error: {tmp_path / 'in'}: no _manifest.json")
 
 
 def test_follow_compares_each_entry_with_its_own_nearest_part(model, data, tiny_scorer, tmp_path):
