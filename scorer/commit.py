@@ -1,20 +1,24 @@
 """The output directory's commit protocol: one writer at a time, checkpoints, resume.
 
     out/
-      part-00000.parquet ...     committed part files (written as .part-*.tmp, then renamed)
+      part-00000-00000.parquet ...  committed part files: part-<split>-<n> (scorer.splits; --follow
+                                   writes part-<n>), written as .part-*.tmp, then renamed
       _manifest.json, _SUCCESS    written last, only when the whole run completed; the manifest
                                    keeps the run's identity, so the same command run again is
                                    recognised as already complete (and a different one refused)
       _scorer_run/               only while a run is unfinished (Spark, pyarrow and Hive skip
         lock                       paths starting with _ or .)
         run.json                 what the run is: inputs (size, mtime), model checksum, options
-        progress.json            the last checkpoint: input rows done, committed parts, counters
+        progress.json            the last checkpoint: the plan, each committed split's state,
+                                   and their sums (rows, committed parts, counters)
+        attempts/<split>-<id>/   where an attempt of a split writes its parts (commit_attempt
+                                   renames them into place)
 
-A checkpoint commits every open part file and then atomically replaces progress.json, so
-progress.json always names exactly the committed parts and how many input rows (in input order)
-they hold. A run killed at any moment is resumed by the same command: part files not in
-progress.json are deleted, the first `rows` input rows are skipped unread by the model, and
-scoring goes on from there. Resume holds one integer and a list of part names, never row ids.
+A checkpoint commits part files and then atomically replaces progress.json, so progress.json
+always names exactly the committed parts and how many input rows they hold. A run killed at any
+moment is resumed by the same command: part files not in progress.json and every attempt's
+directory are deleted, committed splits (and a split's committed rows) are skipped unread by
+the model, and scoring goes on from there. Resume holds counts and part names, never row ids.
 
 The lock is a flock on _scorer_run/lock: the kernel drops it when its holder dies, so a crashed
 run never leaves the directory locked (on local disks and NFSv4; not on object stores). A
@@ -43,7 +47,9 @@ SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
 DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
-_PART = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp|\.manifest\.json\.tmp)$")
+_PART = re.compile(r"^(part-\d{5}(?:-\d{5})?\.parquet|\.part-\d{5}(?:-\d{5})?\.parquet\.tmp"
+                   r"|\.manifest\.json\.tmp)$")
+ATTEMPTS = f"{STATE_DIR}/attempts"  # scorer.splits: each attempt of a split writes its parts under here
 
 # Set once this process has written a run's _SUCCESS (or found its output already complete): a stop
 # signal (SIGTERM, SIGINT) after that has no run left to stop, so scorer.cli lets the command end
@@ -67,6 +73,8 @@ class Progress:
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
     profile: dict | None = None  # scorer.drift.Profile of the committed rows (--follow: the entry's)
+    plan: list | None = None  # scorer.splits.Split.to_json() of every split: a resume keeps this plan
+    splits: dict = field(default_factory=dict)  # split id -> scorer.splits.SplitState.to_json()
 
 
 class OutputLock:
@@ -228,6 +236,8 @@ class OutputDir:
         that no checkpoint committed removed for a resumed one."""
         try:
             if self.resumed:
+                for location in self._locations():
+                    location.delete_dir(ATTEMPTS)  # a killed run's attempts: none was committed
                 _remove_uncommitted(self.out, {p["file"] for p in self.progress.parts})
                 if self.dead_letter:
                     _remove_uncommitted(self.dead_letter,
@@ -255,6 +265,28 @@ class OutputDir:
             raise OutputError(f"{self.out}: cannot record progress ({e.strerror or e})") from None
         self.progress = progress
         faults.point("checkpoint")
+
+    def commit_attempt(self, attempt: str, parts: list[str], dead_letter_parts: list[str],
+                       progress: Progress) -> None:
+        """Commit a split's attempt (scorer.splits): its part files under `attempt` (a directory
+        relative to each location) renamed to the same names at the top, made durable, then
+        `progress`, which lists them, recorded. Killed between the two, a resume deletes them."""
+        try:
+            for rel in parts:
+                self.out.move(f"{attempt}/{rel}", rel)
+            for rel in dead_letter_parts:
+                self.dead_letter.move(f"{attempt}/{rel}", rel)
+            for location in self._locations():
+                location.sync()
+        except OSError as e:
+            raise OutputError(f"{getattr(e, 'filename', None) or self.out}: cannot commit a part "
+                              f"file ({e.strerror or e})") from None
+        self.checkpoint(progress)
+
+    def discard_attempt(self, attempt: str) -> None:
+        """What an attempt left: a duplicate's parts, or an attempt's emptied directory."""
+        for location in self._locations():
+            location.delete_dir(attempt)
 
     def write_manifest(self, manifest: dict) -> None:
         self.out.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -445,7 +477,8 @@ def _clear(out, keep: str | None = None) -> None:
 # What scorer writes into an output or dead-letter location (scorer.sink's parts, under hive
 # partition directories or not; the manifest, markers, state, report, dead-letter owner, and
 # their temporary names): --overwrite replaces these, and refuses a location holding more.
-_OWN_FILE = re.compile(r"(?:[^/]*=[^/]*/)*(?:part-\d{5}\.parquet|\.part-\d{5}\.parquet\.tmp)"
+_OWN_FILE = re.compile(r"(?:[^/]*=[^/]*/)*(?:part-\d{5}(?:-\d{5})?\.parquet"
+                       r"|\.part-\d{5}(?:-\d{5})?\.parquet\.tmp)"
                        r"|\.?_SUCCESS(?:\.tmp)?|\.?_manifest\.json(?:\.tmp)?|\.manifest\.json\.tmp"
                        r"|\.?_scorer_output(?:\.tmp)?|_report\.png|\.scorer-write-test"
                        rf"|{STATE_DIR}/.*", re.DOTALL)

@@ -50,7 +50,7 @@ class Manifest:
     scoring_seconds: float | None = None  # from the first batch to the end; None: not recorded
     rows_per_second_overall: float | None = None  # over timing["total_seconds"]; None: not recorded
     blank_lines_skipped: int | None = None  # batch runs of the local engine
-    parts: list[dict] = field(default_factory=list)  # {"file", "rows"}
+    parts: list[dict] = field(default_factory=list)  # {"file", "rows"} (splits: and "bytes")
     dead_letter: DeadLetter | None = None
     timing: dict[str, float] = field(default_factory=dict)  # "<stage>_seconds" -> seconds, total too
     profile: dict | None = None  # scorer.drift.Profile of the rows, as JSON; None: before drift
@@ -72,6 +72,8 @@ class Manifest:
     rows_resumed_from_checkpoint: int = 0
     identity: dict | None = None  # what `scorer run` compares to find this very run finished
     engine: dict | None = None  # --engine ray: {"name", "workers", ...}
+    # scorer.splits: {"planned", "executed_now", "attempts_discarded"}; None: --follow, older runs
+    splits: dict | None = None
     # --follow: the landing entries taken into the output, ever and by the process that wrote it
     units_done: list[str] | None = None
     units_failed: list[str] | None = None

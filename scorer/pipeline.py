@@ -1,10 +1,13 @@
-"""The local engine: source -> encode -> model -> sink on threads, for one run (scorer.runs).
+"""The local engine: a run's splits one at a time, in plan order, in this process (scorer.runs).
 
     run(["in.parquet"], "scored/")     # what `scorer run in.parquet -o scored/` does
 
-Reading, tokenizing and writing each run on a thread of their own (scorer.stages), the model on
-the calling thread. Every `rows_per_file` input rows the open part files are committed and the
-run checkpointed (scorer.commit): a killed run, started again, goes on from its last checkpoint.
+Each split goes through scorer.splits.execute_split: reading, tokenizing and writing each on a
+thread of their own (scorer.stages), the model on the calling thread. Every `rows_per_file`
+input rows (streams: also every --flush-seconds) the split's closed part files are committed
+(Run.commit): a killed run, started again, goes on from its last commit.
+stream() is the same pipeline over one ordered stream of rows into a WriteStage, which --follow
+still writes through.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Callable, ContextManager
 
 import pyarrow as pa
 
-from scorer import faults, overlap, source, stages
+from scorer import faults, overlap, source, splits, stages
+from scorer.splits import ReportingBatches
 from scorer.api import Prepared, Scorer
 from scorer.errors import OutputError
 from scorer.options import RunOptions
@@ -55,24 +59,40 @@ def run(inputs: list[str], output: str | Path, model=None, options: RunOptions |
             the_run.load_scorer(model)
     else:
         the_run.read_model(model)
-    outdir = the_run.open([source.fingerprint(i) for i in expanded])
-    if outdir.finished:
-        return RunResult(the_run.out, outdir.finished, already_complete=True)
-    stats = source.SourceStats()
+    return the_run.execute(expanded, LocalEngine(progress, loading))
 
-    def start(first: source.Chunk | None) -> WriteStage:
-        # The first chunk is read before the model loads and the output directory is changed,
-        # so a wrong column or a column clash fails fast without emptying an --overwrite target.
-        the_run.check_first(first)
-        if the_run.scorer is None:
-            with loading_model(loading, the_run.model_dir.id.name):
+
+class LocalEngine:
+    """Splits one at a time in this process, each committed every --rows-per-file rows inside
+    (streams: --flush-seconds) and at its end."""
+
+    def __init__(self, progress: Progress | None = None, loading: Loading | None = None):
+        self.progress, self.loading = progress, loading
+
+    def execute(self, the_run: Run, pending: list[splits.Split]) -> None:
+        if the_run.scorer is None and pending:
+            # The first chunk is read before the model loads and the output directory is
+            # changed, so a wrong column or a column clash fails fast without emptying an
+            # --overwrite target.
+            the_run.check_first(splits.first_chunk(pending[0], the_run.opts))
+            with loading_model(self.loading, the_run.model_dir.id.name):
                 the_run.load_scorer(the_run.model_dir)
-        outdir.prepare()
-        return the_run.write_stage()
+        done = 0  # rows written by this process in the splits before
 
-    with the_run.writing():
-        writes = stream(expanded, outdir.progress.rows, the_run, stats, start, progress)
-    return the_run.complete(expanded, stats, writes, blank_lines_skipped=stats.blank_lines)
+        def told(rows: int) -> None:
+            the_run.scoring_begins()
+            self.progress(done + rows, the_run.scoring_seconds)
+
+        for split in pending:
+            result = splits.execute_split(
+                split, the_run.scorer, the_run.opts, the_run.out,
+                committed=the_run.committed(split.id),
+                bad_rows_allowed=the_run.bad_rows_allowed(split.id),
+                embedding_basis=the_run.reference.basis if the_run.reference else None,
+                before_write=the_run.start, checkpoint=the_run.commit,
+                progress=told if self.progress else None)
+            the_run.commit(result)
+            done += result.rows_read
 
 
 def stream(inputs: list[source.Input], skip: int, the_run: Run, stats: source.SourceStats,
@@ -131,29 +151,6 @@ def _reader(inputs: list[source.Input], skip: int, the_run: Run, stats: source.S
                                 id_column=opts.id_column, csv_types=opts.csv_types)
     return stages.prefetch(stages.timed(chunks, the_run.timers.read), depth=opts.queue_depth,
                            name="read")
-
-
-class ReportingBatches(list):
-    """A chunk's model batches that report, as each next one is taken, about how many of the
-    chunk's `texts` the batches done so far held (report(rows)): progress within a chunk, from
-    the loop every model runs over its batches, without a hook in each of them."""
-
-    def __init__(self, batches: list, texts: int, report: Callable[[int], None]):
-        super().__init__(batches)
-        self.texts, self.report = texts, report  # report: None once the batches were gone over
-
-    def __iter__(self):
-        if self.report is None:  # reported once, by the model's loop; others read them again
-            yield from list.__iter__(self)
-            return
-        report, self.report = self.report, None
-        sequences = sum(len(b.rows) for b in list.__iter__(self)) or 1  # windows count apart
-        done = 0
-        for batch in list.__iter__(self):
-            yield batch
-            done += len(batch.rows)
-            if done < sequences:  # the chunk's end is reported by who scores it
-                report(self.texts * done // sequences)
 
 
 def _writer(the_run: Run, writes: WriteStage) -> Callable:

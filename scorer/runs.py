@@ -1,39 +1,45 @@
-"""A run: what every engine (scorer.pipeline, scorer.follow, scorer.ray_engine) shares.
+"""A run: its lifecycle, owned here for every engine (scorer.pipeline, scorer.ray_engine).
 
     the_run = Run(opts, "scored/")
-    the_run.read_model(model)                 # spec and checksums: no TensorFlow yet
-    outdir = the_run.open(fingerprints)       # locked: fresh, resumed, or already finished
-    the_run.check_first(first_chunk)          # columns, before the model loads
-    the_run.load_scorer(the_run.model_dir)    # not on the Ray driver: its actors score
-    outdir.prepare()
-    writes = the_run.write_stage()            # the engine writes every scored_table() into it
-    writes.checkpoint()
-    the_run.complete(inputs, stats, writes)   # run-level checks, the manifest, _SUCCESS
+    the_run.read_model(model)                # spec and checksums: no TensorFlow yet
+    the_run.execute(inputs, engine)          # open (locked), plan, engine.execute, complete
 
-The write stage (WriteStage) keeps the row accounting (Counters) and commits part files every
---rows-per-file input rows (scorer.commit); the manifest is computed here, once, for all engines.
+Run.execute opens the output (fresh, resumed, or already finished), plans the run into splits
+(scorer.splits; a resume keeps the recorded plan) and gives the engine the splits not yet
+committed. The engine only executes them (scorer.splits.execute_split, anywhere; the local engine
+loads the model once the first rows' columns are checked), calls start(first chunk) before an
+attempt writes, and hands each SplitResult to commit(): the driver, one result at a time,
+renames the attempt's parts to their final names and records the split in progress.json
+(scorer.commit). Once every split is committed, the run-level checks, the manifest (summed over
+the splits, computed here for all engines) and _SUCCESS.
+
+--follow still writes through a WriteStage (row accounting and checkpoints every --rows-per-file
+input rows in one ordered stream), with open(), check_first(), write_stage() and complete().
 (The module is `runs`: `scorer.run` is the Python API's function, scorer.pipeline.run.)
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer import classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, stdir, storage
-from scorer.api import Scorer, ScoreStats, error_kind, output_names
-from scorer.errors import DataError, ModelError
+from scorer import (classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, splits,
+                    stdir, storage)
+from scorer.api import Scorer, ScoreStats
+from scorer.errors import DataError, ModelError, OutputError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
+from scorer.splits import Counters, Split, SplitResult, SplitState, emits_labels
 from scorer.stages import Stopwatch
-from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, DEAD_LETTER_SCHEMA,
-                           check_columns, dead_letters, embeddings_in, probabilities_in, public_columns)
+from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, DEAD_LETTER_SCHEMA, check_columns, dead_letters,
+                           embeddings_in, probabilities_in, public_columns)
 from scorer.version import __version__
 
 
@@ -44,13 +50,6 @@ def load_scorer(model, opts: RunOptions, **overrides) -> Scorer:
                   max_windows=opts.max_windows, prompt=opts.prompt,
                   embedding_dtype=opts.embedding_dtype, emit=opts.emit)
     return Scorer.load(model, **{**kwargs, **overrides})
-
-
-def emits_labels(model_dir: modeldir.ModelDir, opts: RunOptions) -> bool:
-    """Whether the run writes label columns (and so profiles them for drift): a classifier's,
-    unless --emit leaves the labels out."""
-    return model_dir.kind == "classifier" and embedder.LABEL in (embedder.parse_emit(opts.emit)
-                                                                 or (embedder.LABEL,))
 
 
 def output_location(output) -> Path | str:
@@ -66,55 +65,47 @@ class RunResult:
 
 
 @dataclass
-class Counters:
-    """What became of the input rows, cumulative over the output (in progress.json and the
-    manifest)."""
-
-    rows_out: int = 0  # rows in the part files
-    rows_dead_lettered: int = 0
-    rows_with_error: int = 0  # rows not scored: in the part files with error set, or dead-lettered
-    rows_truncated: int = 0  # of rows_out
-    rows_windowed: int = 0  # of rows_out
-    error_reasons: dict[str, int] = field(default_factory=dict)  # api.error_kind -> rows
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Counters":
-        """progress.json's counters (a checkpoint from before rows_windowed lacks it)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: copy.deepcopy(v) for k, v in data.items() if k in known})
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @property
-    def rows_in(self) -> int:
-        """Input rows accounted for: each is in a part file or a dead letter."""
-        return self.rows_out + self.rows_dead_lettered
-
-    @property
-    def rows_scored(self) -> int:
-        return self.rows_in - self.rows_with_error
-
-    def count(self, written: pa.Table, bad_rows: pa.Table, dead_lettered: bool) -> None:
-        """A piece of a scored_table(): `written` went to the part files, `bad_rows` (ERROR set)
-        are among them, or went to the dead letters."""
-        self.rows_out += written.num_rows
-        self.rows_dead_lettered += bad_rows.num_rows if dead_lettered else 0
-        self.rows_with_error += bad_rows.num_rows
-        self.rows_truncated += pc.sum(written.column(TRUNCATED)).as_py() or 0
-        self.rows_windowed += pc.sum(written.column(WINDOWED)).as_py() or 0
-        for reason in bad_rows.column(ERROR).to_pylist():
-            kind = error_kind(reason)
-            self.error_reasons[kind] = self.error_reasons.get(kind, 0) + 1
-
-
-@dataclass
 class Timers:
     """Where a run's time went, besides the Scorer's own (ScoreStats)."""
 
     load: Stopwatch = field(default_factory=Stopwatch)  # the model (--follow: the latest)
     read: Stopwatch = field(default_factory=Stopwatch)
     write: Stopwatch = field(default_factory=Stopwatch)
+
+
+@dataclass
+class Totals:
+    """The committed splits added up (Run._summed)."""
+
+    profile: drift.Profile
+    rows: int = 0
+    parts: list = field(default_factory=list)
+    dead_letter_parts: list = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    blank_lines: int = 0
+
+
+@dataclass
+class Committed:
+    """What a manifest reports: the committed rows, and the work this process did for them."""
+
+    counters: Counters
+    parts: list
+    dead_letter_parts: list | None  # None: the run has no dead-letter location
+    profile: drift.Profile
+    score: ScoreStats  # tokens, encode and infer seconds
+    compile_seconds: float
+    read_seconds: float
+    write_seconds: float
+
+
+class Engine(Protocol):
+    """What executes a run's splits (scorer.pipeline.LocalEngine, scorer.ray_engine)."""
+
+    def execute(self, the_run: "Run", pending: list[Split]) -> None:
+        """Execute every split of `pending` (scorer.splits.execute_split, anywhere), calling
+        the_run.start(first chunk) before any attempt writes and handing every result to
+        the_run.commit(), one at a time, in any order."""
 
 
 class WriteStage:
@@ -285,6 +276,12 @@ class Run:
         self.reference_warnings: list[str] = []
         self.renamed_columns: dict[str, str] = {}  # input column -> the name it is kept under
         self.outdir: commit.OutputDir | None = None
+        self.plan: list[Split] = []
+        self.attempts_discarded = 0  # attempts of splits already committed, deleted
+        self._started = False  # the output was made ready (start())
+        self._checked = False  # the run's first rows' columns were checked (check_first())
+        self._results: dict[str, SplitResult] = {}  # this process's, the latest of each split
+        self._commit_lock = threading.Lock()
         self._compiled_before = 0.0
         self._rows_before = 0  # input rows the output held when this process opened it
 
@@ -343,15 +340,148 @@ class Run:
     def output_columns(self) -> list[str]:
         """The columns the model adds to each row (an input column of one of these names is kept
         as input_<name>: tables.renamed_inputs)."""
-        if self.model_dir.kind == "embedding":
-            return embedder.output_names(self.opts.output_prefix, self.windowed)
-        return output_names(self.multi_label, self.opts.output_prefix, self.windowed,
-                            embedder.parse_emit(self.opts.emit) or (embedder.LABEL,))
+        return splits.output_columns(self.model_dir, self.opts, self.windowed)
 
     def check_first(self, first: source.Chunk | None) -> None:
         """The first chunk's columns (tables.check_columns), before the output is changed; input
         columns kept under a new name are recorded (the manifest's input_columns_renamed)."""
         self.renamed_columns.update(check_columns(first, self.opts, self.output_columns))
+        self._checked = self._checked or first is not None
+
+    # ------------------------------------------------------------------ the lifecycle over splits
+
+    def execute(self, inputs: list[source.Input], engine: "Engine", **extra) -> RunResult:
+        """The whole run: open the output (locked; the same run found finished is left as it
+        is), plan it (a resume keeps the recorded plan), let the engine execute the splits not
+        yet committed (it hands each result to commit()), then complete it; `extra` fields
+        (the engine's facts) go into the manifest."""
+        outdir = self.open([source.fingerprint(i) for i in inputs])
+        if outdir.finished:
+            return RunResult(self.out, outdir.finished, already_complete=True)
+        with self.writing():
+            self.plan = self._plan(inputs)
+            self._check_committed_errors()
+            engine.execute(self, [s for s in self.plan if not self.committed(s.id).complete])
+            self.start(None)  # nothing was left to execute: a resume still clears what it must
+            missing = [s.id for s in self.plan if not self.committed(s.id).complete]
+            if missing:
+                raise OutputError(f"internal error: split(s) {', '.join(missing)} were not committed")
+        return self._complete_splits(inputs, **extra)
+
+    def start(self, first: source.Chunk | None) -> None:
+        """Before an attempt writes (the engine calls it with the split's first chunk): the
+        run's first rows' columns are checked and, the first time, the output made ready
+        (scorer.commit.OutputDir.prepare), so a wrong column fails before an --overwrite target
+        is emptied. A later input's column that cannot name partitions fails where it is
+        written (scorer.sink), naming its row."""
+        if not self._checked:
+            self.check_first(first)  # the run's first rows (a run of empty inputs has none)
+        if not self._started:
+            self.outdir.prepare()
+            self._started = True
+
+    def committed(self, split: str) -> SplitState:
+        """What of a split is committed (nothing: an empty SplitState)."""
+        data = self.outdir.progress.splits.get(split)
+        return SplitState.from_json(data) if data else SplitState()
+
+    def bad_rows_allowed(self, split: str) -> int | None:
+        """--max-errors as a row count: the bad rows a split may hold, given the other splits'."""
+        limit = self.error_limit
+        if limit is None or limit.kind != "rows":
+            return None
+        others = sum(Counters.from_json(s["counters"]).rows_with_error
+                     for name, s in self.outdir.progress.splits.items() if name != split)
+        return int(limit.value) - others
+
+    def commit(self, result: SplitResult) -> bool:
+        """Commit an attempt's result (one at a time, in any order): its parts renamed to their
+        final names and the split recorded in progress.json (scorer.commit). An attempt of a
+        split already committed, or that did not go on from the split's committed rows, is
+        deleted instead (False). A partial result (a checkpoint) is committed the same way."""
+        with self._commit_lock:
+            attempt = splits.attempt_dir(result.split, result.attempt)
+            before = self.committed(result.split)
+            state = result.state
+            if before.complete or state.parts[:len(before.parts)] != before.parts \
+                    or state.rows < before.rows:
+                self.outdir.discard_attempt(attempt)
+                self.attempts_discarded += 1
+                return False
+            states = {**self.outdir.progress.splits, result.split: state.to_json()}
+            total = self._summed(states)
+            if self._over_row_limit(total.counters):
+                raise DataError(splits.too_many_bad_rows(self.opts.max_errors, result.last_bad_row))
+            old = {p["file"] for p in before.parts}
+            old_dead = {p["file"] for p in before.dead_letter_parts}
+            self.outdir.commit_attempt(
+                attempt, [p["file"] for p in state.parts if p["file"] not in old],
+                [p["file"] for p in state.dead_letter_parts if p["file"] not in old_dead],
+                commit.Progress(rows=total.rows, parts=total.parts,
+                                dead_letter_parts=total.dead_letter_parts,
+                                counters=total.counters.to_json(), profile=total.profile.to_json(),
+                                plan=self.outdir.progress.plan, splits=states))
+            if result.complete:
+                self.outdir.discard_attempt(attempt)
+            self._results[result.split] = result
+            if result.scoring_started is not None:  # rows/s counts from the first batch
+                self.scoring_started = min(self.scoring_started or result.scoring_started,
+                                           result.scoring_started)
+            return True
+
+    def _plan(self, inputs: list[source.Input]) -> list[Split]:
+        recorded = self.outdir.progress.plan
+        if recorded is not None:
+            return [Split.from_json(s) for s in recorded]
+        if self.outdir.progress.rows:
+            raise OutputError(f"{self.out}: holds an unfinished run of an earlier scorer version, "
+                              "which this one cannot resume; pass --overwrite to start again")
+        the_plan = splits.plan(inputs, self.opts.rows_per_file)
+        self.outdir.progress.plan = [s.to_json() for s in the_plan]
+        return the_plan
+
+    def _summed(self, states: dict) -> "Totals":
+        """The committed splits' states added up, their parts in plan order."""
+        labels = self.model_dir.spec.labels if emits_labels(self.model_dir, self.opts) else []
+        total = Totals(profile=drift.Profile.empty(labels))
+        for name in sorted(states):  # ids are plan positions, zero-padded
+            state = SplitState.from_json(states[name])
+            total.rows += state.rows
+            total.parts += state.parts
+            total.dead_letter_parts += state.dead_letter_parts
+            total.counters.add(state.counters)
+            total.blank_lines += state.blank_lines
+            if state.profile and state.profile["labels"] == labels:
+                total.profile = total.profile.merge(drift.Profile.from_json(state.profile))
+        return total
+
+    def _over_row_limit(self, counters: Counters) -> bool:
+        limit = self.error_limit
+        return limit is not None and limit.rows_exceeded(counters.rows_with_error)
+
+    def _check_committed_errors(self) -> None:
+        bad = Counters.from_json(self.outdir.progress.counters).rows_with_error
+        if self._over_row_limit(Counters(rows_with_error=bad)):
+            raise DataError(f"{self.outdir.out}: the unfinished run there already has {bad} bad "
+                            f"rows, more than --max-errors {self.opts.max_errors}; resume it with a "
+                            "higher limit, or pass --overwrite to start again")
+
+    def _complete_splits(self, inputs: list[source.Input], **extra) -> RunResult:
+        total = self._summed(self.outdir.progress.splits)
+        mine = list(self._results.values())  # this process's attempts, the latest of each split
+        score = ScoreStats()
+        for result in mine:
+            for f in fields(ScoreStats):
+                setattr(score, f.name, getattr(score, f.name) + getattr(result.score, f.name))
+        done = Committed(total.counters, total.parts,
+                         total.dead_letter_parts if self.opts.dead_letter else None, total.profile,
+                         score, sum(r.compile_seconds for r in mine), sum(r.read_seconds for r in mine),
+                         sum(r.write_seconds for r in mine))
+        stats = source.SourceStats(files=[i.path for i in inputs], rows=total.counters.rows_in,
+                                   rows_skipped=self._rows_before)
+        return self._finish(inputs, stats, done, **extra, blank_lines_skipped=total.blank_lines,
+                            splits={"planned": len(self.plan), "executed_now": len(mine),
+                                    "attempts_discarded": self.attempts_discarded})
 
     def write_stage(self, per_unit: bool = False) -> WriteStage:
         """A write stage at the output's last checkpoint, held to the run's --max-errors row
@@ -371,25 +501,38 @@ class Run:
 
     def complete(self, inputs: list[source.Input], stats: source.SourceStats, writes: WriteStage,
                  **extra) -> RunResult:
-        """Once every row is written and checkpointed: the run-level checks, then the manifest
-        (with `extra` fields) and _SUCCESS."""
+        """Once every row is written and checkpointed (an engine writing through a WriteStage):
+        the run-level checks, then the manifest (with `extra` fields) and _SUCCESS."""
+        return self._finish(inputs, stats, self._written(writes), **extra)
+
+    def _finish(self, inputs: list[source.Input], stats: source.SourceStats, done: "Committed",
+                **extra) -> RunResult:
         with self.writing():
-            warnings = self._final_checks(stats, writes.counters)
-            manifest = self.manifest([{"path": i.path, "format": i.format} for i in inputs], writes)
+            warnings = self._final_checks(stats, done.counters)
+            manifest = self.manifest([{"path": i.path, "format": i.format} for i in inputs], done)
             manifest.update(extra, resumed=self.outdir.resumed,
                             rows_resumed_from_checkpoint=stats.rows_skipped)
-            run_drift = drift.compare(self.reference, writes.profile)
+            run_drift = drift.compare(self.reference, done.profile)
             manifest.update(self.drift_fields(run_drift), warnings=warnings + manifest["warnings"]
                             + run_drift.warnings())
             self.outdir.finish(manifest)
         return RunResult(self.out, manifest)
 
-    def manifest(self, inputs: list[dict], writes: WriteStage) -> dict:
+    def _written(self, writes: WriteStage) -> "Committed":
+        """A WriteStage's rows and this process's scorer and timers, as a manifest reports them."""
+        compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
+        return Committed(writes.counters, writes.writer.parts,
+                         writes.dead.parts if writes.dead else None, writes.profile,
+                         self.scorer.stats if self.scorer else ScoreStats(), compiled,
+                         self.timers.read.seconds, self.timers.write.seconds)
+
+    def manifest(self, inputs: list[dict], done: "Committed | WriteStage") -> dict:
         """What the output holds and how it was made (every engine's _manifest.json)."""
-        c, s = writes.counters, self.scorer.stats if self.scorer else ScoreStats()
+        if isinstance(done, WriteStage):
+            done = self._written(done)
+        c, s = done.counters, done.score
         total, scoring = time.time() - self.started, self.scoring_seconds
         rows_now = c.rows_in - self._rows_before  # rows this process wrote
-        compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
         # the Ray driver scores nothing: the device its workers would choose on this machine
         device = self.device or classifier.choose_device(precision=self.opts.precision)
         return {
@@ -403,15 +546,17 @@ class Run:
             "rows_per_second": round(rows_now / scoring, 1) if scoring > 0 else 0.0,
             "rows_per_second_overall": round(rows_now / max(total, 1e-9), 1),
             "scoring_seconds": round(scoring, 3),
-            "parts": writes.writer.parts,
-            "dead_letter": {"path": self.opts.dead_letter, "parts": writes.dead.parts} if writes.dead else None,
+            "parts": done.parts,
+            "dead_letter": ({"path": self.opts.dead_letter, "parts": done.dead_letter_parts}
+                            if done.dead_letter_parts is not None else None),
             "timing": {
                 "total_seconds": round(total, 3), "load_seconds": round(self.timers.load.seconds, 3),
-                "read_seconds": round(self.timers.read.seconds, 3),
+                "read_seconds": round(done.read_seconds, 3),
                 "encode_seconds": round(s.encode_seconds, 3), "infer_seconds": round(s.infer_seconds, 3),
-                "compile_seconds": round(compiled, 3), "write_seconds": round(self.timers.write.seconds, 3),
+                "compile_seconds": round(done.compile_seconds, 3),
+                "write_seconds": round(done.write_seconds, 3),
             },
-            "profile": writes.profile.to_json(), "summary": writes.profile.summary(),
+            "profile": done.profile.to_json(), "summary": done.profile.summary(),
             "input_columns_renamed": dict(self.renamed_columns),
             "warnings": self.column_warnings() + self.reference_warnings,
             "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,

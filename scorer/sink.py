@@ -2,8 +2,8 @@
 
 A part file is written under a temporary name (.part-NNNNN.parquet.tmp) and renamed into place
 when committed, so a reader never sees half a file. The pipeline decides when parts are committed
-(its checkpoints, see scorer.commit); part names are deterministic (part-00000.parquet, ...): the
-same inputs and model give the same files.
+(its checkpoints, see scorer.commit); part names are deterministic (part-<split>-<n>.parquet with
+scorer.splits, part-<n>.parquet otherwise): the same inputs and model give the same files.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class PartWriter:
 
     def __init__(self, out, model_id: ModelId | None = None, partition_by: str | None = None,
                  compression: str = "zstd", parts: list | None = None,
-                 next_index: dict | None = None):
+                 next_index: dict | None = None, name_prefix: str = ""):
         self.out = out if hasattr(out, "part_paths") else storage.open_storage(out)
+        self.name_prefix = name_prefix  # scorer.splits: the split's id and "-"
         self.partition_by = partition_by
         self.compression = compression
         self.metadata = ({MODEL_METADATA_KEY: json.dumps(model_id.to_json(), sort_keys=True).encode()}
@@ -94,7 +95,8 @@ class PartWriter:
     def _start(self, part_dir: str, schema: pa.Schema, metadata: dict) -> "_OpenPart":
         index = self.next_index.get(part_dir, 0)
         self.next_index[part_dir] = index + 1
-        final = f"{part_dir}/part-{index:05d}.parquet" if part_dir else f"part-{index:05d}.parquet"
+        name = f"part-{self.name_prefix}{index:05d}.parquet"
+        final = f"{part_dir}/{name}" if part_dir else name
         written, final = self.out.part_paths(final)
         schema = schema.with_metadata({**(schema.metadata or {}), **self.metadata, **metadata})
         try:

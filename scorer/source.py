@@ -65,6 +65,10 @@ class Chunk:
 class Input:
     path: str  # a file, a Parquet directory, or '-'
     format: str
+    # A part of a Parquet input (scorer.splits): one file of a directory (as rows' positions
+    # name it), and a range [start, stop) of its row groups; None: all of it.
+    member: str | None = None
+    row_groups: tuple[int, int] | None = None
 
 
 @dataclass
@@ -226,7 +230,9 @@ def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT
     for inp in inputs:
         stats.files.append(inp.path)
         before = reading.skip.remaining
-        for chunk in readers[inp.format](inp.path, reading):
+        read = (functools.partial(_parquet, member=inp.member, row_groups=inp.row_groups)
+                if inp.format == "parquet" else readers[inp.format])
+        for chunk in read(inp.path, reading):
             stats.rows += len(chunk)
             faults.point("read")
             yield chunk
@@ -236,34 +242,57 @@ def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT
 
 # ----------------------------------------------------------------------------- Parquet
 
-def _parquet(path, r: _Reading) -> Iterator[Chunk]:
+def _parquet(path, r: _Reading, member: str | None = None,
+             row_groups: tuple[int, int] | None = None) -> Iterator[Chunk]:
+    schema, files = _parquet_dataset(path)
+    _check_text_type(path, schema, r.text_column)
+    if member is not None:
+        files = [f for f in files if f.name == member]
+        if not files:
+            raise InputError(f"{member}: no longer in {path}; it changed since the run was planned")
+    for file in files:
+        try:
+            yield from _parquet_file(file, schema, r, row_groups)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{file.name}: not readable as Parquet ({_first_line(e)})") from None
+
+
+def _parquet_dataset(path) -> tuple[pa.Schema, list["_ParquetFile"]]:
+    """A Parquet input's schema (over all its files) and its files in name order."""
     import pyarrow.dataset as ds
 
     try:
         if path == "-":
             data = pa.BufferReader(sys.stdin.buffer.read())  # Parquet needs random access
-            schema = pq.read_schema(data)
-            files = [_ParquetFile(path, lambda: data, {})]
-        else:
-            fs, base, scheme = None, path, ""
-            if storage.is_remote(path):
-                fs, base = storage.filesystem(path)
-                scheme = path[:path.index("://") + 3]
-            dataset = ds.dataset(base, format="parquet", partitioning="hive", filesystem=fs)
-            schema = dataset.schema
-            files = sorted((_ParquetFile(scheme + f.path, functools.partial(f.filesystem.open_input_file, f.path),
-                                         ds.get_partition_keys(f.partition_expression))
-                            for f in dataset.get_fragments()), key=lambda f: f.name)
-            if not files:
-                raise InputError(f"{path}: no Parquet files in this directory")
+            return pq.read_schema(data), [_ParquetFile(path, lambda: data, {})]
+        fs, base, scheme = None, path, ""
+        if storage.is_remote(path):
+            fs, base = storage.filesystem(path)
+            scheme = path[:path.index("://") + 3]
+        dataset = ds.dataset(base, format="parquet", partitioning="hive", filesystem=fs)
+        files = sorted((_ParquetFile(scheme + f.path, functools.partial(f.filesystem.open_input_file, f.path),
+                                     ds.get_partition_keys(f.partition_expression))
+                        for f in dataset.get_fragments()), key=lambda f: f.name)
+        if not files:
+            raise InputError(f"{path}: no Parquet files in this directory")
+        return dataset.schema, files
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: not readable as Parquet ({_first_line(e)})") from None
-    _check_text_type(path, schema, r.text_column)
+
+
+def parquet_layout(path: str) -> list[tuple[str, list[int]]]:
+    """A Parquet file's or directory's files (as rows' positions name them), each with its row
+    groups' row counts, from the footers only (scorer.splits plans with it)."""
+    _, files = _parquet_dataset(path)
+    layout = []
     for file in files:
         try:
-            yield from _parquet_file(file, schema, r)
+            with file.open() as f:
+                meta = pq.ParquetFile(f).metadata
+                layout.append((file.name, [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]))
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"{file.name}: not readable as Parquet ({_first_line(e)})") from None
+    return layout
 
 
 @dataclass
@@ -273,14 +302,19 @@ class _ParquetFile:
     partition: dict  # hive partition column -> value, from the file's path
 
 
-def _parquet_file(file: _ParquetFile, schema: pa.Schema, r: _Reading) -> Iterator[Chunk]:
-    """One file's chunks. Committed row groups (resume) are skipped from the footer, unread; the
-    rest is decoded a batch at a time through a small read buffer, never a whole row group."""
+def _parquet_file(file: _ParquetFile, schema: pa.Schema, r: _Reading,
+                  row_groups: tuple[int, int] | None = None) -> Iterator[Chunk]:
+    """One file's chunks (of its row groups [start, stop) only, if given: positions still count
+    from the file's first row). Committed row groups (resume) are skipped from the footer,
+    unread; the rest is decoded a batch at a time through a small read buffer, never a whole
+    row group."""
     with file.open() as f:
         parquet = pq.ParquetFile(f, buffer_size=_PARQUET_READ_BUFFER, pre_buffer=False)
         meta = parquet.metadata
-        offset, groups = 0, []
-        for g in range(meta.num_row_groups):
+        start, stop = row_groups or (0, meta.num_row_groups)
+        offset = sum(meta.row_group(g).num_rows for g in range(start))
+        groups = []
+        for g in range(start, min(stop, meta.num_row_groups)):
             rows = meta.row_group(g).num_rows
             if not groups and r.skip.remaining >= rows:
                 offset += r.skip.take(rows)

@@ -107,6 +107,21 @@ class LocalStorage:
     def parquet_rows(self, rel: str) -> int:
         return pq.read_metadata(self.path(rel)).num_rows
 
+    def size(self, rel: str) -> int:
+        return self.path(rel).stat().st_size
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename a committed file to another name under the root (scorer.splits: an attempt's
+        part to its final name); sync() makes it durable."""
+        target = self.path(dst)
+        directory = target.parent
+        while not directory.exists():
+            self._unsynced.add(directory.parent)  # a new partition directory's entry
+            directory = directory.parent
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(src), target)
+        self._unsynced.update({target.parent, self.path(src).parent})
+
     def commit_part(self, written: str, final: str) -> None:
         with open(self.path(written), "rb+") as f:
             os.fsync(f.fileno())  # the rename must not outlive the data on a power cut
@@ -194,6 +209,14 @@ class ArrowStorage:
 
     def parquet_rows(self, rel: str) -> int:
         return pq.read_metadata(self.path(rel), filesystem=self.fs).num_rows
+
+    def size(self, rel: str) -> int:
+        return self.fs.get_file_info(self.path(rel)).size
+
+    def move(self, src: str, dst: str) -> None:
+        """An object store's move is a copy then a delete: the object appears whole or not at
+        all under its new name, as a completed upload does."""
+        self.fs.move(self.path(src), self.path(dst))
 
     def commit_part(self, written: str, final: str) -> None:
         pass  # the upload completed when the writer closed

@@ -397,7 +397,7 @@ def test_disk_full_while_writing(tiny_model, tmp_path):
                                "SCORER_XLA_CACHE": "", "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.returncode == 5, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: ") and ".part-00000.parquet.tmp: write failed (" in line and "File too large" in line
+    assert line.startswith("error: ") and ".part-00000-00000.parquet.tmp: write failed (" in line and "File too large" in line
     assert_nothing_complete(out)
 
 

@@ -29,7 +29,7 @@ def test_parquet_in_parquet_out(tiny_model, tmp_path):
     r = invoke("run", SAMPLE / "sst2_dev_sample.parquet", "-o", out, "--model", tiny_model)
     assert r.exit_code == 0, r.output
     assert f"scored 300 rows into {out}/" in r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "part-00000-00000.parquet"]
     t = read_output(out)
     assert t.column_names == ["id", "text", "gold_label", "row_id"] + OUTPUT_COLUMNS
     src = pq.read_table(SAMPLE / "sst2_dev_sample.parquet")
@@ -42,7 +42,8 @@ def test_parquet_in_parquet_out(tiny_model, tmp_path):
     assert set(t.column("label").to_pylist()) <= {"negative", "positive"}
     m = json.loads((out / "_manifest.json").read_text())
     assert m["rows_in"] == m["rows_out"] == m["rows_scored"] == 300 and m["rows_with_error"] == 0
-    assert m["model"]["name"] == "tiny" and m["parts"] == [{"file": "part-00000.parquet", "rows": 300}]
+    assert m["model"]["name"] == "tiny" and [(p["file"], p["rows"]) for p in m["parts"]] == [
+        ("part-00000-00000.parquet", 300)]
     assert set(m["timing"]) >= {"read_seconds", "encode_seconds", "infer_seconds",
                                 "compile_seconds", "write_seconds"}
     assert 0 <= m["padding_fraction"] < 1
@@ -55,8 +56,9 @@ def test_several_inputs_of_different_formats(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     t = read_output(out)
     assert t.num_rows == 572
-    assert [p.name for p in sorted(out.glob("part-*"))] == [
-        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [p.name for p in sorted(out.glob("part-*"))] == [  # a split per file, 250 rows a part
+        "part-00000-00000.parquet", "part-00000-00001.parquet", "part-00001-00000.parquet",
+        "part-00001-00001.parquet"]
     lines = (SAMPLE / "sst2_dev_sample.txt").read_text().splitlines()
     assert t.column("text").to_pylist()[300:] == lines
     assert t.column("row_id").to_pylist()[300].endswith("sst2_dev_sample.txt:0")

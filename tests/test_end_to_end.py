@@ -29,13 +29,11 @@ def test_every_sample_format_through_the_cli(tmp_path):
              SAMPLE / "sst2_dev_sample.txt"]
     r = CliRunner().invoke(main, ["run", *map(str, files), "-o", str(out), "--rows-per-file", "400"])
     assert r.exit_code == 0, r.output
-    # parts committed every 400 input rows, and a new part where the columns change (the text
-    # file has no id column)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "_SUCCESS", "_manifest.json", *(f"part-0000{i}.parquet" for i in range(4))]
-    assert [pq.read_metadata(out / f"part-0000{i}.parquet").num_rows for i in range(4)] == [400, 200, 200, 72]
-    t = pa.concat_tables([pq.read_table(out / f"part-0000{i}.parquet") for i in range(4)],
-                         promote_options="default")
+    # a split per input here (each under 400 rows), each its own part file
+    parts = [f"part-0000{i}-00000.parquet" for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", *parts]
+    assert [pq.read_metadata(out / p).num_rows for p in parts] == [300, 300, 272]
+    t = pa.concat_tables([pq.read_table(out / p) for p in parts], promote_options="default")
     assert t.num_rows == 872
     ids = t.column("row_id").to_pylist()
     assert ids[0].endswith("sst2_dev_sample.parquet:0") and ids[300].endswith("sst2_dev_sample.jsonl:0")
@@ -50,7 +48,7 @@ def test_every_sample_format_through_the_cli(tmp_path):
     assert m["rows_in"] == m["rows_out"] == m["rows_scored"] == 872
     assert m["model"]["name"] == "sentiment" and [i["format"] for i in m["inputs"]] == [
         "parquet", "jsonl", "text"]
-    meta = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"scorer.model"])
+    meta = json.loads(pq.read_schema(out / "part-00000-00000.parquet").metadata[b"scorer.model"])
     assert meta == m["model"]
     # drift against the packaged model's reference (its validation set's whole texts: SST-2
     # sentences and IMDB reviews, each source a part): SST-2 dev is nearest the SST-2 part and
@@ -70,7 +68,7 @@ def test_stdin_jsonl_in_a_real_process(tmp_path):
          "-o", str(out)], input=lines.encode(), capture_output=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert f"scored 6 rows into {out}/" in proc.stderr.decode()
-    labels = pq.read_table(out / "part-00000.parquet").column("label").to_pylist()
+    labels = pq.read_table(out / "part-00000-00000.parquet").column("label").to_pylist()
     assert labels == ["positive"] * 3 + ["negative"] * 3
 
 
@@ -80,7 +78,7 @@ def test_long_reviews_are_scored_as_windows_by_default(tmp_path):
     out = tmp_path / "reviews"
     r = CliRunner().invoke(main, ["run", str(SAMPLE / "imdb_dev_sample.jsonl"), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    t = pq.read_table(out / "part-00000.parquet")
+    t = pq.read_table(out / "part-00000-00000.parquet")
     windows = t.column("windows").to_pylist()
     m = json.loads((out / "_manifest.json").read_text())
     assert m["rows_windowed"] == sum(w > 1 for w in windows) >= 30 and m["rows_truncated"] == 0

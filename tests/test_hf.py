@@ -192,7 +192,7 @@ def test_scorer_run_scores_a_checkpoint_and_identifies_it(hf_reference, tmp_path
     result = CliRunner().invoke(main, ["run", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out"),
                                        "--model", str(case.path), "--long-text", "truncate"])
     assert result.exit_code == 0, result.output
-    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    table = pq.read_table(tmp_path / "out" / "part-00000-00000.parquet")
     np.testing.assert_allclose(np.array(table.column("probabilities").to_pylist()),
                                case.probabilities, atol=TOLERANCE, rtol=0)
     assert table.column("label").to_pylist() == [case.labels[i] for i in case.probabilities.argmax(1)]
@@ -201,7 +201,7 @@ def test_scorer_run_scores_a_checkpoint_and_identifies_it(hf_reference, tmp_path
     assert model["architecture"] == "XLMRobertaForSequenceClassification"
     assert model["labels"] == list(case.labels)
     assert set(model["checksums"]) == {"config.json", "model.safetensors"}
-    metadata = pq.read_metadata(tmp_path / "out" / "part-00000.parquet").metadata
+    metadata = pq.read_metadata(tmp_path / "out" / "part-00000-00000.parquet").metadata
     assert b"XLMRobertaForSequenceClassification" in metadata[b"scorer.model"]
 
 
@@ -221,7 +221,7 @@ def test_follow_scores_landed_files_with_a_checkpoint(hf_reference, tmp_path):
                                        str(tmp_path / "out"), "--model", str(case.path),
                                        "--settle-seconds", "0"])
     assert result.exit_code == 0, result.output
-    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    table = pq.read_table(tmp_path / "out" / "part-00000-00000.parquet")
     np.testing.assert_allclose(np.array(table.column("probabilities").to_pylist()),
                                case.probabilities[:4], atol=TOLERANCE, rtol=0)
 

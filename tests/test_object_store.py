@@ -85,7 +85,10 @@ def test_s3_round_trip_matches_a_local_run(s3, tiny_model, local_reference):
     r = CliRunner().invoke(main, ["run", *INPUTS, "-o", "s3://bkt/out1/", "--model", str(tiny_model), *ARGS])
     assert r.exit_code == 0, r.output
     names = objects(s3, "bkt/out1")
-    assert names == ["_SUCCESS", "_manifest.json"] + [f"part-{i:05d}.parquet" for i in range(len(names) - 2)]
+    # a.parquet's row groups of 40 rows, a split each (two would pass --rows-per-file 70); then
+    # b.jsonl's 100 rows, one split of two parts; each moved from its attempt's prefix
+    assert names == ["_SUCCESS", "_manifest.json"] + [f"part-{i:05d}-00000.parquet" for i in range(6)] + [
+        "part-00005-00001.parquet"]
     got = rows(s3, "bkt/out1")
     want = local_reference.sort_by("row_id")  # same order: the same file names and positions
     assert got.num_rows == 300

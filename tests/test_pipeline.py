@@ -1,4 +1,5 @@
-"""scorer.pipeline, the local engine: its threaded stages over a Run, progress reporting."""
+"""scorer.pipeline, the local engine: splits through the threaded stages over a Run, progress
+reporting."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from scorer import pipeline
 from scorer.errors import OutputError
-from scorer.runs import WriteStage
+from scorer.splits import SplitWriter
 
 
 @pytest.fixture
@@ -36,12 +37,12 @@ def test_one_scorer_serves_two_runs_and_each_manifest_counts_its_own(tiny_scorer
 
 def test_rows_lost_between_reading_and_writing_fail_the_run(tiny_scorer, ten_rows, tmp_path,
                                                            monkeypatch):
-    write = WriteStage.write
+    write = SplitWriter.write
 
     def drop_the_last_row(self, scored):
         write(self, scored.slice(0, max(scored.num_rows - 1, 0)))
 
-    monkeypatch.setattr(WriteStage, "write", drop_the_last_row)
+    monkeypatch.setattr(SplitWriter, "write", drop_the_last_row)
     with pytest.raises(OutputError, match="read 10 rows but accounted for 9"):
         pipeline.run([ten_rows], tmp_path / "out", scorer_=tiny_scorer)
     assert not (tmp_path / "out" / "_SUCCESS").exists()
@@ -49,14 +50,14 @@ def test_rows_lost_between_reading_and_writing_fail_the_run(tiny_scorer, ten_row
 
 def test_a_failing_write_stage_leaves_only_committed_parts(tiny_scorer, ten_rows, tmp_path,
                                                           monkeypatch):
-    write = WriteStage.write
+    write = SplitWriter.write
 
     def fail_on_the_third_chunk(self, scored):
         if self.rows >= 6:
             raise OSError("disk gone")
         write(self, scored)
 
-    monkeypatch.setattr(WriteStage, "write", fail_on_the_third_chunk)
+    monkeypatch.setattr(SplitWriter, "write", fail_on_the_third_chunk)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk gone"):
         pipeline.run([ten_rows], out, scorer_=tiny_scorer, chunk_rows=3, rows_per_file=3)

@@ -140,14 +140,14 @@ def test_sigterm_stops_cleanly_a_busy_directory_fails_fast_and_the_run_resumes(t
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "big.parquet"), "-o", str(out), "--model", str(tiny_model),
             "--chunk-rows", "100", "--rows-per-file", "500"]
-    # Paused before submitting its 6th chunk, the run has committed part-00000 (5 chunks, 500
+    # Paused before submitting its 6th chunk, the run has committed part-00000-00000 (5 chunks, 500
     # rows) and is still running whatever the machine's speed; SIGTERM ends the pause.
     env = {**os.environ, "SCORER_PAUSE_AT": "infer:6"}
     proc = subprocess.Popen([sys.executable, "-m", "scorer.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while not (out / "part-00000.parquet").exists():  # it has committed a part
+        while not (out / "part-00000-00000.parquet").exists():  # it has committed a part
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else ""
             time.sleep(0.02)
         second = CliRunner().invoke(main, args)
