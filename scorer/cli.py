@@ -324,7 +324,8 @@ follow_options = stack(
 
 ray_options = stack(
     click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                 help="ray: score on a Ray cluster with Ray Data (pip install 'scorer[ray]')."),
+                 help="ray: score on a Ray cluster, each split read, scored and written by a Ray actor "
+                      "(pip install 'scorer[ray]')."),
     ray_option("--address", help="With --engine ray: the cluster to join (default: auto / a local one)."),
     ray_option("--workers", type=click.IntRange(1), help="With --engine ray: scoring actors (each "
                "loads the model once; one GPU each if any)."),

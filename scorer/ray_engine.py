@@ -1,70 +1,46 @@
-"""`scorer run ... --engine ray`: the same run on Ray Data, a thin wrapper over the local stages.
+"""`scorer run ... --engine ray`: a run's splits executed on a Ray cluster, committed by the driver.
 
-    read  : a Ray Datasource whose read task is scorer.source.read_chunks (same formats, same
-            per-row errors and row ids, same resume skip), one block per chunk
-    score : map_batches with a class-based UDF, an actor pool of --workers actors, each loading
-            the model once (Scorer.load) and running prepare -> infer -> columns on its blocks;
-            num_gpus=1 per actor when the cluster has GPUs
-    write : the driver streams the scored blocks, in order, into the same sink and commit
-            protocol as the local engine (part files, checkpoints, _manifest.json, _SUCCESS)
+    driver : plans the run and commits (scorer.runs.Run.execute / Run.commit): it reads the
+             first rows to check their columns, keeps each scoring actor busy with one split
+             at a time and commits each result as it comes, in any order
+    actors : --workers of them (SplitWorker), each loading the model once; an actor executes a
+             split where it runs: reads it from the inputs, scores it and writes its part files
+             under the attempt's own directory of the output (scorer.splits.execute_split),
+             then returns metadata only (a SplitResult: counts, timings, tokens, part names)
+    GPUs   : one per actor when the cluster has GPUs
 
-Ray's own readers are not used for the input: read_json stops at the first malformed line and
-none of them number rows, while scorer keeps every bad row with its reason and position. Ray's
-write_parquet is not used either (its overwrite mode has raced and lost files); the driver's sink
-gives the exactly-once commit the local engine has. Scoring, the expensive part, is what Ray
-spreads over the cluster; on one machine it adds Ray's start-up and object transfer costs.
+No row travels between the driver and the actors, so the driver's load is flat in the number of
+rows. Inputs, output and dead letters must be reachable from every node under the same name:
+object storage (s3://, gs://), or a file system every node mounts.
+
+An actor that dies mid-split (its process killed, its node lost) loses only its attempt: the
+split goes to another actor under a new attempt name (up to MAX_ATTEMPTS), the dead actor is
+replaced, and the manifest's engine facts count the retry. An attempt of a split that is already
+committed (a duplicate) is deleted by the commit, never committed twice.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import socket
 import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
 
-import pyarrow as pa
 import ray
-from ray.data import Datasource, ReadTask
-from ray.data.block import BlockMetadata
 
-from scorer import overlap, runtime, source
-from scorer.errors import InputError
+from scorer import faults, overlap, source, splits
+from scorer.api import Scorer
+from scorer.drift import EmbeddingBasis
+from scorer.errors import InputError, ModelError, OutputError
 from scorer.options import RunOptions
-from scorer.runs import Run, RunResult, WriteStage, load_scorer
-from scorer.tables import READ_ERROR, TEXTS, chunk_table, scored_table
+from scorer.runs import Run, RunResult, load_scorer
+from scorer.splits import Split, SplitResult, SplitState
 
-
-class ChunkSource(Datasource):
-    """A Ray Datasource over scorer.source.read_chunks: one read task, blocks in input order."""
-
-    def __init__(self, inputs, opts: RunOptions, skip: int, outputs: list[str]):
-        self.inputs, self.opts, self.skip, self.outputs = inputs, opts, skip, outputs
-
-    def estimate_inmemory_data_size(self):
-        return None
-
-    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-        inputs, opts, skip, outputs = self.inputs, self.opts, self.skip, self.outputs
-
-        def read():
-            for chunk in source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
-                                            max_line_bytes=opts.max_line_bytes,
-                                            id_column=opts.id_column, csv_types=opts.csv_types):
-                yield chunk_table(chunk, opts, outputs)
-
-        meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
-                             input_files=tuple(i.path for i in inputs))
-        return [ReadTask(read, meta)]
-
-
-class ScoreBlocks:
-    """The map_batches UDF: the model is loaded once per actor."""
-
-    def __init__(self, model, opts: RunOptions):
-        self.opts = opts
-        self.scorer = load_scorer(model, opts)
-
-    def __call__(self, block: pa.Table) -> pa.Table:
-        texts = block.column(TEXTS).to_pylist()
-        prepared = self.scorer.prepare(texts, block.column(READ_ERROR).to_pylist())
-        return scored_table(block, self.scorer, prepared, self.scorer.infer(prepared), self.opts)
+MAX_ATTEMPTS = 4  # of one split whose actors die; then the run fails (and resumes from its commits)
+ACTOR_START_SECONDS = 900  # with no split running: an actor (its model loaded) must be up by then
 
 
 def run(inputs: list[str], output, model=None, options: RunOptions | None = None,
@@ -75,60 +51,158 @@ def run(inputs: list[str], output, model=None, options: RunOptions | None = None
         raise InputError("--engine ray reads files and object stores, not standard input")
     expanded = source.expand_inputs(inputs, opts.format)
     overlap.check_apart([i.path for i in expanded], output, opts.dead_letter)
-    # The driver reads the model's spec: the sink needs its id, the column check its labels.
-    model_dir = the_run.read_model(model)
-    outdir = the_run.open([source.fingerprint(i) for i in expanded])
-    if outdir.finished:  # answered before Ray and TensorFlow start
-        return RunResult(the_run.out, outdir.finished, already_complete=True)
-    skip = outdir.progress.rows
-    with the_run.writing():
-        the_run.check_first(_first_chunk(expanded, opts, skip))
+    # The driver reads the model's spec (the run's identity, the column check, drift) and never
+    # loads the model: TensorFlow does not start here, the actors score.
+    the_run.read_model(model)
+    return the_run.execute(expanded, RayEngine(str(the_run.model_dir.path), workers, address, progress))
+
+
+class SplitWorker:
+    """A scoring actor: the model loaded once, then one split at a time."""
+
+    def __init__(self, model: str, opts: RunOptions):
+        self.opts = opts
+        self.scorer: Scorer = load_scorer(model, opts)
+
+    def where(self) -> str:
+        """'<host>:<pid>' (the driver waits for it: the actor is up, its model loaded)."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def execute(self, split: Split, output, attempt: str, committed: SplitState,
+                bad_rows_allowed: int | None, embedding_basis: EmbeddingBasis | None) -> SplitResult:
+        return splits.execute_split(split, self.scorer, self.opts, output, attempt=attempt,
+                                    committed=committed, bad_rows_allowed=bad_rows_allowed,
+                                    embedding_basis=embedding_basis)
+
+
+@dataclass
+class Attempt:
+    """A split given to an actor."""
+
+    split: Split
+    name: str  # the attempt's directory: splits.attempt_dir(split.id, name)
+    actor: ray.actor.ActorHandle
+
+
+class RayEngine:
+    """Executes a run's splits on --workers actors (scorer.runs.Engine)."""
+
+    def __init__(self, model: str, workers: int, address: str | None = None, progress=None):
+        self.model, self.workers, self.address, self.progress = model, workers, address, progress
+        self.gpus_per_worker = 0
+        self.facts = {"name": "ray", "workers": workers, "gpus_per_worker": 0,
+                      "ray_version": ray.__version__, "split_attempts": 0, "split_retries": 0,
+                      "actors_lost": 0, "result_bytes": 0, "hosts": []}
+
+    def execute(self, the_run: Run, pending: list[Split]) -> None:
+        if not pending:
+            return
+        # The run's first rows' columns are checked, and the output made ready, before Ray
+        # starts and before any actor writes: a wrong column fails fast, without touching an
+        # --overwrite target.
+        the_run.start(_first_rows(pending, the_run.opts))
+        self._join_cluster()
+        basis = the_run.reference.basis if the_run.reference else None
+        actor_class = ray.remote(SplitWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker,
+                                                      max_restarts=0, max_task_retries=0)
+        queue = deque(pending)
+        tries: dict[str, int] = {}
+        starting: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}
+        running: dict[ray.ObjectRef, Attempt] = {}
+        idle: list[ray.actor.ActorHandle] = []
+        actors: list[ray.actor.ActorHandle] = []
+        rows_done = 0
+
+        def new_actor() -> None:
+            actor = actor_class.remote(self.model, the_run.opts)
+            actors.append(actor)
+            starting[actor.where.remote()] = actor
+
+        try:
+            for _ in range(min(self.workers, len(pending))):
+                new_actor()
+            while queue or running:
+                while idle and queue:
+                    split, actor = queue.popleft(), idle.pop()
+                    tries[split.id] = tries.get(split.id, 0) + 1
+                    attempt = Attempt(split, f"{tries[split.id]}-{uuid.uuid4().hex[:8]}", actor)
+                    running[actor.execute.remote(split, the_run.out, attempt.name,
+                                                 the_run.committed(split.id),
+                                                 the_run.bad_rows_allowed(split.id), basis)] = attempt
+                    self.facts["split_attempts"] += 1
+                if not running and not idle:  # splits wait for an actor to start
+                    ready, _ = ray.wait(list(starting), num_returns=1, timeout=ACTOR_START_SECONDS)
+                    if not ready:
+                        raise OutputError(f"no scoring actor started in {ACTOR_START_SECONDS} s (is a CPU"
+                                          f"{' and a GPU' if self.gpus_per_worker else ''} free on the "
+                                          "cluster?); the committed splits are kept: run the same "
+                                          "command again to resume")
+                (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    idle.append(actor)
+                    self._record_host(_get(ref, "start a scoring actor"))
+                    continue
+                attempt = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    if e.actor_init_failed:
+                        raise ModelError(f"a scoring actor could not load the model: {e}") from None
+                    self._lost(the_run, attempt, e, tries)
+                    queue.appendleft(attempt.split)
+                    ray.kill(attempt.actor, no_restart=True)  # dead, or unreachable for now
+                    new_actor()
+                    continue
+                except ray.exceptions.RayTaskError as e:
+                    raise e.cause from None  # the split's own error: a bad column, --max-errors
+                idle.append(attempt.actor)
+                self.facts["result_bytes"] += len(pickle.dumps(result))  # all the driver gets
+                the_run.commit(result)
+                rows_done += result.rows_read
+                if self.progress:
+                    self.progress(rows_done, time.time() - the_run.started)
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+
+    def _join_cluster(self) -> None:
         if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False, include_dashboard=False,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}})
-        runtime.start(threads=1)  # the driver only writes: the actors score
-        outdir.prepare()
-        writes = the_run.write_stage()
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        scored = _scored_blocks(ChunkSource(expanded, opts, skip, the_run.output_columns), str(model_dir.path), opts, workers, gpus)
-        _write_blocks(scored, the_run, writes, progress)
-    stats = source.SourceStats(files=[i.path for i in expanded], rows=writes.rows, rows_skipped=skip)
-    engine = {"name": "ray", "workers": workers, "gpus_per_worker": 1 if gpus else 0,
-              "ray_version": ray.__version__}
-    return the_run.complete(expanded, stats, writes, engine=engine)
+            # The fault hooks of the tests (scorer.faults; inert without the suite's key) reach
+            # the actors, where splits run.
+            hooks = {k: os.environ[k] for k in faults.ENVIRONMENT if k in os.environ}
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **hooks}})
+        self.gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) else 0
+        self.facts["gpus_per_worker"] = self.gpus_per_worker
+
+    def _lost(self, the_run: Run, attempt: Attempt, error: Exception, tries: dict[str, int]) -> None:
+        """An actor died holding `attempt`: its files go, the split is tried again."""
+        self.facts["actors_lost"] += 1
+        the_run.outdir.discard_attempt(splits.attempt_dir(attempt.split.id, attempt.name))
+        if tries[attempt.split.id] >= MAX_ATTEMPTS:
+            raise OutputError(f"split {attempt.split.id}: its scoring actor died in each of "
+                              f"{MAX_ATTEMPTS} attempts (the latest: {str(error).splitlines()[0]}); "
+                              "the committed splits are kept: run the same command again to resume")
+        self.facts["split_retries"] += 1
+
+    def _record_host(self, where: str) -> None:
+        host = where.rsplit(":", 1)[0]
+        if host not in self.facts["hosts"]:
+            self.facts["hosts"].append(host)
 
 
-def _first_chunk(inputs: list[source.Input], opts: RunOptions, skip: int) -> source.Chunk | None:
-    """Read on the driver for the column check, before the output is changed."""
-    chunks = source.read_chunks(inputs, opts.text_column, opts.chunk_rows, skip=skip,
-                                max_line_bytes=opts.max_line_bytes, id_column=opts.id_column,
-                                csv_types=opts.csv_types)
+def _get(ref, doing: str):
     try:
-        return next(chunks, None)
-    finally:
-        chunks.close()
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as e:
+        raise ModelError(f"could not {doing}: {e}") from None
 
 
-def _scored_blocks(chunks: ChunkSource, model_path: str, opts: RunOptions, workers: int, gpus: int):
-    """The Ray Dataset of scored_table() blocks, in input order."""
-    # Reading is light and must not wait for a CPU the scoring actors hold.
-    ds = ray.data.read_datasource(chunks, num_cpus=0)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # parts in input order, as the local engine
-    return ds.map_batches(ScoreBlocks, fn_constructor_args=(model_path, opts),
-                          # A batch is one block (= one chunk). Ray requires a batch size with
-                          # GPUs: there a chunk's rows, and small blocks may be bundled.
-                          batch_size=opts.chunk_rows if gpus else None,
-                          batch_format="pyarrow", zero_copy_batch=True,
-                          concurrency=workers, num_gpus=1 if gpus else 0)
-
-
-def _write_blocks(scored, the_run: Run, writes: WriteStage, progress) -> None:
-    """The driver writes the scored blocks as they come, then checkpoints."""
-    for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-        the_run.scoring_begins()  # the first scored block
-        with the_run.timers.write.measure():
-            writes.write(block)
-        if progress:
-            progress(writes.rows_now, the_run.scoring_seconds)
-    writes.checkpoint()
+def _first_rows(pending: list[Split], opts: RunOptions):
+    """The first chunk of the first pending split that has rows (None: none has)."""
+    for split in pending:
+        first = splits.first_chunk(split, opts)
+        if first is not None:
+            return first
+    return None

@@ -100,7 +100,9 @@ class Committed:
 
 
 class Engine(Protocol):
-    """What executes a run's splits (scorer.pipeline.LocalEngine, scorer.ray_engine)."""
+    """What executes a run's splits (scorer.pipeline.LocalEngine, scorer.ray_engine.RayEngine).
+    One with a `facts` dict (Ray: workers, retries, hosts) has it in the manifest's `engine`,
+    read once the splits ran."""
 
     def execute(self, the_run: "Run", pending: list[Split]) -> None:
         """Execute every split of `pending` (scorer.splits.execute_split, anywhere), calling
@@ -366,7 +368,8 @@ class Run:
             missing = [s.id for s in self.plan if not self.committed(s.id).complete]
             if missing:
                 raise OutputError(f"internal error: split(s) {', '.join(missing)} were not committed")
-        return self._complete_splits(inputs, **extra)
+        facts = getattr(engine, "facts", None)  # an engine's own, known once it ran (Ray's retries)
+        return self._complete_splits(inputs, **extra, **({"engine": facts} if facts else {}))
 
     def start(self, first: source.Chunk | None) -> None:
         """Before an attempt writes (the engine calls it with the split's first chunk): the

@@ -144,3 +144,20 @@ def test_s3_output_holding_the_same_finished_run_is_already_complete(s3, tiny_mo
     assert r.exit_code == 5
     assert "holds a finished run of another command (its --max-length was None)" in r.stderr
 
+
+
+def test_ray_actors_read_and_write_s3_as_the_local_engine_does(s3, tiny_model, local_reference):
+    """--engine ray with two actors: each reads its splits from S3 and writes their parts there."""
+    pytest.importorskip("ray", reason="Ray is the optional extra scorer[ray]; ./install.sh test installs it")
+    out = "s3://bkt/out-ray"
+    proc = subprocess.run([sys.executable, "-m", "scorer.cli", "run", *INPUTS, "-o", out, "--model",
+                           str(tiny_model), *ARGS, "--engine", "ray", "--workers", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got, want = rows(s3, out[5:]), local_reference.sort_by("row_id")
+    assert got.num_rows == 300 and got.column("row_id").to_pylist()[0] == "s3://bkt/in/a.parquet:0"
+    for name in ("n", "label", "error"):
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    assert not [o for o in objects(s3, out[5:]) if o.startswith("_scorer_run")]
+    m = json.loads(s3.open_input_stream(f"{out[5:]}/_manifest.json").read())
+    assert m["engine"]["name"] == "ray" and m["rows_in"] == m["rows_out"] == 300

@@ -1,7 +1,9 @@
 """--engine ray on a real 2-node Ray cluster on this machine (tests/cluster.py: a head and a worker
 node, `ray start --num-cpus 1` each, ended by pid): `scorer run --address` in a process of its own,
 as a user runs it, gives the rows the local engine gives; a second driver on the same output is
-refused by the lock; a driver SIGKILLed mid-run resumes with the same command, exactly once."""
+refused by the lock; a driver SIGKILLed mid-run resumes with the same command; an actor SIGKILLed
+mid-split is replaced and its split retried; with the second node's processes killed mid-run the
+run finishes on the head. Every row exactly once, each time."""
 
 from __future__ import annotations
 
@@ -137,3 +139,75 @@ def test_a_driver_killed_mid_run_resumes_exactly_once(cluster, inputs, tiny_mode
     again = scorer_run(command, cluster)  # a finished run, rerun: nothing to do
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
+
+
+def paused_actors(release, log, driver, count: int) -> list[int]:
+    """Wait until `count` scoring actors are paused mid-split (scorer.faults' SCORER_PAUSE_RELEASE:
+    each created release.<pid>); their pids."""
+    deadline = time.time() + RUN_SECONDS
+    while len(pids := [int(p.suffix[1:]) for p in release.parent.glob(release.name + ".*")]) < count:
+        assert driver.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, f"{count} actors did not pause mid-split: {pids}"
+        time.sleep(0.2)
+    return pids
+
+
+def run_with_paused_actors(command, cluster, tmp_path, act) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `command` with every scoring actor paused at its first part-file write; once both
+    are, act(paused pids), then let the rest go on. The driver's exit code and output."""
+    release, log = tmp_path / "release", tmp_path / "driver.log"
+    release.write_text("")
+    with log.open("w") as sink:
+        driver = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **cluster.env, "SCORER_PAUSE_AT": "write:1",
+                                       "SCORER_PAUSE_RELEASE": str(release)})
+    try:
+        act(paused_actors(release, log, driver, 2))
+        release.unlink()
+        driver.wait(timeout=RUN_SECONDS)
+    finally:
+        driver.kill()
+        driver.wait()
+    return driver.returncode, log.read_text()
+
+
+def assert_finished_exactly_once(out, expected) -> dict:
+    assert_same_rows(rows(out), expected)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or "_scorer_run" in p.parts]
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["rows_in"] == m["rows_out"] == ROWS and sum(p["rows"] for p in m["parts"]) == ROWS
+    return m
+
+
+def test_an_actor_killed_mid_split_is_retried_and_every_row_is_written_once(cluster, inputs, tiny_model,
+                                                                            local_rows, tmp_path):
+    out = tmp_path / "out"
+
+    def kill_one(paused: list[int]) -> None:
+        assert set(paused) <= set(cluster.pids())  # Ray actors of the test cluster
+        os.kill(paused[0], signal.SIGKILL)
+
+    code, log = run_with_paused_actors(ray_command(inputs, out, tiny_model, cluster), cluster, tmp_path,
+                                       kill_one)
+    assert code == 0, log[-3000:]
+    m = assert_finished_exactly_once(out, local_rows[0])
+    assert m["engine"]["actors_lost"] == 1 and m["engine"]["split_retries"] == 1
+    assert m["engine"]["split_attempts"] == m["splits"]["planned"] + 1
+
+
+def test_a_node_lost_mid_run_the_run_finishes_on_the_head_exactly_once(cluster, inputs, tiny_model,
+                                                                       local_rows, tmp_path):
+    """Last in this module: the cluster has one node left after it."""
+    out = tmp_path / "out"
+    head, node = cluster.nodes
+
+    def lose_the_node(paused: list[int]) -> None:
+        # One actor per node (each has one CPU), both mid-split.
+        assert len(set(paused) & set(node.pids())) == 1 and len(set(paused) & set(head.pids())) == 1
+        node.kill()
+
+    code, log = run_with_paused_actors(ray_command(inputs, out, tiny_model, cluster), cluster, tmp_path,
+                                       lose_the_node)
+    assert code == 0, log[-3000:]
+    m = assert_finished_exactly_once(out, local_rows[0])
+    assert m["engine"]["actors_lost"] >= 1 and m["engine"]["split_retries"] >= 1
