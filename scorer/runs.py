@@ -439,7 +439,7 @@ class Run:
         if self.outdir.progress.rows:
             raise OutputError(f"{self.out}: holds an unfinished run of an earlier scorer version, "
                               "which this one cannot resume; pass --overwrite to start again")
-        the_plan = splits.plan(inputs, self.opts.rows_per_file)
+        the_plan = splits.plan(inputs, self.opts.rows_per_file, self.opts.max_line_bytes)
         self.outdir.progress.plan = [s.to_json() for s in the_plan]
         return the_plan
 

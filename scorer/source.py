@@ -69,6 +69,12 @@ class Input:
     # name it), and a range [start, stop) of its row groups; None: all of it.
     member: str | None = None
     row_groups: tuple[int, int] | None = None
+    # A part of a JSON Lines or text file (scorer.splits): its bytes [start, stop), cut at line
+    # starts, and the lines and rows before them (from line_cuts), so that line numbers and
+    # row positions go on from there.
+    byte_range: tuple[int, int] | None = None
+    lines_before: int = 0
+    rows_before: int = 0
 
 
 @dataclass
@@ -231,7 +237,8 @@ def read_chunks(inputs: list[Input], text_column: str, chunk_rows: int = DEFAULT
         stats.files.append(inp.path)
         before = reading.skip.remaining
         read = (functools.partial(_parquet, member=inp.member, row_groups=inp.row_groups)
-                if inp.format == "parquet" else readers[inp.format])
+                if inp.format == "parquet" else
+                functools.partial(readers[inp.format], part=inp) if inp.byte_range else readers[inp.format])
         for chunk in read(inp.path, reading):
             stats.rows += len(chunk)
             faults.point("read")
@@ -619,10 +626,22 @@ def _escape_surrogates(value):
 _TICK = object()  # no line arrived for a while (streams only)
 
 
-def _lines(path, max_line_bytes: int, ticks: bool = False) -> Iterator[bytes | int | object]:
+def _lines(path, max_line_bytes: int, ticks: bool = False,
+           byte_range: tuple[int, int] | None = None) -> Iterator[bytes | int | object]:
     """Lines split on b'\\n' only, so U+2028 / U+0085 inside a JSON string never split a record.
     A line longer than max_line_bytes is read past in blocks and yielded as a _TooLong.
-    With ticks (stdin), _TICK is yielded every quarter second while no line arrives."""
+    With ticks (stdin), _TICK is yielded every quarter second while no line arrives. With
+    byte_range (an uncompressed local file), the lines that start in [start, stop)."""
+    if byte_range is not None:
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+        with f:
+            f.seek(byte_range[0])
+            yield from _split_lines(_Range(f, byte_range[1] - byte_range[0]), max_line_bytes,
+                                    bom=byte_range[0] == 0)
+        return
     if path == "-":
         lines = _split_lines(_stdin(), max_line_bytes)
         yield from _with_ticks(lines) if ticks else lines
@@ -750,9 +769,64 @@ class _TooLong:
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", Windows editors
 
 
-def _split_lines(stream, max_line_bytes: int) -> Iterator[bytes | _TooLong]:
-    """The stream's lines without their line end; a leading UTF-8 byte-order mark is dropped."""
-    limit = max_line_bytes + 1 + len(_BOM)  # the first line may carry a BOM
+class _Range:
+    """readline over a file from where it stands, ending with the line that starts before
+    `size` more bytes (a line that starts inside is read to its end)."""
+
+    def __init__(self, f, size: int):
+        self.f, self.left, self.at_line_start = f, size, True
+
+    def readline(self, limit: int) -> bytes:
+        if self.left <= 0 and self.at_line_start:
+            return b""
+        line = self.f.readline(limit)
+        self.left -= len(line)
+        self.at_line_start = line.endswith(b"\n")
+        return line
+
+
+class _Offsets:
+    """readline over a file that keeps the byte offset where the latest line started."""
+
+    def __init__(self, f):
+        self.f, self.pos, self.line_start, self.at_line_start = f, 0, 0, True
+
+    def readline(self, limit: int) -> bytes:
+        if self.at_line_start:
+            self.line_start = self.pos
+        line = self.f.readline(limit)
+        self.pos += len(line)
+        self.at_line_start = line.endswith(b"\n")
+        return line
+
+
+def line_cuts(path: str, fmt: str, rows_per_cut: int, max_line_bytes: int) -> list[tuple[int, int, int]]:
+    """Where an uncompressed local JSON Lines or text file can be cut into pieces of
+    rows_per_cut rows: (byte offset of a row's line start, lines before it, rows before it), the
+    first (0, 0, 0), then one every rows_per_cut rows, then (file size, lines, rows) at the end.
+    Every line is read (as the reader reads them: a JSON Lines line holding only white space is
+    no row), none parsed."""
+    cuts = [(0, 0, 0)]
+    lines = rows = 0
+    try:
+        with open(path, "rb") as f:
+            stream = _Offsets(f)
+            for line in _split_lines(stream, max_line_bytes):
+                row = fmt != "jsonl" or isinstance(line, _TooLong) or bool(line.strip())
+                if row and rows and rows % rows_per_cut == 0 and cuts[-1][2] != rows:
+                    cuts.append((stream.line_start, lines, rows))
+                lines += 1
+                rows += row
+            cuts.append((stream.pos, lines, rows))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    return cuts
+
+
+def _split_lines(stream, max_line_bytes: int, bom: bool = True) -> Iterator[bytes | _TooLong]:
+    """The stream's lines without their line end; a leading UTF-8 byte-order mark is dropped
+    (bom: the stream starts the file)."""
+    limit = max_line_bytes + 1 + (len(_BOM) if bom else 0)  # the first line may carry a BOM
     while line := stream.readline(limit):
         if limit > max_line_bytes + 1:
             line, limit = line.removeprefix(_BOM), max_line_bytes + 1
@@ -822,10 +896,11 @@ def _kept_raw(row: _Row, raw: bytes) -> _Row:
     return row
 
 
-def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chunk]:
+def _chunks(path, r: _Reading, items: Iterator, parse, to_table, offset: int = 0) -> Iterator[Chunk]:
     """Chunks of a line format, cut at chunk_rows rows or chunk_bytes bytes: parse(item) -> a
-    _Row, or None for an item that is not a row; to_table(rows) -> the chunk's columns."""
-    offset, held = 0, 0
+    _Row, or None for an item that is not a row; to_table(rows) -> the chunk's columns; offset:
+    the position of the first row."""
+    held = 0
     rows: list[_Row] = []
     oldest = 0.0  # when the oldest row in `rows` arrived
 
@@ -861,10 +936,10 @@ def _chunks(path, r: _Reading, items: Iterator, parse, to_table) -> Iterator[Chu
         yield chunk()
 
 
-def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
+def _jsonl(path, r: _Reading, part: Input | None = None) -> Iterator[Chunk]:
     text_column = r.text_column
     columns = _Columns(text_column)
-    number = 0  # lines read
+    number = part.lines_before if part else 0  # lines read
 
     def parse(line) -> _Row | None:
         nonlocal number
@@ -893,14 +968,17 @@ def _jsonl(path, r: _Reading) -> Iterator[Chunk]:
 
     def to_table(rows: list[_Row]) -> pa.Table:
         records = [x.record for x in rows]
-        if not columns.types and any(records) and not any(text_column in x for x in records):
+        # (a later part of a file leaves it to the first: its rows may all lack the field)
+        if not columns.types and any(records) and not any(text_column in x for x in records) \
+                and not (part and part.byte_range[0] > 0):
             keys = sorted({k for x in records for k in x})
             raise InputError(f"{path}: no field {text_column!r} in any record (fields: "
                              f"{shown_names(keys)}); pick one with --text-column")
         return columns.table(records)
 
-    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds)),
-                       parse, to_table)
+    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds),
+                                       byte_range=part.byte_range if part else None),
+                       parse, to_table, part.rows_before if part else 0)
 
 
 def _json_record(line: bytes) -> tuple[dict | None, str | None]:
@@ -925,8 +1003,8 @@ def _first_surrogate(text: str) -> str:
     return next(f"\\u{ord(c):04x}" for c in text if 0xD800 <= ord(c) <= 0xDFFF)
 
 
-def _text(path, r: _Reading) -> Iterator[Chunk]:
-    number = 0  # lines read
+def _text(path, r: _Reading, part: Input | None = None) -> Iterator[Chunk]:
+    number = part.lines_before if part else 0  # lines read
 
     def parse(line) -> _Row:
         nonlocal number
@@ -941,8 +1019,9 @@ def _text(path, r: _Reading) -> Iterator[Chunk]:
     def to_table(rows: list[_Row]) -> pa.Table:
         return pa.table({r.text_column: pa.array([x.text for x in rows], pa.string())})
 
-    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds)),
-                       parse, to_table)
+    yield from _chunks(path, r, _lines(path, r.max_line_bytes, ticks=bool(r.flush_seconds),
+                                       byte_range=part.byte_range if part else None),
+                       parse, to_table, part.rows_before if part else 0)
 
 
 def _first_line(e: Exception) -> str:

@@ -60,10 +60,13 @@ class Piece:
     member: str | None = None  # Parquet: the file (of a directory input) as row ids name it
     row_groups: tuple[int, int] | None = None  # Parquet: [start, stop); None: every row group
     first_row: int = 0  # the position of its first row in its file
-    rows: int | None = None  # from the footers (Parquet); None: not known before reading
+    rows: int | None = None  # from the footers (Parquet) or a line count; None: not known
+    byte_range: tuple[int, int] | None = None  # JSON Lines, text: its bytes [start, stop)
+    first_line: int = 0  # JSON Lines, text: the lines before byte_range
 
     def input(self) -> source.Input:
-        return source.Input(self.path, self.format, self.member, self.row_groups)
+        return source.Input(self.path, self.format, self.member, self.row_groups, self.byte_range,
+                            self.first_line, self.first_row)
 
 
 @dataclass(frozen=True)
@@ -92,15 +95,18 @@ class Split:
 
     @classmethod
     def from_json(cls, data: dict) -> "Split":
-        pieces = tuple(Piece(**{**p, "row_groups": tuple(p["row_groups"]) if p["row_groups"] else None})
-                       for p in data["pieces"])
+        pieces = tuple(Piece(**{**p, **{k: tuple(p[k]) for k in ("row_groups", "byte_range")
+                                        if p.get(k)}}) for p in data["pieces"])
         return cls(data["id"], data["kind"], pieces)
 
 
-def plan(inputs: list[source.Input], rows_per_split: int) -> list[Split]:
-    """The run's splits, in input order, from Parquet footers and the inputs' names only.
-    Consecutive Parquet row groups (of one file or of several) are packed into splits of at most
-    rows_per_split rows (a bigger row group is a split of its own); every other input is a split."""
+def plan(inputs: list[source.Input], rows_per_split: int,
+         max_line_bytes: int = source.DEFAULT_MAX_LINE_BYTES) -> list[Split]:
+    """The run's splits, in input order, from Parquet footers, and a line count of the local,
+    uncompressed JSON Lines and text files; no row is parsed. Consecutive Parquet row groups (of
+    one file or of several) are packed into splits of at most rows_per_split rows (a bigger row
+    group is a split of its own); a JSON Lines or text file is cut at the line starting every
+    rows_per_split-th row; every other input (CSV, compressed, remote, stdin) is one split."""
     splits: list[Split] = []
     pending: list[Piece] = []  # the Parquet split being filled
     pending_rows = 0
@@ -112,6 +118,14 @@ def plan(inputs: list[source.Input], rows_per_split: int) -> list[Split]:
         pending, pending_rows = [], 0
 
     for inp in inputs:
+        if _cut_by_lines(inp):
+            close()
+            cuts = source.line_cuts(inp.path, inp.format, rows_per_split, max_line_bytes)
+            for (start, lines, rows), (stop, _, next_rows) in zip(cuts, cuts[1:]):
+                splits.append(Split(f"{len(splits):05d}", FILE, (Piece(
+                    inp.path, inp.format, first_row=rows, rows=next_rows - rows,
+                    byte_range=(start, stop), first_line=lines),)))
+            continue
         if inp.format != "parquet" or inp.path == "-":
             close()
             kind = STREAM if inp.path == "-" else FILE
@@ -132,6 +146,14 @@ def plan(inputs: list[source.Input], rows_per_split: int) -> list[Split]:
                                  position - first))
     close()
     return splits
+
+
+def _cut_by_lines(inp: source.Input) -> bool:
+    """Whether a file is cut into byte ranges: JSON Lines and text, local and uncompressed (a
+    CSV value may hold a line break; a compressed stream cannot be entered midway; an object
+    store's file would be read twice)."""
+    return (inp.format in ("jsonl", "text") and inp.path != "-" and not storage.is_remote(inp.path)
+            and source.compression_of(inp.path) is None)
 
 
 @dataclass

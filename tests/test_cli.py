@@ -56,9 +56,9 @@ def test_several_inputs_of_different_formats(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     t = read_output(out)
     assert t.num_rows == 572
-    assert [p.name for p in sorted(out.glob("part-*"))] == [  # a split per file, 250 rows a part
-        "part-00000-00000.parquet", "part-00000-00001.parquet", "part-00001-00000.parquet",
-        "part-00001-00001.parquet"]
+    assert [p.name for p in sorted(out.glob("part-*"))] == [  # each file cut every 250 rows
+        "part-00000-00000.parquet", "part-00001-00000.parquet", "part-00002-00000.parquet",
+        "part-00003-00000.parquet"]
     lines = (SAMPLE / "sst2_dev_sample.txt").read_text().splitlines()
     assert t.column("text").to_pylist()[300:] == lines
     assert t.column("row_id").to_pylist()[300].endswith("sst2_dev_sample.txt:0")

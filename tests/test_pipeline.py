@@ -52,12 +52,12 @@ def test_a_failing_write_stage_leaves_only_committed_parts(tiny_scorer, ten_rows
                                                           monkeypatch):
     write = SplitWriter.write
 
-    def fail_on_the_third_chunk(self, scored):
-        if self.rows >= 6:
+    def fail_on_the_third_split(self, scored):  # the file is cut every 3 rows
+        if self.split.id == "00002":
             raise OSError("disk gone")
         write(self, scored)
 
-    monkeypatch.setattr(SplitWriter, "write", fail_on_the_third_chunk)
+    monkeypatch.setattr(SplitWriter, "write", fail_on_the_third_split)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk gone"):
         pipeline.run([ten_rows], out, scorer_=tiny_scorer, chunk_rows=3, rows_per_file=3)

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from scorer import backbone, fileio, modeldir
+from scorer import backbone, fileio, modeldir, source, splits
 from scorer.errors import ModelError
 from tests.conftest import REPO, SAMPLE
 
@@ -217,23 +217,22 @@ def test_state_files_of_another_user_are_not_resumed(tiny_model, tmp_path, monke
     r = score(tiny_model, out, "--rows-per-file", "100", "--max-errors", "0")
     assert r.exit_code == 0 and len(lines) == 272
     state = json.loads((out / "_manifest.json").read_text())["identity"]
-    for name in ("_SUCCESS", "_manifest.json", "part-00000-00002.parquet"):
+    for name in ("_SUCCESS", "_manifest.json", "part-00002-00000.parquet"):
         (out / name).unlink()
     (out / "_scorer_run").mkdir()
     (out / "_scorer_run" / "run.json").write_text(json.dumps(state))
-    parts = [{"file": f"part-00000-0000{i}.parquet", "rows": 100,
-              "bytes": (out / f"part-00000-0000{i}.parquet").stat().st_size} for i in range(2)]
-    counters = {"rows_out": 200, "rows_dead_lettered": 0, "rows_with_error": 0,
+    the_plan = splits.plan(source.expand_inputs([str(SAMPLE / "sst2_dev_sample.txt")]), 100)
+    counters = {"rows_out": 100, "rows_dead_lettered": 0, "rows_with_error": 0,
                 "rows_truncated": 0, "error_reasons": {}}
+    states = {s.id: {"rows": 100, "complete": True, "parts": [
+        {"file": f"part-{s.id}-00000.parquet", "rows": 100,
+         "bytes": (out / f"part-{s.id}-00000.parquet").stat().st_size}],
+        "dead_letter_parts": [], "next_index": {"": 1}, "dead_letter_next_index": {},
+        "counters": counters, "profile": None, "blank_lines": 0} for s in the_plan[:2]}
     (out / "_scorer_run" / "progress.json").write_text(json.dumps({
-        "rows": 200, "parts": parts, "counters": counters,
-        "plan": [{"id": "00000", "kind": "file", "pieces": [
-            {"path": str(SAMPLE / "sst2_dev_sample.txt"), "format": "text", "member": None,
-             "row_groups": None, "first_row": 0, "rows": None}]}],
-        "splits": {"00000": {"rows": 200, "complete": False, "parts": parts,
-                             "dead_letter_parts": [], "next_index": {"": 2},
-                             "dead_letter_next_index": {}, "counters": counters,
-                             "profile": None, "blank_lines": 0}}}))
+        "rows": 200, "parts": [p for state in states.values() for p in state["parts"]],
+        "counters": {**counters, "rows_out": 200}, "plan": [s.to_json() for s in the_plan],
+        "splits": states}))
     # ... whose files, to this process, belong to someone else (another uid planted them).
     me = os.geteuid()
     monkeypatch.setattr(os, "geteuid", lambda: me + 4242)

@@ -4,6 +4,7 @@ duplicate attempt deleted, resume skipping committed splits, the same rows as on
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pyarrow as pa
@@ -50,13 +51,16 @@ def test_a_plan_packs_row_groups_into_splits_from_the_footers_alone(inputs, monk
     a, b, c, d = inputs
     the_plan = splits.plan(source.expand_inputs(inputs), rows_per_split=6)
     assert [(s.id, s.kind, s.rows) for s in the_plan] == [
-        ("00000", "parquet", 6), ("00001", "parquet", 6), ("00002", "file", None),
-        ("00003", "parquet", 6), ("00004", "parquet", 2)]
+        ("00000", "parquet", 6), ("00001", "parquet", 6), ("00002", "file", 6), ("00003", "file", 1),
+        ("00004", "parquet", 6), ("00005", "parquet", 2)]
     # a's last two row groups and all of b (a small file) share a split; positions count on
     assert the_plan[1].pieces == (Piece(a, "parquet", a, (2, 4), 6, 4), Piece(b, "parquet", b, (0, 1), 0, 2))
-    assert the_plan[2].pieces == (Piece(c, "jsonl"),)
+    # c.jsonl: cut at the 7th line's start (lines of 27 bytes)
+    assert [s.pieces for s in the_plan[2:4]] == [
+        (Piece(c, "jsonl", first_row=0, rows=6, byte_range=(0, 6 * 27), first_line=0),),
+        (Piece(c, "jsonl", first_row=6, rows=1, byte_range=(6 * 27, 7 * 27), first_line=6),)]
     x, y = f"{d}/k=x/f.parquet", f"{d}/k=y/f.parquet"
-    assert [(p.member, p.row_groups, p.first_row) for s in the_plan[3:] for p in s.pieces] == [
+    assert [(p.member, p.row_groups, p.first_row) for s in the_plan[4:] for p in s.pieces] == [
         (x, (0, 2), 0), (y, (0, 1), 0), (y, (1, 2), 2)]
     assert [Split.from_json(json.loads(json.dumps(s.to_json()))) for s in the_plan] == the_plan
     # a row group over the target is a split of its own; stdin is one split
@@ -73,6 +77,50 @@ def test_the_splits_read_exactly_the_rows_of_the_whole_inputs(inputs):
              for s in splits.plan(expanded, rows_per_split=4)]
     assert [i for ids in parts for i in ids] == whole and len(whole) == 10 + 2 + 7 + 8
     assert parts[1] == [f"{inputs[0]}:{i}" for i in (3, 4, 5)]  # a range keeps its file's positions
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "text"])
+def test_a_line_file_is_cut_at_line_starts_and_its_pieces_read_as_the_whole_file(tmp_path, fmt):
+    """Blank lines (not JSON Lines records), a line over --max-line-bytes, a byte-order mark,
+    invalid UTF-8, no final line end: the pieces give the rows, positions and line numbers of
+    reading the file whole."""
+    lines = [b"\xef\xbb\xbf" + line(fmt, "first"), b"", line(fmt, "x" * 300), b"  ", line(fmt, "ok"),
+             b"\xff\xfe not utf-8", line(fmt, "\u00e9t\u00e9"), b"", b"", line(fmt, "last")]
+    path = tmp_path / f"in.{'jsonl' if fmt == 'jsonl' else 'txt'}"
+    path.write_bytes(b"\n".join(lines))
+    inputs = source.expand_inputs([str(path)])
+
+    def read(chunks):
+        return [(f"{c.source}:{c.offset + i}", c.lines[i], c.texts[i], c.read_errors[i])
+                for c in chunks for i in range(len(c))]
+
+    whole = read(source.read_chunks(inputs, "text", chunk_rows=2, max_line_bytes=100))
+    for rows_per_split in (1, 2, 3, 100):
+        the_plan = splits.plan(inputs, rows_per_split, max_line_bytes=100)
+        assert [s.kind for s in the_plan] == ["file"] * len(the_plan)
+        assert sum(s.rows for s in the_plan) == len(whole)
+        pieces = [read(source.read_chunks(s.inputs(), "text", chunk_rows=2, max_line_bytes=100))
+                  for s in the_plan]
+        assert [len(p) for p in pieces] == [s.rows for s in the_plan]
+        assert [row for p in pieces for row in p] == whole, rows_per_split
+        assert [Split.from_json(json.loads(json.dumps(s.to_json()))) for s in the_plan] == the_plan
+    assert len(splits.plan(inputs, 3)) == (2 if fmt == "jsonl" else 4)  # 6 records, 10 lines
+    too_long = [row for row in whole if row[3] and "line too long" in row[3]]
+    assert [row[1] for row in too_long] == [3] and whole[-1][1:3] == (10, "last" if fmt == "text" else "last")
+
+
+def line(fmt: str, text: str) -> bytes:
+    return (json.dumps({"text": text}) if fmt == "jsonl" else text).encode()
+
+
+def test_compressed_remote_and_csv_line_files_stay_whole(tmp_path):
+    gz = tmp_path / "in.jsonl.gz"
+    gz.write_bytes(b"")
+    csv = tmp_path / "in.csv"
+    csv.write_text('text\n"two\nlines"\nb\n')
+    the_plan = splits.plan([source.Input(str(gz), "jsonl"), source.Input(str(csv), "csv"),
+                            source.Input("s3://bkt/in.jsonl", "jsonl")], rows_per_split=1)
+    assert [(s.kind, s.pieces[0].byte_range) for s in the_plan] == [("file", None)] * 3
 
 
 class Reversed:
@@ -110,8 +158,8 @@ def test_any_order_and_duplicate_attempts_commit_the_same_output_as_the_local_en
     engine = Reversed()
     manifest = the_run.execute(expanded, engine).manifest
 
-    assert len(the_run.plan) == 7  # a: 3, 3, 3 + 1 rows; b; c; d's two files
-    assert engine.commits == [True, False] * 7  # each duplicate deleted, never committed
+    assert len(the_run.plan) == 8  # a: 3, 3, 3 + 1 rows; b; c: 4, 3; d's two files
+    assert engine.commits == [True, False] * 8  # each duplicate deleted, never committed
     assert [p.name for p in sorted((tmp_path / "out").glob("part-*"))] == \
         [p.name for p in sorted((tmp_path / "local").glob("part-*"))]
     assert output_rows(tmp_path / "out") == output_rows(tmp_path / "local")
@@ -120,13 +168,13 @@ def test_any_order_and_duplicate_attempts_commit_the_same_output_as_the_local_en
         assert manifest[key] == local[key], key
     assert [(p["file"], p["rows"]) for p in manifest["parts"]][3:6] == [
         ("part-00003-00000.parquet", 2), ("part-00004-00000.parquet", 4),
-        ("part-00004-00001.parquet", 3)]  # c.jsonl: 7 rows, --rows-per-file 4
-    assert manifest["splits"] == {"planned": 7, "executed_now": 7, "attempts_discarded": 7}
+        ("part-00005-00000.parquet", 3)]  # c.jsonl: 7 rows, cut every 4 (--rows-per-file)
+    assert manifest["splits"] == {"planned": 8, "executed_now": 8, "attempts_discarded": 8}
     assert manifest["timing"]["encode_seconds"] > 0 and manifest["timing"]["infer_seconds"] > 0
     result = engine.results[0]  # the last split's metadata: nothing of its rows
-    assert result.split == "00006" and result.state.rows == result.rows_read == 4
-    assert result.state.parts == [{"file": "part-00006-00000.parquet", "rows": 4,
-                                   "bytes": (tmp_path / "out" / "part-00006-00000.parquet").stat().st_size}]
+    assert result.split == "00007" and result.state.rows == result.rows_read == 4
+    assert result.state.parts == [{"file": "part-00007-00000.parquet", "rows": 4,
+                                   "bytes": (tmp_path / "out" / "part-00007-00000.parquet").stat().st_size}]
     assert result.score.real_tokens > 0 and result.host
 
 
@@ -158,15 +206,16 @@ def test_a_resume_skips_the_committed_splits_and_keeps_the_recorded_plan(tiny_sc
 
     monkeypatch.setattr(splits, "plan", no_new_plan)
     manifest = pipeline.run(inputs, out, scorer_=tiny_scorer, rows_per_file=4).manifest
-    assert executed == ["00002", "00003", "00004", "00005", "00006"]
+    assert executed == ["00002", "00003", "00004", "00005", "00006", "00007"]
     assert manifest["resumed"] and manifest["rows_resumed_from_checkpoint"] == 6
     assert output_rows(out) == output_rows(tmp_path / "ref")
     assert manifest["parts"] == reference.manifest["parts"]
 
 
 def test_a_split_goes_on_from_the_rows_committed_inside_it(tiny_scorer, tmp_path, monkeypatch):
-    path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"text": f"review {i}"}) + "\n" for i in range(10)))
+    path = tmp_path / "in.jsonl.gz"  # compressed: one split, whatever its rows
+    path.write_bytes(gzip.compress("".join(json.dumps({"text": f"review {i}"}) + "\n"
+                                           for i in range(10)).encode()))
     pipeline.run([str(path)], tmp_path / "ref", scorer_=tiny_scorer, rows_per_file=4, chunk_rows=2)
     write = splits.SplitWriter.write
 
