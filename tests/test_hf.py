@@ -221,7 +221,9 @@ def test_follow_scores_landed_files_with_a_checkpoint(hf_reference, tmp_path):
                                        str(tmp_path / "out"), "--model", str(case.path),
                                        "--settle-seconds", "0"])
     assert result.exit_code == 0, result.output
-    table = pq.read_table(tmp_path / "out" / "part-00000-00000.parquet")
+    parts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["parts"]
+    assert len(parts) == 1, parts
+    table = pq.read_table(tmp_path / "out" / parts[0]["file"])
     np.testing.assert_allclose(np.array(table.column("probabilities").to_pylist()),
                                case.probabilities[:4], atol=TOLERANCE, rtol=0)
 
