@@ -227,7 +227,11 @@ class Scorer:
         """float32 [len(texts), hidden]: the vector the classifier head reads for each text (a
         text of several windows: the mean of its windows'); a row of NaN where a text cannot be
         scored (see prepare's reasons)."""
-        return self._outputs(self.prepare(list(texts)), FEATURES).embeddings
+        return self.vectors(self.prepare(list(texts)))
+
+    def vectors(self, prepared: Prepared) -> np.ndarray:
+        """embed() of a prepared chunk: [n, hidden] float32, NaN rows where not scored."""
+        return self._outputs(prepared, FEATURES).embeddings
 
     def score_columns(self, texts: list, read_errors: list | None = None, prefix: str = "") -> pa.Table:
         """All three stages on one chunk, on this thread."""

@@ -673,30 +673,36 @@ def embedding_info(md) -> list[str]:
 @click.option("--rows", type=click.IntRange(1), default=5000, show_default=True,
               help="Rows sampled from DATA (uniformly, seeded).")
 @click.option("--seed", type=int, default=0, show_default=True, help="The sample's seed.")
+@click.option("--emit", type=click.Choice(embedder.EMIT), help="What the reference is of, as the "
+              "runs measured against it emit: label (a classifier's default) or embedding (an "
+              "embedding model's; for a classifier, the vectors its head reads, for runs with --emit "
+              f"embedding: written to MODEL/{drift.EMBEDDING_SIDECAR_NAME}, beside the label reference).")
 @text_column_option
 @format_option
-def profile(model, data, output, rows, seed, text_column, format):
+def profile(model, data, output, rows, seed, emit, text_column, format):
     """Score a sample of DATA (what MODEL was validated on) and write the model's reference: the
     statistics runs measure drift against (predicted-label shares, probability histograms,
-    low-confidence share, text lengths; for an embedding model, its vectors' norms and spread
-    along their first principal directions).
+    low-confidence share, text lengths; for an embedding model, or a classifier's vectors with
+    --emit embedding, their norms and spread along their first principal directions).
 
     Example:
 
         scorer profile models/sentiment validation.parquet
+        scorer profile models/sentiment validation.parquet --emit embedding
     """
     try:
-        model_scorer = api.Scorer.load(model)
+        model_scorer = api.Scorer.load(model, emit=emit)
         inputs = source.expand_inputs(list(data), format)
         rows_read = source.SourceStats()
         picked = drift.sample(((t, e) for chunk in source.read_chunks(inputs, text_column, stats=rows_read)
                                for t, e in zip(chunk.texts, chunk.read_errors)), rows, seed)
         texts, errors = [t for t, _ in picked], [e for _, e in picked]
-        if model_scorer.model_dir.kind == "embedding":  # vectors: binned by their own basis
+        vectors = embedder.LABEL not in model_scorer.emit
+        if vectors:  # binned by their own basis
             counts, basis = drift.profile_embeddings(model_scorer, texts, errors)
         else:
             counts, basis = drift.profile_texts(model_scorer, texts, errors), None
-        target = Path(output) if output else drift.sidecar_path(model_scorer.model_dir)
+        target = Path(output) if output else drift.sidecar_path(model_scorer.model_dir, vectors)
         drift.write_sidecar(target, model_scorer.model_dir.id, counts,
                             {"paths": [i.path for i in inputs], "rows_read": rows_read.rows,
                              "rows_profiled": len(picked), "seed": seed, "text_column": text_column},

@@ -16,7 +16,9 @@ shares; below 0.1 is conventionally "no real shift", 0.1-0.25 moderate, above 0.
 An embedding model's run has no labels: its profile counts, besides text lengths, histograms of
 its vectors' norms and of their projections on the first principal directions of the reference
 sample (EmbeddingBasis, stored with the reference by `scorer profile`, deciles of the sample for
-bins), so the same PSI measures how far a run's vectors moved.
+bins), so the same PSI measures how far a run's vectors moved. A classifier's --emit embedding
+run (vectors, no labels) is counted the same way, against a reference of its vectors that
+`scorer profile --emit embedding` keeps apart from its label reference (EMBEDDING_SIDECAR_NAME).
 
     basis = EmbeddingBasis.of(reference_vectors)   # [n, dim] -> mean, 8 directions, bin edges
     p.add_embeddings(vectors, token_counts, basis)  # {"embedding_pc1": 0.02, ..., "embedding_norm": ...}
@@ -59,7 +61,9 @@ PSI_FLOOR = 1e-4  # the share an empty bin counts as, so that ln() stays finite
 MIN_ROWS = 350
 REFERENCE_FORMAT = "scorer-reference/1"
 SIDECAR_NAME = "scorer_reference.json"  # beside scorer_model.json
-CHECKPOINT_SIDECAR_SUFFIX = ".scorer_reference.json"  # beside a Hugging Face checkpoint directory
+CHECKPOINT_SIDECAR_SUFFIX = "." + SIDECAR_NAME  # beside a Hugging Face checkpoint directory
+# A classifier's reference of its vectors (--emit embedding), beside its label reference
+EMBEDDING_SIDECAR_NAME = "scorer_embedding_reference.json"
 TEXT_LENGTH = "text_length"
 
 
@@ -292,16 +296,16 @@ def profile_texts(model_scorer, texts: list, read_errors: list | None = None,
 
 def profile_embeddings(embedder, texts: list, read_errors: list | None = None,
                        chunk_rows: int = 2048) -> tuple[Profile, EmbeddingBasis]:
-    """Embed texts with an embedder.Embedder, make the basis of their vectors and count them
-    against it, as a run would."""
+    """Embed texts with an embedder.Embedder (or a classifier's api.Scorer: the vectors its head
+    reads), make the basis of their vectors and count them against it, as a run would."""
     errors = read_errors or [None] * len(texts)
     vectors, tokens = [], []
     for start in range(0, len(texts), chunk_rows):
         prepared = embedder.prepare(texts[start:start + chunk_rows], errors[start:start + chunk_rows])
-        vectors.append(embedder.infer(prepared))
+        vectors.append(embedder.vectors(prepared))
         tokens.append(token_counts(prepared))
-    vectors = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dimension), np.float32)
-    basis = EmbeddingBasis.of(vectors)
+    vectors = np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32)
+    basis = EmbeddingBasis.of(vectors)  # too few rows: an error
     profile = Profile.empty([])
     profile.add_embeddings(vectors, np.concatenate(tokens), basis)
     return profile, basis
@@ -451,29 +455,43 @@ def compare(reference: Reference | None, profile: Profile) -> Drift:
                  length_cap=reference.length_cap)
 
 
-def sidecar_path(model_dir) -> Path:
+def sidecar_path(model_dir, vectors: bool = False) -> Path:
     """Where `scorer profile` writes a model's reference by default: inside our model directory,
-    beside (never inside) a Hugging Face checkpoint directory."""
+    beside (never inside) a Hugging Face checkpoint directory. vectors: a classifier's reference of
+    its vectors (--emit embedding), a file of its own beside its label reference (an embedding
+    model has only that kind, under the usual name)."""
+    name = EMBEDDING_SIDECAR_NAME if vectors and model_dir.kind == "classifier" else SIDECAR_NAME
     path = Path(model_dir.path)
     if model_dir.checkpoint is not None:
-        return path.parent / (path.name + CHECKPOINT_SIDECAR_SUFFIX)
-    return path / SIDECAR_NAME
+        return path.parent / f"{path.name}.{name}"
+    return path / name
 
 
-def find_reference(model_dir, explicit: str | None = None) -> tuple[Reference | None, list[str]]:
+def profile_command(model_dir, vectors: bool) -> str:
+    """The command that makes the reference a run needs (vectors: see sidecar_path)."""
+    return "scorer profile MODEL DATA" + (" --emit embedding" if vectors and model_dir.kind == "classifier" else "")
+
+
+def find_reference(model_dir, explicit: str | None = None,
+                   vectors: bool = False) -> tuple[Reference | None, list[str]]:
     """The model's reference, and warnings: an explicit file, else the spec's (the fine-tuning
     job's), else the sidecar. A sidecar made with another model (its checksum differs) is not used.
-    An embedding model (a sentence-transformers directory) has no spec: an explicit file or the
-    sidecar beside it."""
+    vectors: the run counts vectors, not labels (an embedding model's, a classifier's --emit
+    embedding): its reference is one of vectors, an explicit file or the sidecar of that kind
+    (the spec's is of labels); a reference of the other kind is refused."""
     in_spec = not isinstance(model_dir, stdir.SentenceTransformerDir) and model_dir.spec.reference
-    if explicit is None and in_spec:
+    if explicit is None and in_spec and not vectors:
         return spec_reference(model_dir.spec.reference, model_dir.path), []
-    path = Path(explicit) if explicit else sidecar_path(model_dir)
+    path = Path(explicit) if explicit else sidecar_path(model_dir, vectors)
     if not path.is_file():
         if explicit:
             raise ModelError(f"--reference {explicit}: no such file")
         return None, []
     reference = read_sidecar(path)
+    if (reference.basis is not None) != vectors:
+        kinds = ("embeddings", "labels") if reference.basis is not None else ("labels", "embeddings")
+        raise ModelError(f"{path}: a reference of {kinds[0]}, not of {kinds[1]}, which this run "
+                         f"writes; make one with `{profile_command(model_dir, vectors)}`")
     checksum = model_dir.id.checksum
     if reference.model_checksum != checksum:
         return None, [f"drift not computed: {path} was profiled with model checksum "

@@ -137,7 +137,11 @@ class Embedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), dim]; a row of NaN where a text cannot be embedded (None, not a
         string, empty: see Scorer.prepare's reasons)."""
-        return self.infer(self.prepare(list(texts)))
+        return self.vectors(self.prepare(list(texts)))
+
+    def vectors(self, prepared: Prepared) -> np.ndarray:
+        """embed() of a prepared chunk (as api.Scorer.vectors): infer's vectors."""
+        return self.infer(prepared)
 
     def probabilities(self, texts: list):
         raise ModelError(f"{self.model_dir.path} is an embedding model: it has no labels (embed())")

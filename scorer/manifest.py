@@ -130,16 +130,21 @@ def drift_over(outputs: list[str], model: str | None = None, reference: str | No
     if len(caps) > 1:
         raise InputError("the outputs counted text lengths differently (some with --long-text "
                          "truncate, some with windows); judge each kind apart")
+    labels = {tuple(m.profile["labels"]) for _, m in read_}
+    if len(labels) > 1:
+        raise InputError("the outputs counted different things (labels in some, vectors in others: "
+                         "--emit); judge each kind apart")
     scored_by = read_[0][1].model
     model_dir = modeldir.read(model or scored_by.path)
     if model_dir.id.checksum != scored_by.checksum:
         raise ModelError(f"{model_dir.path}: not the model that scored {read_[0][0]} (checksum "
                          f"{model_dir.id.checksum[:12]}..., not {scored_by.checksum[:12]}...); pass "
                          "--model with that one")
-    found, warnings = drift.find_reference(model_dir, reference)
+    vectors = labels == {()}  # the runs wrote no labels: they counted vectors
+    found, warnings = drift.find_reference(model_dir, reference, vectors)
     if found is None:
-        raise ModelError(f"model {model_dir.path} has no drift reference: make one with `scorer "
-                         "profile MODEL DATA`, or pass --reference FILE"
+        raise ModelError(f"model {model_dir.path} has no drift reference: make one with "
+                         f"`{drift.profile_command(model_dir, vectors)}`, or pass --reference FILE"
                          + (f" ({warnings[0]})" if warnings else ""))
     cap = caps.pop()
     total = drift.Profile.from_json(read_[0][1].profile)

@@ -36,7 +36,7 @@ from scorer import (classifier, commit, drift, embedder, fileio, modeldir, runti
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, ModelError, OutputError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
-from scorer.splits import Counters, Split, SplitResult, SplitState, emits_labels
+from scorer.splits import Counters, Split, SplitResult, SplitState, emits_labels, profiles_vectors
 from scorer.stages import Stopwatch
 from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, DEAD_LETTER_SCHEMA, check_columns, dead_letters,
                            embeddings_in, probabilities_in, public_columns)
@@ -134,8 +134,8 @@ class WriteStage:
         # What was scored (the run's; --follow: the entry in progress), as committed
         self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
                         else drift.Profile.empty(labels))
-        # An embedding model's run counts its vectors (against the reference's basis, if any)
-        self.embeddings, self.embedding_basis = model_dir.kind == "embedding", embedding_basis
+        # A run without labels counts its vectors (against the reference's basis, if any)
+        self.embeddings, self.embedding_basis = profiles_vectors(model_dir, opts), embedding_basis
         self._check_committed_errors()
 
     @property
@@ -585,7 +585,8 @@ class Run:
         """Score as model_dir from now on; its drift reference is found (--max-drift without one
         is refused before anything is scored)."""
         self.model_dir, self.device = model_dir, device
-        self.reference, self.reference_warnings = drift.find_reference(model_dir, self.opts.reference)
+        vectors = profiles_vectors(model_dir, self.opts)
+        self.reference, self.reference_warnings = drift.find_reference(model_dir, self.opts.reference, vectors)
         if self.reference is not None and self.opts.long_text == "truncate":
             # the run counts a text's tokens up to the max length, the reference over all windows
             model_length = (model_dir.max_length if isinstance(model_dir, stdir.SentenceTransformerDir)
@@ -594,7 +595,7 @@ class Run:
         if self.reference is None and self.opts.max_drift is not None:
             warnings = self.reference_warnings
             raise ModelError(f"--max-drift needs a reference for model {model_dir.path}: make one "
-                             "with `scorer profile MODEL DATA`, or pass --reference FILE"
+                             f"with `{drift.profile_command(model_dir, vectors)}`, or pass --reference FILE"
                              + (f" ({warnings[0]})" if warnings else ""))
 
     def check_error_fraction(self, bad: int, rows: int) -> None:

@@ -269,6 +269,12 @@ def emits_labels(model_dir, opts: RunOptions) -> bool:
                                                                  or (embedder.LABEL,))
 
 
+def profiles_vectors(model_dir, opts: RunOptions) -> bool:
+    """Whether the run's drift profile counts its vectors (an embedding model's, a classifier's
+    --emit embedding): a run that writes no labels. With labels it counts those, vectors or not."""
+    return not emits_labels(model_dir, opts)
+
+
 def output_columns(model_dir, opts: RunOptions, windowed: bool) -> list[str]:
     """The columns the model adds to each row (an input column of one of these names is kept
     as input_<name>: tables.renamed_inputs)."""
@@ -455,8 +461,8 @@ class SplitWriter:
         self.profile = (drift.Profile.from_json(committed.profile)
                         if committed.profile and committed.profile["labels"] == labels
                         else drift.Profile.empty(labels))
-        # An embedding model's split counts its vectors (against the reference's basis, if any)
-        self.embeddings = model_scorer.model_dir.kind == "embedding"
+        # A run without labels counts its vectors (against the reference's basis, if any)
+        self.embeddings = profiles_vectors(model_scorer.model_dir, opts)
         self.embedding_basis = embedding_basis
         self.scoring_started: float | None = None
         self.start_rows = self.rows = committed.rows

@@ -1,6 +1,7 @@
 """Drift for embedding runs: `scorer profile` records a sentence-transformers model's reference
 (its vectors' norms and their spread along the first principal directions of the sample), and
-a run's manifest measures the same against it, so --max-drift works for embedding jobs."""
+a run's manifest measures the same against it, so --max-drift works for embedding jobs; the same
+for a classifier's --emit embedding run, against `scorer profile --emit embedding`'s reference."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -102,3 +104,120 @@ def test_profile_then_run_measures_an_embedding_runs_drift(st_reference, tmp_pat
     assert r.exit_code == 9, r.output
     assert "passes --max-drift 0.25" in r.output and "embedding_pc" in r.output
     assert (tmp_path / "other" / "_SUCCESS").exists()  # the vectors are committed all the same
+
+
+# ------------------------------------------------ a classifier's vectors (--emit embedding)
+
+def other_text(path):
+    """300 lines of text unlike SST-2's sentences."""
+    path.write_text("".join(json.dumps({"text": f"invoice {i} : 4{i} units of part {i * 7} shipped"}) + "\n"
+                            for i in range(300)))
+    return path
+
+
+def manifest_of(out) -> dict:
+    return json.loads((out / "_manifest.json").read_text())
+
+
+@pytest.fixture
+def classifier_with_references(tiny_model, tmp_path):
+    """A copy of the tiny classifier with both references of the SST-2 sample beside it: of its
+    labels (`scorer profile`) and of its vectors (`scorer profile --emit embedding`)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    sst2 = SAMPLE / "sst2_dev_sample.parquet"
+    for extra in ([], ["--emit", "embedding"]):
+        r = run_cli("profile", model, sst2, *extra)
+        assert r.exit_code == 0, r.output
+    return model
+
+
+def test_a_classifiers_emit_embedding_run_is_measured_against_a_reference_of_its_vectors(
+        classifier_with_references, tmp_path, monkeypatch):
+    """`scorer profile MODEL DATA --emit embedding` records the vectors the head reads in a file
+    of their own beside the label reference; an --emit embedding run gets an embedding model's
+    drift against it (with a norm PSI: a classifier's vectors are not unit vectors), and
+    --max-drift exits 9 on other text after committing the vectors."""
+    monkeypatch.setattr(drift, "MIN_ROWS", 10, raising=False)  # small test batches are judged
+    model = classifier_with_references
+    sidecar = model / drift.EMBEDDING_SIDECAR_NAME
+    reference = json.loads(sidecar.read_text())
+    assert reference["profile"]["labels"] == [] and reference["profile"]["rows"] == 300
+    assert len(reference["embedding_basis"]["mean"]) == 32 and reference["embedding_basis"]["norm_edges"]
+    assert json.loads((model / drift.SIDECAR_NAME).read_text())["profile"]["labels"] == ["negative", "positive"]
+
+    sst2 = SAMPLE / "sst2_dev_sample.parquet"
+    r = run_cli("run", sst2, "-o", tmp_path / "same", "--model", model, "--emit", "embedding", "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output
+    same = manifest_of(tmp_path / "same")
+    assert same["drift"]["reference"] == str(sidecar)
+    assert set(same["drift"]["psi"]) == {"text_length", "embedding_norm", *(f"embedding_pc{j}" for j in range(1, 9))}
+    assert same["drift"]["max_psi"] < 0.01  # the very rows the reference was made of
+    assert same["profile"]["rows"] == 300 and sum(same["profile"]["norm_hist"]) == 300
+
+    r = run_cli("run", other_text(tmp_path / "other.jsonl"), "-o", tmp_path / "other", "--model", model,
+                "--emit", "embedding", "--max-drift", "0.25")
+    assert r.exit_code == 9, r.output
+    assert "passes --max-drift 0.25" in r.output and "embedding_pc" in r.output
+    assert (tmp_path / "other" / "_SUCCESS").exists()  # the vectors are committed all the same
+
+
+def test_a_classifiers_vectors_of_too_few_rows_are_recorded_not_judged_and_labels_keep_label_drift(
+        classifier_with_references, tmp_path):
+    model = classifier_with_references
+    r = run_cli("run", other_text(tmp_path / "other.jsonl"), "-o", tmp_path / "few", "--model", model,
+                "--emit", "embedding", "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output  # 300 rows < drift.MIN_ROWS: recorded, not judged
+    few = manifest_of(tmp_path / "few")["drift"]
+    assert few["too_few_rows"] and few["rows"] == 300 and few["min_rows"] == drift.MIN_ROWS
+    assert few["psi"]["embedding_pc1"] >= 0 and "warning: drift" not in r.output
+
+    r = run_cli("run", SAMPLE / "sst2_dev_sample.parquet", "-o", tmp_path / "both", "--model", model,
+                "--emit", "label,embedding")
+    assert r.exit_code == 0, r.output
+    both = manifest_of(tmp_path / "both")
+    assert both["drift"]["reference"] == str(model / drift.SIDECAR_NAME)
+    assert set(both["drift"]["psi"]) == {"probability:negative", "probability:positive", "text_length"}
+
+
+def test_a_reference_of_the_other_kind_is_refused(classifier_with_references, tmp_path):
+    model = classifier_with_references
+    data = SAMPLE / "sst2_dev_sample.parquet"
+    r = run_cli("run", data, "-o", tmp_path / "a", "--model", model, "--emit", "embedding",
+                "--reference", model / drift.SIDECAR_NAME)
+    assert r.exit_code == 4 and "a reference of labels, not of embeddings" in r.output
+    r = run_cli("run", data, "-o", tmp_path / "b", "--model", model,
+                "--reference", model / drift.EMBEDDING_SIDECAR_NAME)
+    assert r.exit_code == 4 and "a reference of embeddings, not of labels" in r.output
+    r = run_cli("profile", model, data, "--emit", "label,embedding")
+    assert r.exit_code == 2 and "--emit" in r.output
+
+
+def test_scorer_drift_judges_a_classifiers_vector_outputs_together(classifier_with_references, tmp_path):
+    """Two --emit embedding runs of 150 rows, too few alone, judged together against the
+    reference of the classifier's vectors; an output of labels is not summed with them."""
+    model = classifier_with_references
+    texts = pq.read_table(SAMPLE / "sst2_dev_sample.parquet").column("text").to_pylist()
+    outs = []
+    for i, half in enumerate((texts[:150], texts[150:])):
+        path = tmp_path / f"half{i}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in half))
+        r = run_cli("run", path, "-o", tmp_path / f"out{i}", "--model", model, "--emit", "embedding")
+        assert r.exit_code == 0, r.output
+        outs.append(tmp_path / f"out{i}")
+    r = run_cli("drift", *outs, "--json", "--max-drift", "0.25")
+    assert r.exit_code == 0, r.output
+    together = json.loads(r.output.splitlines()[0])
+    assert together["reference"] == str(model / drift.EMBEDDING_SIDECAR_NAME)
+    assert together["rows"] == 300 and together["max_psi"] < 0.01 and "embedding_pc1" in together["psi"]
+
+    r = run_cli("run", path, "-o", tmp_path / "labels", "--model", model)
+    assert r.exit_code == 0, r.output
+    r = run_cli("drift", outs[0], tmp_path / "labels")
+    assert r.exit_code == 3 and "judge each kind apart" in r.output
+
+
+def test_max_drift_without_a_reference_of_the_classifiers_vectors_says_how_to_make_one(tiny_model, tmp_path):
+    r = run_cli("run", SAMPLE / "sst2_dev_sample.parquet", "-o", tmp_path / "out", "--model", tiny_model,
+                "--emit", "embedding", "--max-drift", "0.25")
+    assert r.exit_code == 4 and "make one with `scorer profile MODEL DATA --emit embedding`" in r.output

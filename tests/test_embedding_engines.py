@@ -1,10 +1,11 @@
 """Embedding runs in every engine, driven through the CLI: --follow and --engine ray write the
 same vectors as the local engine, for a sentence-transformers model and for a classifier's
---emit label,embedding."""
+--emit label,embedding; a classifier's --emit embedding run measures its vectors' drift in each."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from scorer import drift
 from scorer.cli import main
 from tests.conftest import SAMPLE
 
@@ -56,6 +58,15 @@ def assert_same_rows(a: dict, b: dict, column: str = "embedding") -> None:
             assert row["label"] == other["label"], row_id
 
 
+def with_vector_reference(model, tmp_path):
+    """A copy of a classifier with a reference of its vectors (scorer profile --emit embedding)."""
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    r = run_cli("profile", copy, SAMPLE / "sst2_dev_sample.parquet", "--emit", "embedding")
+    assert r.exit_code == 0, r.output
+    return copy
+
+
 def local_run(inputs, out, model, *extra) -> dict:
     r = run_cli("run", *inputs, "-o", out, "--model", model, "--chunk-rows", "16", *extra)
     assert r.exit_code == 0, r.output
@@ -80,6 +91,22 @@ def test_follow_writes_the_vectors_a_batch_run_writes(st_reference, tiny_model, 
     manifest = json.loads((tmp_path / "followed" / "_manifest.json").read_text())
     assert manifest["units_done"] == ["a.parquet", "b.jsonl"] and manifest["rows_out"] == 90
     assert_same_rows(rows_by_id(tmp_path / "batch"), rows_by_id(tmp_path / "followed"))
+
+
+def test_follow_measures_a_classifiers_vectors_against_their_reference(tiny_model, inputs, tmp_path):
+    model = with_vector_reference(tiny_model, tmp_path)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for path in inputs:
+        (landing / path.rsplit("/", 1)[1]).symlink_to(path)
+    r = run_cli("run", "--follow", landing, "-o", tmp_path / "followed", "--once", "--model", model,
+                "--chunk-rows", "16", "--settle-seconds", "0", "--emit", "embedding")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "followed" / "_manifest.json").read_text())
+    assert manifest["drift"]["reference"] == str(model / drift.EMBEDDING_SIDECAR_NAME)
+    assert "embedding_pc1" in manifest["drift"]["psi"] and "embedding_norm" in manifest["drift"]["psi"]
+    assert all("embedding_pc8" in e["drift"]["psi"] for e in manifest["entries"])
+    assert sum(manifest["profile"]["norm_hist"]) == manifest["rows_scored"]
 
 
 def test_a_follower_loads_an_embedding_model_once(st_reference, inputs, tmp_path, monkeypatch):
@@ -108,17 +135,24 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("kind", ["sentence-transformers", "classifier --emit label,embedding"])
+@pytest.mark.parametrize("kind", ["sentence-transformers", "classifier --emit label,embedding",
+                                  "classifier --emit embedding, with a reference"])
 def test_ray_writes_the_vectors_the_local_engine_writes(ray_cluster, st_reference, tiny_model, inputs,
                                                         tmp_path, kind):
-    model, extra = ((st_reference["cls_dense_normalize"].path, ["--embedding-dtype", "float16"])
-                    if kind == "sentence-transformers"
-                    else (tiny_model, ["--emit", "label,embedding"]))
+    """The same rows and the same profile (with a reference: the vectors binned by its basis on
+    the actors as locally)."""
+    model, extra = {"sentence-transformers": (st_reference["cls_dense_normalize"].path,
+                                              ["--embedding-dtype", "float16"]),
+                    "classifier --emit label,embedding": (tiny_model, ["--emit", "label,embedding"])
+                    }.get(kind) or (with_vector_reference(tiny_model, tmp_path), ["--emit", "embedding"])
     local = local_run(inputs, tmp_path / "local", model, *extra)
     distributed = local_run(inputs, tmp_path / "ray", model, "--engine", "ray", "--workers", "2", *extra)
     assert distributed["engine"]["name"] == "ray"
     for key in ("rows_in", "rows_out", "rows_with_error", "error_reasons", "model", "profile"):
         assert distributed[key] == local[key], key
+    if "reference" in kind:
+        assert sum(local["profile"]["projection_hist"][0]) == local["rows_scored"]
+        assert distributed["drift"]["psi"] == local["drift"]["psi"]
     a = ds.dataset(tmp_path / "local", format="parquet").to_table()
     b = ds.dataset(tmp_path / "ray", format="parquet").to_table()
     assert a.schema.remove_metadata() == b.schema.remove_metadata()
