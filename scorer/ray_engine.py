@@ -64,15 +64,22 @@ class SplitWorker:
         self.opts = opts
         self.scorer: Scorer = load_scorer(model, opts)
 
-    def where(self) -> str:
-        """'<host>:<pid>' (the driver waits for it: the actor is up, its model loaded)."""
-        return f"{socket.gethostname()}:{os.getpid()}"
+    def where(self) -> "ActorPlace":
+        """Where the actor runs (the driver waits for it: the actor is up, its model loaded)."""
+        return ActorPlace(socket.gethostname(), os.getpid(), os.getpriority(os.PRIO_PROCESS, 0))
 
     def execute(self, split: Split, output, attempt: str, committed: SplitState,
                 bad_rows_allowed: int | None, embedding_basis: EmbeddingBasis | None) -> SplitResult:
         return splits.execute_split(split, self.scorer, self.opts, output, attempt=attempt,
                                     committed=committed, bad_rows_allowed=bad_rows_allowed,
                                     embedding_basis=embedding_basis)
+
+
+@dataclass(frozen=True)
+class ActorPlace:
+    host: str
+    pid: int
+    niceness: int  # the raylet's worker_niceness (Ray's default 15; ours 0 on a Ray we start)
 
 
 @dataclass
@@ -92,7 +99,7 @@ class RayEngine:
         self.gpus_per_worker = 0
         self.facts = {"name": "ray", "workers": workers, "gpus_per_worker": 0,
                       "ray_version": ray.__version__, "split_attempts": 0, "split_retries": 0,
-                      "actors_lost": 0, "result_bytes": 0, "hosts": []}
+                      "actors_lost": 0, "result_bytes": 0, "hosts": [], "worker_niceness": []}
 
     def execute(self, the_run: Run, pending: list[Split]) -> None:
         if not pending:
@@ -172,6 +179,13 @@ class RayEngine:
             # The fault hooks of the tests (scorer.faults; inert without the suite's key) reach
             # the actors, where splits run.
             hooks = {k: os.environ[k] for k in faults.ENVIRONMENT if k in os.environ}
+            if self.address is None:
+                # The Ray started here runs its workers at nice 0, not Ray's default 15: at 15,
+                # Ray's own processes preempt an actor's intra-op threads, which then wait on each
+                # other (measured, default model, 20,000 SST-2 rows, 1 worker --threads 2: 430-456
+                # rows/s at 15, 582-585 at 0; the local engine 533-570). A cluster's nodes keep
+                # their own setting (docs/scaling.md: `RAY_worker_niceness=0 ray start ...`).
+                os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address=self.address, log_to_driver=False, include_dashboard=False,
                      runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **hooks}})
         self.gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) else 0
@@ -187,10 +201,11 @@ class RayEngine:
                               "the committed splits are kept: run the same command again to resume")
         self.facts["split_retries"] += 1
 
-    def _record_host(self, where: str) -> None:
-        host = where.rsplit(":", 1)[0]
-        if host not in self.facts["hosts"]:
-            self.facts["hosts"].append(host)
+    def _record_host(self, where: ActorPlace) -> None:
+        if where.host not in self.facts["hosts"]:
+            self.facts["hosts"].append(where.host)
+        if where.niceness not in self.facts["worker_niceness"]:
+            self.facts["worker_niceness"].append(where.niceness)
 
 
 def _get(ref, doing: str):
