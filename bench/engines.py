@@ -1,6 +1,6 @@
 """Local engine vs Ray: rows/s, and the driver's load per 100,000 rows.
 
-    .venv/bin/python bench/engines.py [--rows 20000,100000] [--default-rows 2000] [--skip-cluster]
+    .venv/bin/python bench/engines.py [--rows 20000,100000] [--default-rows 2000] [--repeats 3] [--skip-cluster]
 
 Data: SST-2 train sentences (short texts), repeated to the row counts asked, as four Parquet files
 of equal size (row groups of 5,000 rows). Two models: a tiny randomly initialised 2-layer BERT
@@ -23,8 +23,9 @@ reads the first chunk of the input, once, to check its columns). The driver's sh
 rows is the difference between the two tiny-model row counts, scaled: for Ray it grows with the
 number of splits (one result each), not with their rows, while the local engine's driver does
 all the work.
-The machine this ran on was shared: figures are "measured under load"; compare within one run.
-Results go to bench/results/engines.json.
+With --repeats N every configuration runs N times, the configurations interleaved, and each
+figure is the median run's; every run's 1-minute load average is recorded beside it. Compare
+figures within one invocation. Results go to bench/results/engines.json (--results: another name).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def tiny_model() -> Path:
 
 def run(name: str, data: Path, model: Path | None, extra: list[str], env: dict) -> dict:
     out = Path(tempfile.mkdtemp(dir=WORK)) / "out"
+    load = os.getloadavg()[0]  # the 1-minute figure as the run starts
     usage = out.parent / "usage.json"
     model_args = ["--model", str(model)] if model else []
     t0 = time.perf_counter()
@@ -107,13 +109,26 @@ def run(name: str, data: Path, model: Path | None, extra: list[str], env: dict) 
             "driver_max_rss_mb": round(driver["max_rss_kb"] / 1024),
             "driver_result_bytes": engine.get("result_bytes"),
             "split_attempts": engine.get("split_attempts"),
-            "timing": m["timing"], "real_tokens": m["real_tokens"]}
+            "timing": m["timing"], "real_tokens": m["real_tokens"], "load_average": load}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median whole-process rows/s (each run's own figures kept together), with every
+    run's rows/s beside it."""
+    ordered = sorted(runs, key=lambda r: r["rows_per_second_whole_process"])
+    return {**ordered[len(ordered) // 2],
+            "rows_per_second_each_run": [r["rows_per_second_whole_process"] for r in runs],
+            "load_average_each_run": [r["load_average"] for r in runs]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="20000,100000", help="tiny model: two row counts")
     parser.add_argument("--default-rows", type=int, default=2000, help="default model: rows")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every configuration, interleaved; the median is reported")
+    parser.add_argument("--models", default="tiny,default", help="which of tiny,default to run")
+    parser.add_argument("--results", default="engines.json", help="file name under bench/results/")
     parser.add_argument("--skip-cluster", action="store_true", help="no 2-node cluster runs")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -129,42 +144,68 @@ def main() -> None:
         cluster = LocalCluster.start(nodes=2)
         configs["ray, 2-node cluster"] = ["--engine", "ray", "--workers", "2", "--threads", "1",
                                           "--address", cluster.address]
-    results: dict = {"tiny": {}, "default": {}}
+    # (model, configuration, rows) -> every repeat's run; repeats interleave the configurations,
+    # so that a change in the machine's load falls on all of them alike.
+    runs: dict[tuple[str, str, int], list[dict]] = {}
     load = os.getloadavg()
     try:
-        for name, extra in configs.items():
-            env = cluster.env if cluster and "--address" in extra else {}
-            # Splits of 5,000 rows (one row group each): 4 and 20 of them at the default row counts.
-            tiny = {rows: run(name, write_data(rows), tiny_model(), [*extra, "--rows-per-file", "5000"], env)
-                    for rows in (small, large)}
-            per_100k = 100_000 / (large - small)
-            a, b = tiny[small], tiny[large]
-            results["tiny"][name] = {
-                "runs": {str(k): v for k, v in tiny.items()},
-                "driver_cpu_seconds_per_100k_rows": round((b["driver_cpu_seconds"] - a["driver_cpu_seconds"])
-                                                          * per_100k, 2),
-                "driver_result_bytes_per_100k_rows": (
-                    round((b["driver_result_bytes"] - a["driver_result_bytes"]) * per_100k)
-                    if a["driver_result_bytes"] is not None else None)}
-            print(f"tiny    {name:22} {small:>7,} rows {a['rows_per_second_whole_process']:8,.0f} rows/s  "
-                  f"{large:>7,} rows {b['rows_per_second_whole_process']:8,.0f} rows/s "
-                  f"(in run {b['rows_per_second_in_run']:,.0f})  driver CPU {a['driver_cpu_seconds']:.1f} s"
-                  f" -> {b['driver_cpu_seconds']:.1f} s, received {a['driver_result_bytes']} -> "
-                  f"{b['driver_result_bytes']} bytes", flush=True)
-            d = run(name, write_data(args.default_rows), None,  # four splits, one a file
-                    [*extra, "--rows-per-file", str(args.default_rows // 4)], env)
-            results["default"][name] = d
-            print(f"default {name:22} {args.default_rows:>7,} rows {d['rows_per_second_whole_process']:8,.1f} "
-                  f"rows/s (in run {d['rows_per_second_in_run']:,.1f})  driver CPU {d['driver_cpu_seconds']:.1f} s",
-                  flush=True)
+        for repeat in range(args.repeats):
+            for name, extra in configs.items():
+                env = cluster.env if cluster and "--address" in extra else {}
+                # Splits of 5,000 rows (one row group each): 4 and 20 of them at the default row counts.
+                for rows in (small, large) if "tiny" in args.models else ():
+                    r = run(name, write_data(rows), tiny_model(), [*extra, "--rows-per-file", "5000"], env)
+                    runs.setdefault(("tiny", name, rows), []).append(r)
+                    print(f"[{repeat + 1}/{args.repeats}] tiny    {name:22} {rows:>7,} rows "
+                          f"{r['rows_per_second_whole_process']:8,.0f} rows/s (in run "
+                          f"{r['rows_per_second_in_run']:,.0f})  driver CPU {r['driver_cpu_seconds']:.1f} s, "
+                          f"received {r['driver_result_bytes']} bytes, load {r['load_average']:.1f}", flush=True)
+                if "default" not in args.models:
+                    continue
+                r = run(name, write_data(args.default_rows), None,  # four splits, one a file
+                        [*extra, "--rows-per-file", str(args.default_rows // 4)], env)
+                runs.setdefault(("default", name, args.default_rows), []).append(r)
+                print(f"[{repeat + 1}/{args.repeats}] default {name:22} {args.default_rows:>7,} rows "
+                      f"{r['rows_per_second_whole_process']:8,.1f} rows/s (in run "
+                      f"{r['rows_per_second_in_run']:,.1f})  driver CPU {r['driver_cpu_seconds']:.1f} s, "
+                      f"load {r['load_average']:.1f}", flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
+    results: dict = {"tiny": {}, "default": {}}
+    per_100k = 100_000 / (large - small)
+    for name in configs:
+        if "default" in args.models:
+            results["default"][name] = median_run(runs[("default", name, args.default_rows)])
+        if "tiny" not in args.models:
+            continue
+        a, b = median_run(runs[("tiny", name, small)]), median_run(runs[("tiny", name, large)])
+        results["tiny"][name] = {
+            "runs": {str(small): a, str(large): b},
+            "driver_cpu_seconds_per_100k_rows": round((b["driver_cpu_seconds"] - a["driver_cpu_seconds"])
+                                                      * per_100k, 2),
+            "driver_result_bytes_per_100k_rows": (
+                round((b["driver_result_bytes"] - a["driver_result_bytes"]) * per_100k)
+                if a["driver_result_bytes"] is not None else None)}
+    print("\nmedians of", args.repeats, "run(s):")
+    for name in configs:
+        if name in results["tiny"]:
+            t = results["tiny"][name]
+            a, b = t["runs"][str(small)], t["runs"][str(large)]
+            print(f"{name:22} tiny {a['rows_per_second_whole_process']:8,.0f} / "
+                  f"{b['rows_per_second_whole_process']:8,.0f} rows/s ({small:,} / {large:,} rows), "
+                  f"driver CPU per 100k rows {t['driver_cpu_seconds_per_100k_rows']:.2f} s")
+        if name in results["default"]:
+            d = results["default"][name]
+            print(f"{name:22} default {d['rows_per_second_whole_process']:,.1f} rows/s "
+                  f"(in run {d['rows_per_second_in_run']:,.1f}, {args.default_rows:,} rows)")
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_at_start": load,
-              "cpus": os.cpu_count(), "rows": [small, large], "default_rows": args.default_rows,
+              "load_average_at_end": os.getloadavg(), "cpus": os.cpu_count(), "rows": [small, large],
+              "default_rows": args.default_rows, "repeats": args.repeats,
               "command": "python bench/engines.py " + " ".join(sys.argv[1:]), "results": results,
-              "note": "measured under load: the machine was shared with other work"}
-    (REPO / "bench" / "results" / "engines.json").write_text(json.dumps(report, indent=2) + "\n")
+              "note": "each figure the median of --repeats interleaved runs; every run's 1-minute load "
+                      "average is recorded beside it (load_average_each_run)"}
+    (REPO / "bench" / "results" / args.results).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

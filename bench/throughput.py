@@ -288,10 +288,16 @@ def embedding_task(args) -> None:
     results = {}
     for dataset in (args.datasets or "short,imdb").split(","):
         rs, vectors = {}, {}
+        # Repeats interleave the contestants, so that a change in the machine's load falls on all alike.
+        every_run: dict[str, list[dict]] = {name: [] for name in contestants}
+        load_averages: dict[str, list[float]] = {name: [] for name in contestants}
+        for _ in range(args.repeats):
+            for name in contestants:
+                load_averages[name].append(round(os.getloadavg()[0], 1))
+                every_run[name].append(run_other(name, paths[dataset], model))
+                vectors[name] = np.load(str(WORK / f"{name}.json") + ".npy")
         for name in contestants:
-            load_average = os.getloadavg()[0]
-            runs = [run_other(name, paths[dataset], model) for _ in range(args.repeats)]
-            vectors[name] = np.load(str(WORK / f"{name}.json") + ".npy")
+            runs, load_average = every_run[name], statistics.median(load_averages[name])
             steady = statistics.median(r["steady_seconds"] for r in runs)
             rs[name] = {"embeddings_per_second": runs[0]["rows"] / steady, "texts": runs[0]["rows"],
                         "real_tokens_per_second": runs[0]["real_tokens"] / steady,
@@ -301,7 +307,9 @@ def embedding_task(args) -> None:
                         "warmup_seconds": statistics.median(r["warmup_seconds"] for r in runs),
                         "batch_size": runs[0]["batch_size"], "batch_size_seconds": runs[0]["batch_size_seconds"],
                         "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"),
-                        "load_average_1min": load_average}
+                        "load_average_1min": load_average,
+                        "embeddings_per_second_each_run": [r["rows"] / r["steady_seconds"] for r in runs],
+                        "load_average_1min_each_run": load_averages[name]}
             print(f"{dataset:6} {name:22} {rs[name]['embeddings_per_second']:7.1f} embeddings/s "
                   f"(load average {load_average:.1f})", file=sys.stderr, flush=True)
         base = vectors.get("scorer_embed")
