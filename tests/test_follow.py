@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
@@ -372,3 +374,62 @@ def test_an_entry_record_is_typed_inside_and_written_as_before():
     assert record.to_json() == written and list(record.to_json()) == list(written)
     taken = EntryRecord("b.jsonl", "scoring", Signature(3, 4, "d"))
     assert taken.to_json()["model"] is None and EntryRecord.from_json(taken.to_json()) == taken
+
+
+def rows_by_id(out) -> dict:
+    table = ds.dataset(out, format="parquet").to_table()
+    return {r["row_id"]: (r["label"], r["probabilities"], r["error"]) for r in table.to_pylist()}
+
+
+def test_follow_writes_the_rows_and_counts_a_batch_run_writes(tiny_model, tmp_path):
+    """Issue 22: each landed entry is a split, so the same files give the same rows, counts and
+    part names (part-<split>-<n>) through `scorer run` and `scorer run --follow --once`."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    land(landing, "a.jsonl", 30)
+    land(landing, "b.parquet", 20, start=30)
+    (landing / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                             for t in ["review 50: a fine film", "", "review 52: dull"]))
+    files = [str(p) for p in sorted(landing.iterdir())]
+    options = ["--model", str(tiny_model), "--rows-per-file", "7", "--chunk-rows", "5"]
+    r = CliRunner().invoke(main, ["run", *files, "-o", str(tmp_path / "batch"), *options])
+    assert r.exit_code == 0, r.output
+    r = follow_once(landing, tmp_path / "followed", tiny_model, *options[2:], "--settle-seconds", "0")
+    assert r.exit_code == 0, r.output
+    batch, followed = rows_by_id(tmp_path / "batch"), rows_by_id(tmp_path / "followed")
+    assert len(batch) == 53 and sorted(batch) == sorted(followed)
+    for row_id, (label, probabilities, error) in batch.items():
+        assert followed[row_id][0] == label and followed[row_id][2] == error, row_id
+        assert followed[row_id][1] == pytest.approx(probabilities, abs=1e-6), row_id
+    manifests = [json.loads((tmp_path / o / "_manifest.json").read_text()) for o in ("batch", "followed")]
+    for key in ("rows_in", "rows_out", "rows_scored", "rows_with_error"):
+        assert manifests[0][key] == manifests[1][key], key
+    assert manifests[1]["rows_with_error"] == 1
+    names = [p["file"] for p in manifests[1]["parts"]]
+    assert all(re.fullmatch(r"part-\d{5}-\d{5}\.parquet", n) for n in names), names
+    assert sorted(os.listdir(tmp_path / "followed")) == sorted(names + ["_manifest.json", "_scorer_run"])
+
+
+def test_an_output_of_the_earlier_follow_is_refused_naming_overwrite(tiny_model, tmp_path):
+    """A follower's output written before entries were splits (progress.json with unit,
+    units_done and entries; part-NNNNN files): refused with a clear error, kept as it is;
+    --overwrite starts it again."""
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    assert follow_once(landing, out, tiny_model).exit_code == 0  # the same follower's state
+    old = REPO / "tests" / "checkpoints" / "fb17e59-follow-progress.json"
+    (out / "_scorer_run" / "progress.json").write_text(old.read_text())
+    for n in range(4):
+        pq.write_table(pa.table({"text": ["old"]}), out / f"part-{n:05d}.parquet")
+    land(landing, "a.jsonl", 30)
+    land(landing, "b.jsonl", 5, start=30)
+    before = sorted(os.listdir(out))
+    r = follow_once(landing, out, tiny_model, "--settle-seconds", "0")
+    assert r.exit_code == 5, r.output
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {out}: holds the output of an earlier scorer version's --follow, which this one "
+        "cannot continue; pass --overwrite to score every landed entry again")
+    assert sorted(os.listdir(out)) == before
+    r = follow_once(landing, out, tiny_model, "--settle-seconds", "0", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert texts(out) == expected((0, 35))
