@@ -247,7 +247,7 @@ input_options = stack(
 
 output_options = stack(
     click.option("--output", "-o", required=True, metavar="DIR|URI",
-                 help="Output directory (or s3://, gs://, hdfs:// URI) for part-NNNNN.parquet, "
+                 help="Output directory (or s3://, gs://, hdfs:// URI) for part-SSSSS-NNNNN.parquet, "
                  "_manifest.json and _SUCCESS."),
     run_option("--keep-columns", callback=comma_list,
                help="Comma-separated input columns to keep (default: all)."),

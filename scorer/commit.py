@@ -1,8 +1,8 @@
 """The output directory's commit protocol: one writer at a time, checkpoints, resume.
 
     out/
-      part-00000-00000.parquet ...  committed part files: part-<split>-<n> (scorer.splits; --follow
-                                   writes part-<n>), written as .part-*.tmp, then renamed
+      part-00000-00000.parquet ...  committed part files: part-<split>-<n> (scorer.splits; --follow:
+                                   a split per entry), written as .part-*.tmp, then renamed
       _manifest.json, _SUCCESS    written last, only when the whole run completed; the manifest
                                    keeps the run's identity, so the same command run again is
                                    recognised as already complete (and a different one refused)
@@ -10,7 +10,8 @@
         lock                       paths starting with _ or .)
         run.json                 what the run is: inputs (size, mtime), model checksum, options
         progress.json            the last checkpoint: the plan, each committed split's state,
-                                   and their sums (rows, committed parts, counters)
+                                   their sums (rows, committed parts, counters), and an engine's
+                                   own state (--follow: its entry ledger)
         attempts/<split>-<id>/   where an attempt of a split writes its parts (commit_attempt
                                    renames them into place)
 
@@ -37,7 +38,7 @@ import shutil
 import socket
 import stat
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from scorer import faults, fileio, storage
@@ -47,7 +48,7 @@ SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
 DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
-_PART = re.compile(r"^(part-\d{5}(?:-\d{5})?\.parquet|\.part-\d{5}(?:-\d{5})?\.parquet\.tmp"
+_PART = re.compile(r"^(part-\d{5,}(?:-\d{5,})?\.parquet|\.part-\d{5,}(?:-\d{5,})?\.parquet\.tmp"
                    r"|\.manifest\.json\.tmp)$")
 ATTEMPTS = f"{STATE_DIR}/attempts"  # scorer.splits: each attempt of a split writes its parts under here
 
@@ -64,17 +65,27 @@ class Progress:
     rows: int = 0  # input rows done, counted in input order across all inputs
     parts: list = field(default_factory=list)  # committed output parts: {"file", "rows"}
     dead_letter_parts: list = field(default_factory=list)
-    next_index: dict = field(default_factory=dict)  # partition dir ("" = top) -> next part number
-    dead_letter_next_index: dict = field(default_factory=dict)
-    unit: str | None = None  # --follow: the landing entry `rows` counts in
-    units_done: list = field(default_factory=list)  # --follow: landing entries fully committed
-    entries: list = field(default_factory=list)  # --follow: a record per entry taken (follow.EntryRecord)
     counters: dict = field(default_factory=lambda: {
         "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
         "error_reasons": {}})
-    profile: dict | None = None  # scorer.drift.Profile of the committed rows (--follow: the entry's)
+    profile: dict | None = None  # scorer.drift.Profile of the committed rows
     plan: list | None = None  # scorer.splits.Split.to_json() of every split: a resume keeps this plan
     splits: dict = field(default_factory=dict)  # split id -> scorer.splits.SplitState.to_json()
+    engine_state: dict | None = None  # an engine's own, committed with its splits (--follow: its ledger)
+
+
+# What --follow recorded before its entries were splits (one ordered stream of part-NNNNN files)
+_EARLIER_FOLLOW = ("unit", "units_done", "entries")
+
+
+def _read_progress(out, data: dict) -> Progress:
+    """progress.json as recorded; an earlier --follow's state is refused (its entries' rows are
+    in part files no split records)."""
+    if any(data.get(key) for key in _EARLIER_FOLLOW):
+        raise OutputError(f"{out}: holds the output of an earlier scorer version's --follow, which "
+                          "this one cannot continue; pass --overwrite to score every landed entry again")
+    known = {f.name for f in fields(Progress)}  # an earlier version's next_index: each split's now
+    return Progress(**{k: v for k, v in data.items() if k in known})
 
 
 class OutputLock:
@@ -361,7 +372,7 @@ def _inspect(out, identity: dict, overwrite: bool, dead_letter) -> tuple[Progres
         if difference:
             raise OutputError(f"{out}: holds an unfinished run that cannot be resumed by this one "
                               f"({difference}); pass --overwrite to start again")
-        progress = (Progress(**json.loads(out.read_text(f"{STATE_DIR}/progress.json")))
+        progress = (_read_progress(out, json.loads(out.read_text(f"{STATE_DIR}/progress.json")))
                     if out.exists(f"{STATE_DIR}/progress.json") else Progress())
         return progress, True
     _refuse_foreign(out, "the output directory")
@@ -477,8 +488,8 @@ def _clear(out, keep: str | None = None) -> None:
 # What scorer writes into an output or dead-letter location (scorer.sink's parts, under hive
 # partition directories or not; the manifest, markers, state, report, dead-letter owner, and
 # their temporary names): --overwrite replaces these, and refuses a location holding more.
-_OWN_FILE = re.compile(r"(?:[^/]*=[^/]*/)*(?:part-\d{5}(?:-\d{5})?\.parquet"
-                       r"|\.part-\d{5}(?:-\d{5})?\.parquet\.tmp)"
+_OWN_FILE = re.compile(r"(?:[^/]*=[^/]*/)*(?:part-\d{5,}(?:-\d{5,})?\.parquet"
+                       r"|\.part-\d{5,}(?:-\d{5,})?\.parquet\.tmp)"
                        r"|\.?_SUCCESS(?:\.tmp)?|\.?_manifest\.json(?:\.tmp)?|\.manifest\.json\.tmp"
                        r"|\.?_scorer_output(?:\.tmp)?|_report\.png|\.scorer-write-test"
                        rf"|{STATE_DIR}/.*", re.DOTALL)

@@ -10,34 +10,41 @@ directories holding a _SUCCESS file are. An entry is taken once it has settled (
 mtime unchanged for settle_seconds), and its rows are committed only while it is still as it was
 when taken (checked at every checkpoint, the last one after reading it all).
 
-Entries are scored in name order (one still settling after those that sort later), through the
-same stages and commit protocol as a batch run: a checkpoint inside an entry every
---rows-per-file rows, and one at its end that records it done.
-A restart first finishes the entry a killed run left half done, then goes on. An entry that
-cannot be scored (unknown format, missing text column, column clash, too many bad rows, changed
-after some of its rows were committed) is recorded as failed, with the reason, and the follower
-goes on. Between entries the model reference is resolved again, so a registry's new champion is
-picked up; every entry records the model that scored it (EntryRecord, in the checkpoint and in
-`_manifest.json`, which is rewritten after every entry). A followed output never "finishes":
-there is no _SUCCESS.
+Entries are scored in name order (one still settling after those that sort later). Each entry
+taken is a split of its own (scorer.splits, kind ENTRY), numbered in the order taken ("00000",
+"00001", ...: its part files are part-<split>-<n>.parquet, as a batch run's), executed as the
+local engine executes a split (scorer.splits.execute_split: a checkpoint inside it every
+--rows-per-file rows) and committed by the run (scorer.runs.Run.commit). The follower's own
+state, its Ledger (an EntryRecord per entry taken: its split, signature, model, status), is
+committed with every checkpoint of a split (progress.json's engine_state), the record that says
+an entry is done with the split's last rows.
+A restart first finishes the entry a killed run left half done (from its committed rows on, with
+the model that scored them), then goes on. An entry that cannot be scored (unknown format,
+missing text column, column clash, too many bad rows, changed after some of its rows were
+committed) is recorded as failed, with the reason (its committed rows stay; a dead letter names
+it), and the follower goes on. --max-errors holds for each entry. Between entries the model
+reference is resolved again, so a registry's new champion is picked up; every entry records the
+model that scored it (in the ledger and in `_manifest.json`, which is rewritten after every
+entry). A followed output never "finishes": there is no _SUCCESS.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source
+from scorer import commit, drift, fileio, modeldir, modelspec, overlap, source, splits
 from scorer.errors import DataError, InputError, ModelError, OutputError
 from scorer.manifest import Manifest
 from scorer.metrics import write_metrics
 from scorer.modelid import ModelId
-from scorer.options import ErrorLimit, RunOptions
-from scorer.pipeline import loading_model, stream
-from scorer.runs import Run, RunResult, WriteStage, check_some_scored
+from scorer.options import RunOptions
+from scorer.pipeline import loading_model
+from scorer.runs import Run, RunResult, check_some_scored
+from scorer.splits import SplitResult, SplitState
 
 # Names producers write under before renaming: ours, Hadoop `fs -put` (._COPYING_), gsutil
 # (.gstmp), WinSCP (.filepart), editors and backups (~).
@@ -77,7 +84,7 @@ class Signature:
 
 @dataclass
 class EntryRecord:
-    """One landing entry taken: in the checkpoint (commit.Progress.entries) and the manifest."""
+    """One landing entry taken: in the follower's Ledger (the checkpoint) and the manifest."""
 
     name: str
     status: str  # SCORING (its rows are being committed), SCORED or FAILED
@@ -88,19 +95,59 @@ class EntryRecord:
     profile: dict | None = None  # scorer.drift's profile of its committed rows, as JSON
     drift: dict | None = None  # scorer.drift.Drift of those rows against the model's reference, as JSON
     window: dict | None = None  # DriftWindow, as JSON: drift judged over it and the scored entries before it
+    split: str | None = None  # its split's id (its order of taking); None: written before entries were splits
 
     def to_json(self) -> dict:
-        """As written; a record without a window (failed, or from before windows) has no key."""
+        """As written; a record without a window (failed, or from before windows) or a split
+        (from before splits) has no key for it."""
         data = {**asdict(self), "signature": asdict(self.signature),
                 "model": self.model.to_json() if self.model else None}
-        if self.window is None:
-            del data["window"]
+        for key in ("window", "split"):
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> "EntryRecord":
         return cls(**{**data, "signature": Signature(**data["signature"]),
                       "model": ModelId.from_json(data["model"]) if data.get("model") else None})
+
+
+@dataclass
+class Ledger:
+    """Every entry taken into the output, in the order taken: the follower's own state, committed
+    with its splits (progress.json's engine_state), so an entry's record and its rows are
+    recorded together."""
+
+    records: list[EntryRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"entries": [r.to_json() for r in self.records]}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Ledger":
+        return cls([EntryRecord.from_json(e) for e in (data or {}).get("entries", [])])
+
+    def put(self, record: EntryRecord) -> None:
+        """Add the record, or replace the one of its entry."""
+        names = [r.name for r in self.records]
+        index = names.index(record.name) if record.name in names else len(names)
+        self.records[index:index + 1] = [record]
+
+    def drop(self, name: str) -> None:
+        self.records = [r for r in self.records if r.name != name]
+
+    def named(self, status: str) -> list[str]:
+        return [r.name for r in self.records if r.status == status]
+
+    def in_progress(self) -> EntryRecord | None:
+        """The entry a killed follower left half done."""
+        return next((r for r in self.records if r.status == SCORING), None)
+
+    def next_split(self) -> str:
+        """The split id of the next entry taken: its order of taking (a record dropped before
+        any of its rows were committed gives its id back)."""
+        return f"{len(self.records):05d}"
 
 
 @dataclass
@@ -170,7 +217,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
     landing = Path(landing)
     if not landing.is_dir():
         raise InputError(f"{landing}: --follow needs a directory")
-    the_run = Run(options or RunOptions(**kwargs), output)
+    the_run = Run(options or RunOptions(**kwargs), output, errors_per_split=True)
     overlap.check_apart([], str(output), the_run.opts.dead_letter, follow_dir=str(landing))
     follower = _Follower(landing, the_run, model, require_marker, Settling(settle_seconds),
                          progress, notify, loading)
@@ -196,12 +243,11 @@ class _Follower:
         # A model problem stops us before the output; the model loads with the first entry to score.
         the_run.read_model(modeldir.resolve(model))
         self.outdir = the_run.open([self._input()], model_key=self.model_ref)
-        self.writes: WriteStage | None = None
+        self.ledger = Ledger.from_json(self.outdir.progress.engine_state)
         self.manifest: dict = {}
 
     def run(self, once: bool, poll_seconds: float) -> None:
         self.outdir.prepare()
-        self.writes = self.the_run.write_stage(per_unit=True)
         self._finish_entry_in_progress()
         waiting_for = None  # --once: the entries there at the start
         while True:
@@ -213,15 +259,15 @@ class _Follower:
             unsettled = [e for e in pending if not self._take_if_settled(e)]
             if once and not unsettled:
                 break
-            time.sleep(poll_seconds)  # SIGTERM lands here between entries, or in stream
+            time.sleep(poll_seconds)  # SIGTERM lands here between entries, or in a split
         self._write_manifest()
 
     def _input(self) -> dict:
         return {"path": str(self.landing), "follow": True}
 
     def _pending(self) -> list[Path]:
-        """Landing entries to score, not yet scored or failed, in name order."""
-        taken = set(self.writes.units_done) | {e["name"] for e in self.writes.entries}
+        """Landing entries to score, not yet taken (scored, failed), in name order."""
+        taken = {r.name for r in self.ledger.records}
         return [e for e in sorted(self.landing.iterdir())
                 if e.name not in taken and is_candidate(e, self.require_marker)]
 
@@ -234,19 +280,16 @@ class _Follower:
         if not self.settling.settled(entry.name, signature):
             return False
         self._use_model(modeldir.resolve(self.model_ref))  # between entries: a new champion
-        return self._score(entry, EntryRecord(entry.name, SCORING, signature), skip=0)
+        return self._score(entry, EntryRecord(entry.name, SCORING, signature, split=self.ledger.next_split()))
 
     def _finish_entry_in_progress(self) -> None:
         """A killed run's half-done entry comes first, from its committed rows on, with the model
         that scored them, if it is still what it was."""
-        name, rows = self.writes.unit, self.writes.rows
-        if name is None:
+        record = self.ledger.in_progress()
+        if record is None:
             return
-        record = next((EntryRecord.from_json(e) for e in self.writes.entries if e["name"] == name), None)
-        if record is None:  # not written by this version of scorer
-            raise OutputError(f"{self.the_run.out}: its checkpoint does not record how entry {name} "
-                              "was taken; pass --overwrite to start again")
-        entry = self.landing / name
+        rows = self.the_run.committed(record.split).rows
+        entry = self.landing / record.name
         signature = Signature.of(entry)
         if signature is None or signature != record.signature:
             self._fail(entry, record, f"{'removed' if signature is None else 'changed'} after "
@@ -258,53 +301,77 @@ class _Follower:
             self._fail(entry, record, f"cannot finish it with the model that scored its first "
                        f"{rows} rows: {e}")
             return
-        self._score(entry, record, skip=rows)
+        self._score(entry, record)
 
-    def _score(self, entry: Path, record: EntryRecord, skip: int) -> bool:
-        """Score the entry from row `skip` on; False if it changed before any row was committed."""
-        writes = self.writes
-        record.model = self.the_run.model_dir.id
-        taken = record.signature
-        bad_before, reasons_before = writes.counters.rows_with_error, dict(writes.counters.error_reasons)
-        writes.begin_unit(entry.name, skip, self._entry_row_limit(bad_before),
-                          lambda: self._check_unchanged(entry, taken))
-        writes.record_entry(record.to_json())  # committed with the entry's first checkpoint
+    def _score(self, entry: Path, record: EntryRecord) -> bool:
+        """Execute the entry's split from its committed rows on and commit it, the record with
+        it; False if it changed before any of its rows were committed (it is taken again)."""
+        the_run = self.the_run
+        record.model = the_run.model_dir.id
+        self.ledger.put(record)  # committed with the split's first checkpoint
         try:
             inputs = source.expand_inputs([str(entry)], self.opts.format)
-            stream(inputs, skip, self.the_run, source.SourceStats(), self._start_entry, self.progress)
-            bad, rows = writes.counters.rows_with_error - bad_before, writes.rows - skip
-            self.the_run.check_error_fraction(bad, rows)
-            if not skip:  # a resumed entry's committed rows were counted by another process
-                check_some_scored(bad, rows, self.the_run.error_limit,
-                                  {k: n - reasons_before.get(k, 0) for k, n in
-                                   writes.counters.error_reasons.items() if n > reasons_before.get(k, 0)})
+            split = splits.Split(record.split, splits.ENTRY,
+                                 tuple(splits.Piece(i.path, i.format) for i in inputs))
+            result = splits.execute_split(
+                split, the_run.scorer, self.opts, the_run.out,
+                committed=the_run.committed(record.split), bad_rows_allowed=self._bad_rows_allowed(),
+                embedding_basis=the_run.reference.basis if the_run.reference else None,
+                before_write=self._check_columns,
+                checkpoint=lambda partial: self._checkpoint(entry, record, partial),
+                progress=self._told if self.progress else None)
         except (InputError, DataError, _EntryFailed) as e:
             self._fail(entry, record, str(e))
             return True
         except _EntryChanged as e:
-            committed = self.outdir.progress.rows if self.outdir.progress.unit == entry.name else 0
-            if not committed:
-                self.writes = self.the_run.write_stage(per_unit=True)  # taken again later
-                return False
-            self._fail(entry, record, f"changed while being scored ({e}) after {committed} of its "
-                       "rows were committed; land the new version under a new name")
+            return self._changed(entry, record, e)
+        try:
+            self._check_unchanged(entry, record.signature)
+            bad, rows = result.state.counters.rows_with_error, result.state.rows
+            the_run.check_error_fraction(bad, rows)
+            check_some_scored(bad, rows, the_run.error_limit, result.state.counters.error_reasons)
+        except DataError as e:
+            the_run.discard(result)  # its committed rows stay, recorded with the failure
+            self._fail(entry, record, str(e))
             return True
-        record.status, record.rows = SCORED, writes.rows
-        self._close_entry(record, done=True)
+        except _EntryChanged as e:
+            the_run.discard(result)
+            return self._changed(entry, record, e)
+        record.status, record.rows = SCORED, result.state.rows
+        self._close_entry(record, result)
         self.scored_now.append(entry.name)
         return True
 
-    def _start_entry(self, first: source.Chunk | None) -> WriteStage:
+    def _checkpoint(self, entry: Path, record: EntryRecord, partial: SplitResult) -> None:
+        """Inside the entry, every --rows-per-file rows: its rows so far committed with its
+        record, if it is still as it was when taken."""
+        self._check_unchanged(entry, record.signature)
+        record.rows = partial.state.rows
+        self.the_run.commit(partial, self.ledger.to_json())
+
+    def _changed(self, entry: Path, record: EntryRecord, change: Exception) -> bool:
+        committed = self.the_run.committed(record.split).rows
+        if not committed:
+            self.ledger.drop(record.name)  # taken again once it settles
+            return False
+        self._fail(entry, record, f"changed while being scored ({change}) after {committed} of its "
+                   "rows were committed; land the new version under a new name")
+        return True
+
+    def _check_columns(self, first: source.Chunk | None) -> None:
         try:
             self.the_run.check_first(first)
         except OutputError as e:  # a column clash is this entry's problem, not the output's
             raise _EntryFailed(str(e)) from None
-        return self.writes
 
-    def _entry_row_limit(self, bad_before: int) -> ErrorLimit | None:
-        """--max-errors as a row count holds for each entry: its bad rows over those before."""
+    def _bad_rows_allowed(self) -> int | None:
+        """--max-errors as a row count holds for each entry (its split)."""
         limit = self.the_run.error_limit
-        return ErrorLimit("rows", bad_before + limit.value) if limit and limit.kind == "rows" else None
+        return int(limit.value) if limit and limit.kind == "rows" else None
+
+    def _told(self, rows: int) -> None:
+        self.the_run.scoring_begins()
+        self.progress(rows, self.the_run.scoring_seconds)
 
     def _check_unchanged(self, entry: Path, taken: Signature) -> None:
         now = Signature.of(entry)
@@ -315,37 +382,49 @@ class _Follower:
 
     def _fail(self, entry: Path, record: EntryRecord, reason: str) -> None:
         """Record the entry as failed (with a dead-letter note), keeping its committed rows."""
-        self.writes = writes = self.the_run.write_stage(per_unit=True)  # what is committed
-        record.status, record.reason = FAILED, reason
-        record.rows = writes.rows if writes.unit == entry.name else 0
-        writes.dead_letter_note(str(entry), f"entry failed: {reason}")
-        self._close_entry(record, done=False)
+        committed = self.the_run.committed(record.split)
+        record.status, record.reason, record.rows = FAILED, reason, committed.rows
+        self.ledger.put(record)
+        self._close_entry(record, splits.given_up(record.split, committed, self.opts,
+                                                  [(str(entry), f"entry failed: {reason}")]))
         self.failed_now.append(entry.name)
         self.notify(f"entry {entry.name} failed, recorded and skipped: {reason}")
 
-    def _close_entry(self, record: EntryRecord, done: bool) -> None:
-        profile = self.writes.end_unit(done)
+    def _close_entry(self, record: EntryRecord, result: SplitResult) -> None:
+        """The entry's last rows (or its committed ones, failed) committed with its final record."""
+        profile = self._profile(result.state)
         record.profile = profile.to_json()
         record.drift = drift.compare(self.the_run.reference, profile).to_json()
         if record.status == SCORED:
             record.window = asdict(self._window(record, profile))
-        self.writes.record_entry(record.to_json())
-        self.writes.checkpoint()  # the entry is done: recorded with its last parts
+        self.ledger.put(record)
+        self.the_run.commit(result, self.ledger.to_json())
         self._write_manifest()
+
+    def _labels(self) -> list[str]:
+        """The labels the current model writes (none: an embedding model, or --emit without them)."""
+        model_dir = self.the_run.model_dir
+        return model_dir.spec.labels if splits.emits_labels(model_dir, self.opts) else []
+
+    def _profile(self, state: SplitState) -> drift.Profile:
+        labels = self._labels()
+        if state.profile and state.profile["labels"] == labels:
+            return drift.Profile.from_json(state.profile)
+        return drift.Profile.empty(labels)
 
     def _window(self, record: EntryRecord, profile: drift.Profile) -> DriftWindow:
         """The entry and the scored entries before it, by the same model, summed: the latest
         drift_window of them, else back until drift.MIN_ROWS rows (or the first)."""
         names, total = [record.name], profile
-        before = [e for e in self.writes.entries if e["name"] != record.name]
-        for e in reversed(before):
+        before = [r for r in self.ledger.records if r.name != record.name]
+        for r in reversed(before):
             if len(names) == self.drift_window or (self.drift_window is None and total.rows >= drift.MIN_ROWS):
                 break
-            if (e.get("model") or {}).get("checksum") != record.model.checksum:
+            if (r.model.checksum if r.model else None) != record.model.checksum:
                 break  # another model's scores: not comparable with this reference
-            if e["status"] == SCORED and e.get("profile"):
-                total = total.merge(drift.Profile.from_json(e["profile"]))
-                names.append(e["name"])
+            if r.status == SCORED and r.profile:
+                total = total.merge(drift.Profile.from_json(r.profile))
+                names.append(r.name)
         return DriftWindow(names[::-1], total.rows, drift.compare(self.the_run.reference, total).to_json())
 
     def _use_model(self, model_dir: Path, checksum: str | None = None) -> None:
@@ -360,7 +439,6 @@ class _Follower:
             self.the_run.load_scorer(model_dir)
         if checksum and self.the_run.model_dir.id.checksum != checksum:
             raise ModelError(f"{model_dir}: changed since (its spec checksum differs)")
-        self.writes = self.the_run.write_stage(per_unit=True)  # new part files carry its id
 
     def _is_loaded(self, model_dir: Path) -> bool:
         """Whether model_dir is the run's model (loaded, or read and loaded with the first entry), as
@@ -376,11 +454,9 @@ class _Follower:
 
     def _write_manifest(self) -> None:
         """Cumulative over every entry ever taken into this output; rewritten after each."""
-        writes = self.writes
-        manifest = self.the_run.manifest([self._input()], writes)
-        manifest.update(units_done=list(writes.units_done),
-                        units_failed=[e["name"] for e in writes.entries if e["status"] == FAILED],
-                        entries=writes.entries, units_scored_now=self.scored_now,
+        manifest = self.the_run.manifest([self._input()], self.the_run.totals())
+        manifest.update(units_done=self.ledger.named(SCORED), units_failed=self.ledger.named(FAILED),
+                        entries=self.ledger.to_json()["entries"], units_scored_now=self.scored_now,
                         units_failed_now=self.failed_now)
         manifest.update(self._drift_fields())
         self.outdir.write_manifest(manifest)
@@ -395,13 +471,13 @@ class _Follower:
         the largest among the windows of the entries scored by this process (with the candidate it
         was measured against as "reference_profile"), "profile" merges every entry's of the
         current labels, and each window over the warning level is a warning."""
-        labels, reference = self.writes.profile.labels, self.the_run.reference  # none: no labels written
+        labels, reference = self._labels(), self.the_run.reference  # none: no labels written
         profile = drift.Profile.empty(labels)
-        for e in self.writes.entries:
-            if e.get("profile") and e["profile"]["labels"] == labels:
-                profile = profile.merge(drift.Profile.from_json(e["profile"]))
-        now = [DriftWindow(**e["window"]) for e in self.writes.entries
-               if e["name"] in self.scored_now and e.get("window")]
+        for r in self.ledger.records:
+            if r.profile and r.profile["labels"] == labels:
+                profile = profile.merge(drift.Profile.from_json(r.profile))
+        now = [DriftWindow(**r.window) for r in self.ledger.records
+               if r.name in self.scored_now and r.window]
         # judged drifts first: one measured on too few rows neither warns nor fails the run
         worst = max(now, key=lambda w: (not w.drift.get("too_few_rows"), w.drift["max_psi"] or 0.0),
                     default=None)

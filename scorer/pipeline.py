@@ -5,28 +5,20 @@
 Each split goes through scorer.splits.execute_split: reading, tokenizing and writing each on a
 thread of their own (scorer.stages), the model on the calling thread. Every `rows_per_file`
 input rows (streams: also every --flush-seconds) the split's closed part files are committed
-(Run.commit): a killed run, started again, goes on from its last commit.
-stream() is the same pipeline over one ordered stream of rows into a WriteStage, which --follow
-still writes through.
+(Run.commit): a killed run, started again, goes on from its last commit. scorer.follow runs
+each landing entry it takes as a split the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import time
 from pathlib import Path
 from typing import Callable, ContextManager
 
-import pyarrow as pa
-
-from scorer import faults, overlap, source, splits, stages
-from scorer.splits import ReportingBatches
-from scorer.api import Prepared, Scorer
-from scorer.errors import OutputError
+from scorer import overlap, source, splits
+from scorer.api import Scorer
 from scorer.options import RunOptions
-from scorer.runs import Run, RunResult, WriteStage
-from scorer.tables import chunk_table, scored_table
+from scorer.runs import Run, RunResult
 
 # (rows through the model so far, within a chunk too; seconds since the first batch)
 Progress = Callable[[int, float], None]
@@ -93,83 +85,6 @@ class LocalEngine:
                 progress=told if self.progress else None)
             the_run.commit(result)
             done += result.rows_read
-
-
-def stream(inputs: list[source.Input], skip: int, the_run: Run, stats: source.SourceStats,
-           start: Callable[[source.Chunk | None], WriteStage],
-           progress: Progress | None = None) -> WriteStage:
-    """read -> prepare (tokenize) -> infer -> write over `inputs` after their first `skip` rows,
-    each stage on its own thread (infer on this one), with the_run's scorer. start(first chunk
-    or None) is called before anything is written and returns the WriteStage to write to; it
-    is returned after a final checkpoint."""
-    reader = prepared_chunks = consumer = writes = None
-    try:
-        reader = _reader(inputs, skip, the_run, stats)
-        first = next((c for c in reader if len(c)), None)  # a stream's empty ticks carry nothing
-        writes = start(first)
-        rows_before = writes.rows - skip
-        chunks = itertools.chain([first] if first is not None else [], reader)
-        prepared_chunks = stages.prefetch(((c, _prepared(the_run.scorer, c)) for c in chunks),
-                                          depth=the_run.opts.queue_depth, name="encode")
-        consumer = stages.Consumer(_writer(the_run, writes), depth=the_run.opts.queue_depth, name="write")
-        scored = 0  # rows through the model so far
-        for chunk, prepared in prepared_chunks:
-            the_run.scoring_begins()
-            if progress and prepared.encoded is not None:
-                prepared.encoded.batches = ReportingBatches(
-                    prepared.encoded.batches, len(chunk),
-                    lambda rows, before=scored: progress(before + rows, the_run.scoring_seconds))
-            probs = the_run.scorer.infer(prepared)
-            faults.point("infer")
-            scored += len(chunk)
-            if progress:
-                progress(scored, the_run.scoring_seconds)
-            consumer.submit((chunk, prepared, probs))
-        consumer.close()
-        with the_run.timers.write.measure():
-            writes.checkpoint()
-        if stats.rows != writes.rows - rows_before:  # the invariant: no row is ever lost
-            raise OutputError(f"internal error: read {stats.rows} rows but accounted for "
-                              f"{writes.rows - rows_before}")
-        return writes
-    except BaseException:
-        for stage in (prepared_chunks, reader):
-            if stage is not None:
-                stage.close()  # stops the encode and read threads
-        if consumer is not None:
-            consumer.cancel()  # the writer thread must be idle before its files are dropped
-        if writes is not None:
-            writes.abort()
-        raise
-
-
-def _reader(inputs: list[source.Input], skip: int, the_run: Run, stats: source.SourceStats):
-    """The read stage: chunks on their own thread, timed."""
-    opts = the_run.opts
-    chunks = source.read_chunks(inputs, opts.text_column, opts.chunk_rows, stats, skip=skip,
-                                max_line_bytes=opts.max_line_bytes, flush_seconds=opts.flush_seconds,
-                                id_column=opts.id_column, csv_types=opts.csv_types)
-    return stages.prefetch(stages.timed(chunks, the_run.timers.read), depth=opts.queue_depth,
-                           name="read")
-
-
-def _writer(the_run: Run, writes: WriteStage) -> Callable:
-    """The write stage's work on one (chunk, prepared, probabilities)."""
-    def write(item: tuple[source.Chunk, Prepared, object]) -> None:
-        chunk, prepared, probs = item
-        with the_run.timers.write.measure():
-            if len(chunk):
-                table = chunk_table(chunk, the_run.opts, the_run.output_columns)
-                writes.write(scored_table(table, the_run.scorer, prepared, probs, the_run.opts))
-            else:
-                writes.write(pa.table({}))  # a stream's tick
-    return write
-
-
-def _prepared(model_scorer: Scorer, chunk: source.Chunk) -> Prepared:
-    prepared = model_scorer.prepare(chunk.texts, chunk.read_errors)
-    faults.point("encode")
-    return prepared
 
 
 def loading_model(loading: Loading | None, name: str) -> ContextManager:

@@ -13,33 +13,29 @@ renames the attempt's parts to their final names and records the split in progre
 (scorer.commit). Once every split is committed, the run-level checks, the manifest (summed over
 the splits, computed here for all engines) and _SUCCESS.
 
---follow still writes through a WriteStage (row accounting and checkpoints every --rows-per-file
-input rows in one ordered stream), with open(), check_first(), write_stage() and complete().
+--follow (scorer.follow) has no plan: it makes a split of each landing entry it takes, executes
+it and commits its results here too, with its entry ledger as the engine's own state
+(commit(result, engine_state)); its output never completes, its manifest (manifest(inputs,
+totals())) is rewritten after every entry.
 (The module is `runs`: `scorer.run` is the Python API's function, scorer.pipeline.run.)
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from scorer import (classifier, commit, drift, embedder, fileio, modeldir, runtime, sink, source, splits,
-                    stdir, storage)
+from scorer import classifier, commit, drift, fileio, modeldir, runtime, source, splits, stdir, storage
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, ModelError, OutputError
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
 from scorer.splits import Counters, Split, SplitResult, SplitState, emits_labels, profiles_vectors
 from scorer.stages import Stopwatch
-from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, DEAD_LETTER_SCHEMA, check_columns, dead_letters,
-                           embeddings_in, probabilities_in, public_columns)
+from scorer.tables import check_columns
 from scorer.version import __version__
 
 
@@ -110,147 +106,6 @@ class Engine(Protocol):
         the_run.commit(), one at a time, in any order."""
 
 
-class WriteStage:
-    """Output (and dead-letter) part files, row accounting, checkpoints: from the output's last
-    checkpoint on. --follow writes one landing entry (a unit) at a time into it."""
-
-    def __init__(self, outdir: commit.OutputDir, opts: RunOptions, model_dir: modeldir.ModelDir,
-                 error_limit: ErrorLimit | None, embedding_basis: drift.EmbeddingBasis | None = None):
-        p = outdir.progress
-        self.outdir, self.opts, self.error_limit = outdir, opts, error_limit
-        self.writer = sink.PartWriter(outdir.out, model_dir.id, opts.partition_by,
-                                      parts=p.parts, next_index=p.next_index)
-        self.dead = (sink.PartWriter(outdir.dead_letter, parts=p.dead_letter_parts,
-                                     next_index=p.dead_letter_next_index)
-                     if outdir.dead_letter else None)
-        self.start_rows = self.rows = p.rows  # input rows accounted for, committed or not
-        self.since = 0  # of which not yet committed
-        self.first_uncommitted = 0.0  # monotonic time the oldest of those was written
-        self.counters = Counters.from_json(p.counters)
-        self.unit, self.units_done = p.unit, list(p.units_done)  # --follow only
-        self.entries = copy.deepcopy(p.entries)  # --follow only
-        self.before_commit: Callable[[], None] | None = None  # --follow: the entry is unchanged
-        labels = model_dir.spec.labels if emits_labels(model_dir, opts) else []  # embeddings: none
-        # What was scored (the run's; --follow: the entry in progress), as committed
-        self.profile = (drift.Profile.from_json(p.profile) if p.profile and p.profile["labels"] == labels
-                        else drift.Profile.empty(labels))
-        # A run without labels counts its vectors (against the reference's basis, if any)
-        self.embeddings, self.embedding_basis = profiles_vectors(model_dir, opts), embedding_basis
-        self._check_committed_errors()
-
-    @property
-    def rows_now(self) -> int:
-        """Input rows written by this write stage (--follow: of this unit)."""
-        return self.rows - self.start_rows
-
-    def write(self, scored: pa.Table) -> None:
-        """Write a scored_table(): pieces end where a checkpoint falls."""
-        start = 0
-        while start < scored.num_rows:  # none: a stream's tick, only time has passed
-            take = min(scored.num_rows - start, self.opts.rows_per_file - self.since)
-            self._write_piece(scored.slice(start, take))
-            start += take
-            if self.since == self.opts.rows_per_file:
-                self.checkpoint()
-        self._commit_if_due()
-
-    def checkpoint(self) -> None:
-        """Commit every open part, then record it (scorer.commit.OutputDir.checkpoint)."""
-        if self.before_commit is not None:
-            self.before_commit()
-        self.writer.commit()
-        if self.dead is not None:
-            self.dead.commit()
-        self.outdir.checkpoint(commit.Progress(
-            rows=self.rows, unit=self.unit, units_done=list(self.units_done),
-            entries=copy.deepcopy(self.entries),
-            parts=list(self.writer.parts),
-            dead_letter_parts=list(self.dead.parts) if self.dead else [],
-            next_index=dict(self.writer.next_index),
-            dead_letter_next_index=dict(self.dead.next_index) if self.dead else {},
-            counters=self.counters.to_json(), profile=self.profile.to_json()))
-        self.since = 0
-
-    def abort(self) -> None:
-        self.writer.abort()
-        if self.dead is not None:
-            self.dead.abort()
-
-    def begin_unit(self, name: str, skip: int, error_limit: ErrorLimit | None,
-                   before_commit: Callable[[], None]) -> None:
-        """--follow: the next rows are unit `name`'s from its row `skip` on; before_commit()
-        raises if they must not be committed."""
-        self.unit, self.rows, self.start_rows = name, skip, skip
-        self.error_limit, self.before_commit = error_limit, before_commit
-
-    def end_unit(self, done: bool) -> drift.Profile:
-        """--follow: the unit is over (done: all its rows are in); its profile is returned, and
-        the next unit's starts empty."""
-        if done:
-            self.units_done.append(self.unit)
-        profile = self.profile
-        self.unit, self.rows, self.before_commit = None, 0, None
-        self.profile = drift.Profile.empty(profile.labels)
-        return profile
-
-    def record_entry(self, entry: dict) -> None:
-        """--follow: the record of a landing entry (scorer.follow.EntryRecord), added or updated."""
-        names = [e["name"] for e in self.entries]
-        index = names.index(entry["name"]) if entry["name"] in names else len(names)
-        self.entries[index:index + 1] = [entry]
-
-    def dead_letter_note(self, where: str, reason: str) -> None:
-        """A dead letter for something that has no row (--follow: a whole entry failed)."""
-        if self.dead is not None:
-            self.dead.write(pa.table({"source": [where], "position": [None], "line": [None],
-                                      "error": [reason], "text": [None], "raw": [None]},
-                                     schema=DEAD_LETTER_SCHEMA))
-
-    def _write_piece(self, scored: pa.Table) -> None:
-        if self.profile.labels:
-            self.profile.add(probabilities_in(scored, self.opts.output_prefix + "probabilities",
-                                              len(self.profile.labels)),
-                             scored.column(TOKENS).to_numpy())
-        elif self.embeddings:
-            self.profile.add_embeddings(embeddings_in(scored, self.opts.output_prefix + embedder.EMBEDDING),
-                                        scored.column(TOKENS).to_numpy(), self.embedding_basis)
-        bad = scored.column(ERROR).is_valid()
-        bad_rows = scored.filter(bad)
-        rows = scored.num_rows
-        dead_lettered = self.dead is not None and bad_rows.num_rows > 0
-        if dead_lettered:
-            self.dead.write(dead_letters(bad_rows))
-            scored = scored.filter(pc.invert(bad))
-        self.writer.write(public_columns(scored))
-        self.counters.count(scored, bad_rows, dead_lettered)
-        if not self.since:
-            self.first_uncommitted = time.monotonic()
-        self.rows += rows
-        self.since += rows
-        if self._over_row_limit():
-            row = bad_rows.slice(bad_rows.num_rows - 1).to_pylist()[0]
-            raise DataError(f"more than {int(self.error_limit.value)} bad rows (--max-errors); the "
-                            f"latest: {row[SOURCE]}:{row[POSITION]}: {row[ERROR]}")
-
-    def _commit_if_due(self) -> None:
-        """--flush-seconds: commit once the oldest uncommitted row was written flush/2 ago (the
-        reader hands rows on within flush/2 of their arrival)."""
-        flush = self.opts.flush_seconds
-        if flush and self.since and time.monotonic() - self.first_uncommitted >= flush / 2:
-            self.checkpoint()
-
-    def _over_row_limit(self) -> bool:
-        limit = self.error_limit
-        return limit is not None and limit.rows_exceeded(self.counters.rows_with_error)
-
-    def _check_committed_errors(self) -> None:
-        if self._over_row_limit():
-            raise DataError(f"{self.outdir.out}: the unfinished run there already has "
-                            f"{self.counters.rows_with_error} bad rows, more than --max-errors "
-                            f"{self.opts.max_errors}; resume it with a higher limit, or pass "
-                            "--overwrite to start again")
-
-
 def check_some_scored(bad: int, rows: int, error_limit: ErrorLimit | None,
                       reasons: dict[str, int]) -> None:
     """Without --max-errors, rows that are all bad fail the run (exit 6): a run that scored
@@ -264,9 +119,11 @@ def check_some_scored(bad: int, rows: int, error_limit: ErrorLimit | None,
 class Run:
     """One run into one output directory: its options, model, output, timers and manifest."""
 
-    def __init__(self, opts: RunOptions, output):
+    def __init__(self, opts: RunOptions, output, errors_per_split: bool = False):
         self.opts = opts
         self.error_limit = parse_max_errors(opts.max_errors)
+        # --max-errors as a row count holds for each split (--follow: each entry), not their sum
+        self.errors_per_split = errors_per_split
         self.started = time.time()
         self.scoring_started: float | None = None  # the first batch's: rows/s counts from there
         self.out = output_location(output)
@@ -397,11 +254,12 @@ class Run:
                      for name, s in self.outdir.progress.splits.items() if name != split)
         return int(limit.value) - others
 
-    def commit(self, result: SplitResult) -> bool:
+    def commit(self, result: SplitResult, engine_state: dict | None = None) -> bool:
         """Commit an attempt's result (one at a time, in any order): its parts renamed to their
-        final names and the split recorded in progress.json (scorer.commit). An attempt of a
-        split already committed, or that did not go on from the split's committed rows, is
-        deleted instead (False). A partial result (a checkpoint) is committed the same way."""
+        final names and the split recorded in progress.json (scorer.commit), with engine_state
+        (an engine's own: --follow's ledger; None: as recorded). An attempt of a split already
+        committed, or that did not go on from the split's committed rows, is deleted instead
+        (False). A partial result (a checkpoint) is committed the same way."""
         with self._commit_lock:
             attempt = splits.attempt_dir(result.split, result.attempt)
             before = self.committed(result.split)
@@ -413,7 +271,7 @@ class Run:
                 return False
             states = {**self.outdir.progress.splits, result.split: state.to_json()}
             total = self._summed(states)
-            if self._over_row_limit(total.counters):
+            if not self.errors_per_split and self._over_row_limit(total.counters):
                 raise DataError(splits.too_many_bad_rows(self.opts.max_errors, result.last_bad_row))
             old = {p["file"] for p in before.parts}
             old_dead = {p["file"] for p in before.dead_letter_parts}
@@ -423,7 +281,9 @@ class Run:
                 commit.Progress(rows=total.rows, parts=total.parts,
                                 dead_letter_parts=total.dead_letter_parts,
                                 counters=total.counters.to_json(), profile=total.profile.to_json(),
-                                plan=self.outdir.progress.plan, splits=states))
+                                plan=self.outdir.progress.plan, splits=states,
+                                engine_state=(self.outdir.progress.engine_state if engine_state is None
+                                              else engine_state)))
             if result.complete:
                 self.outdir.discard_attempt(attempt)
             self._results[result.split] = result
@@ -431,6 +291,11 @@ class Run:
                 self.scoring_started = min(self.scoring_started or result.scoring_started,
                                            result.scoring_started)
             return True
+
+    def discard(self, result: SplitResult) -> None:
+        """An attempt's result that is not to be committed (--follow: its entry changed or
+        failed at the end): what it wrote is deleted; the split's committed rows stay."""
+        self.outdir.discard_attempt(splits.attempt_dir(result.split, result.attempt))
 
     def _plan(self, inputs: list[source.Input]) -> list[Split]:
         recorded = self.outdir.progress.plan
@@ -447,7 +312,7 @@ class Run:
         """The committed splits' states added up, their parts in plan order."""
         labels = self.model_dir.spec.labels if emits_labels(self.model_dir, self.opts) else []
         total = Totals(profile=drift.Profile.empty(labels))
-        for name in sorted(states):  # ids are plan positions, zero-padded
+        for name in sorted(states, key=lambda n: (len(n), n)):  # ids: positions, zero-padded to 5
             state = SplitState.from_json(states[name])
             total.rows += state.rows
             total.parts += state.parts
@@ -469,28 +334,28 @@ class Run:
                             f"rows, more than --max-errors {self.opts.max_errors}; resume it with a "
                             "higher limit, or pass --overwrite to start again")
 
-    def _complete_splits(self, inputs: list[source.Input], **extra) -> RunResult:
+    def totals(self) -> Committed:
+        """What the output holds (the committed splits summed) and the work this process did
+        for it (its attempts, the latest of each split): what a manifest reports."""
         total = self._summed(self.outdir.progress.splits)
-        mine = list(self._results.values())  # this process's attempts, the latest of each split
+        mine = list(self._results.values())
         score = ScoreStats()
         for result in mine:
             for f in fields(ScoreStats):
                 setattr(score, f.name, getattr(score, f.name) + getattr(result.score, f.name))
-        done = Committed(total.counters, total.parts,
+        return Committed(total.counters, total.parts,
                          total.dead_letter_parts if self.opts.dead_letter else None, total.profile,
                          score, sum(r.compile_seconds for r in mine), sum(r.read_seconds for r in mine),
                          sum(r.write_seconds for r in mine))
-        stats = source.SourceStats(files=[i.path for i in inputs], rows=total.counters.rows_in,
-                                   rows_skipped=self._rows_before)
-        return self._finish(inputs, stats, done, **extra, blank_lines_skipped=total.blank_lines,
-                            splits={"planned": len(self.plan), "executed_now": len(mine),
-                                    "attempts_discarded": self.attempts_discarded})
 
-    def write_stage(self, per_unit: bool = False) -> WriteStage:
-        """A write stage at the output's last checkpoint, held to the run's --max-errors row
-        limit (per_unit: none yet, --follow sets one for each unit it begins)."""
-        return WriteStage(self.outdir, self.opts, self.model_dir, None if per_unit else self.error_limit,
-                          self.reference.basis if self.reference else None)
+    def _complete_splits(self, inputs: list[source.Input], **extra) -> RunResult:
+        done = self.totals()
+        stats = source.SourceStats(files=[i.path for i in inputs], rows=done.counters.rows_in,
+                                   rows_skipped=self._rows_before)
+        return self._finish(inputs, stats, done, **extra,
+                            blank_lines_skipped=self._summed(self.outdir.progress.splits).blank_lines,
+                            splits={"planned": len(self.plan), "executed_now": len(self._results),
+                                    "attempts_discarded": self.attempts_discarded})
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -501,12 +366,6 @@ class Run:
         except BaseException:
             self.outdir.abandon()
             raise
-
-    def complete(self, inputs: list[source.Input], stats: source.SourceStats, writes: WriteStage,
-                 **extra) -> RunResult:
-        """Once every row is written and checkpointed (an engine writing through a WriteStage):
-        the run-level checks, then the manifest (with `extra` fields) and _SUCCESS."""
-        return self._finish(inputs, stats, self._written(writes), **extra)
 
     def _finish(self, inputs: list[source.Input], stats: source.SourceStats, done: "Committed",
                 **extra) -> RunResult:
@@ -521,18 +380,8 @@ class Run:
             self.outdir.finish(manifest)
         return RunResult(self.out, manifest)
 
-    def _written(self, writes: WriteStage) -> "Committed":
-        """A WriteStage's rows and this process's scorer and timers, as a manifest reports them."""
-        compiled = self.scorer.predictor.compile_seconds - self._compiled_before if self.scorer else 0.0
-        return Committed(writes.counters, writes.writer.parts,
-                         writes.dead.parts if writes.dead else None, writes.profile,
-                         self.scorer.stats if self.scorer else ScoreStats(), compiled,
-                         self.timers.read.seconds, self.timers.write.seconds)
-
-    def manifest(self, inputs: list[dict], done: "Committed | WriteStage") -> dict:
+    def manifest(self, inputs: list[dict], done: Committed) -> dict:
         """What the output holds and how it was made (every engine's _manifest.json)."""
-        if isinstance(done, WriteStage):
-            done = self._written(done)
         c, s = done.counters, done.score
         total, scoring = time.time() - self.started, self.scoring_seconds
         rows_now = c.rows_in - self._rows_before  # rows this process wrote

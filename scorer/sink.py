@@ -1,6 +1,6 @@
 """Sink stage: scored tables -> Parquet part files.
 
-A part file is written under a temporary name (.part-NNNNN.parquet.tmp) and renamed into place
+A part file is written under a temporary name (.part-SSSSS-NNNNN.parquet.tmp) and renamed into place
 when committed, so a reader never sees half a file. The pipeline decides when parts are committed
 (its checkpoints, see scorer.commit); part names are deterministic (part-<split>-<n>.parquet with
 scorer.splits, part-<n>.parquet otherwise): the same inputs and model give the same files.

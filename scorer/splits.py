@@ -5,8 +5,9 @@
     the_run.commit(result)                              # the driver, one at a time (scorer.runs)
 
 A Split is a Parquet input's row-group range (several small files may form one split: about
-rows_per_split rows, whole row groups), a JSON Lines / CSV / text file (whole), or standard
-input. Its id (its place in the plan, "00003") names its part files: part-00003-00000.parquet,
+rows_per_split rows, whole row groups), a JSON Lines / CSV / text file (whole, or a byte range),
+standard input, or a landing entry that --follow took (scorer.follow, which numbers them in the
+order it takes them). Its id (its place in the plan, "00003") names its part files: part-00003-00000.parquet,
 part-00003-00001.parquet (--rows-per-file rows each), so the same inputs give the same files
 whichever engine ran them. Row ids stay `<input>:<position>`: a range's positions count from
 its file's first row.
@@ -46,9 +47,10 @@ from scorer.api import Prepared, Scorer, error_kind, output_names
 from scorer.errors import DataError, OutputError
 from scorer.options import RunOptions, parse_max_errors
 from scorer.prepared import ScoreStats
-from scorer.tables import (ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, chunk_table, embeddings_in, dead_letters, probabilities_in, public_columns, scored_table)
+from scorer.tables import (DEAD_LETTER_SCHEMA, ERROR, POSITION, SOURCE, TOKENS, TRUNCATED, WINDOWED, chunk_table,
+                           embeddings_in, dead_letters, probabilities_in, public_columns, scored_table)
 
-PARQUET, FILE, STREAM = "parquet", "file", "stream"  # Split.kind
+PARQUET, FILE, STREAM, ENTRY = "parquet", "file", "stream", "entry"  # Split.kind (ENTRY: --follow's)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class Split:
     """A unit of work: read, scored, written and committed as one."""
 
     id: str  # "00003": its place in the plan, in its part files' names
-    kind: str  # PARQUET (row groups of one or more files), FILE (a whole file), STREAM (stdin)
+    kind: str  # PARQUET (row groups of one or more files), FILE (a whole file), STREAM (stdin),
+    # ENTRY (a landing entry that scorer.follow took: its file, or its directory's Parquet files)
     pieces: tuple[Piece, ...]
 
     @property
@@ -370,6 +373,27 @@ def execute_split(split: Split, scorer: Scorer, opts: RunOptions, output, *,
         if writer is not None:
             writer.abort()
         raise
+
+
+def given_up(split: str, committed: SplitState, opts: RunOptions, notes: list[tuple[str, str]]) -> SplitResult:
+    """A split given up on (--follow: an entry that cannot be scored), to commit as any result:
+    its committed rows, marked complete, and with a dead-letter location, a dead letter for each
+    (where, reason) note (a thing that has no row: the whole entry), written under a new
+    attempt's directory."""
+    attempt = uuid.uuid4().hex[:12]
+    state = copy.deepcopy(committed)
+    state.complete = True
+    if opts.dead_letter:
+        dead = sink.PartWriter(storage.open_storage(_joined(opts.dead_letter, attempt_dir(split, attempt))),
+                               next_index=committed.dead_letter_next_index, name_prefix=f"{split}-")
+        dead.write(pa.table({"source": [w for w, _ in notes], "position": [None] * len(notes),
+                             "line": [None] * len(notes), "error": [r for _, r in notes],
+                             "text": [None] * len(notes), "raw": [None] * len(notes)},
+                            schema=DEAD_LETTER_SCHEMA))
+        dead.commit()
+        state.dead_letter_parts += [{**p, "bytes": dead.out.size(p["file"])} for p in dead.parts]
+        state.dead_letter_next_index = dict(dead.next_index)
+    return SplitResult(split, attempt, state, ScoreStats(), host=f"{socket.gethostname()}:{os.getpid()}")
 
 
 class ReportingBatches(list):

@@ -112,15 +112,37 @@ def test_an_unfinished_run_is_resumed_from_its_last_checkpoint(tmp_path):
     d.prepare()
     (out / "part-00000.parquet").write_bytes(b"committed")
     d.checkpoint(commit.Progress(rows=5, parts=[{"file": "part-00000.parquet", "rows": 5}],
-                                 next_index={"": 1}))
+                                 splits={"00000": {"rows": 5}}))
     (out / "part-00001.parquet").write_bytes(b"renamed after the checkpoint")
     (out / ".part-00002.parquet.tmp").write_bytes(b"half written")
     d.abandon()  # as a crash would leave it (plus the lock, which the kernel drops)
 
     again = open_dir(out)
-    assert again.resumed and again.progress.rows == 5 and again.progress.next_index == {"": 1}
+    assert again.resumed and again.progress.rows == 5 and again.progress.splits == {"00000": {"rows": 5}}
     again.prepare()
     assert sorted(os.listdir(out)) == [commit.STATE_DIR, "part-00000.parquet"]
+
+
+def test_a_checkpoint_of_the_previous_version_is_resumed_and_its_follow_state_refused(tmp_path):
+    """progress.json as fb17e59 wrote it: next_index and --follow's unit, units_done and entries
+    (empty for a batch run), fields no longer recorded."""
+    out = tmp_path / "out"
+    d = open_dir(out)
+    d.prepare()
+    d.abandon()
+    state = out / commit.STATE_DIR / "progress.json"
+    earlier = {"rows": 5, "parts": [], "dead_letter_parts": [], "next_index": {"": 1},
+               "dead_letter_next_index": {}, "unit": None, "units_done": [], "entries": [],
+               "counters": {}, "profile": None, "plan": [], "splits": {"00000": {"rows": 5}}}
+    state.write_text(json.dumps(earlier))
+    again = open_dir(out)
+    assert again.resumed and again.progress == commit.Progress(rows=5, counters={}, plan=[],
+                                                               splits={"00000": {"rows": 5}})
+    again.abandon()
+    state.write_text(json.dumps({**earlier, "units_done": ["a.jsonl"]}))
+    with pytest.raises(OutputError, match="an earlier scorer version's --follow.*pass --overwrite"):
+        open_dir(out)
+    assert open_dir(out, overwrite=True).progress == commit.Progress()
 
 
 @pytest.mark.parametrize("change, message", [

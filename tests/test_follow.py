@@ -82,6 +82,14 @@ def test_require_marker_takes_only_directories_with_success(tiny_model, tmp_path
     assert texts(out) == expected((0, 10))
 
 
+def ledger(out) -> dict:
+    """The follower's state in progress.json: entry -> (status, split, rows committed), each
+    entry's rows as its split records them."""
+    state = json.loads((out / "_scorer_run" / "progress.json").read_text())
+    return {e["name"]: (e["status"], e["split"], state["splits"][e["split"]]["rows"])
+            for e in state["engine_state"]["entries"]}
+
+
 def three_landed_files(tmp_path, model):
     """A landing directory with f0..f2.jsonl (40 rows each), and a follow command over it that
     commits every 15 rows."""
@@ -97,11 +105,11 @@ def three_landed_files(tmp_path, model):
 def test_a_killed_follower_restarts_where_it_stopped(tiny_model, tmp_path):
     landing, out, args = three_landed_files(tmp_path, tiny_model)
     proc = subprocess.run([sys.executable, "-m", "scorer.cli", *args],  # dies inside the 2nd file
-                          env={**os.environ, "SCORER_CRASH_AT": "checkpoint:6"},
+                          env={**os.environ, "SCORER_CRASH_AT": "checkpoint:5"},
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    state = json.loads((out / "_scorer_run" / "progress.json").read_text())
-    assert state["units_done"] == ["f0.jsonl"] and state["unit"] == "f1.jsonl" and state["rows"] > 0
+    # f0.jsonl's three commits (15, 30, 40 rows), then f1.jsonl's first two
+    assert ledger(out) == {"f0.jsonl": ("scored", "00000", 40), "f1.jsonl": ("scoring", "00001", 30)}
     r = CliRunner().invoke(main, [*args, "--once"])
     assert r.exit_code == 0, r.output
     all_texts = texts(out)
@@ -134,11 +142,10 @@ def test_sigterm_stops_a_follower_cleanly(tiny_model, tmp_path):
 def test_a_restarted_follower_finishes_its_entry_in_progress_before_an_earlier_name(tiny_model, tmp_path):
     landing, out, args = three_landed_files(tmp_path, tiny_model)
     proc = subprocess.run([sys.executable, "-m", "scorer.cli", *args],  # dies inside f1.jsonl
-                          env={**os.environ, "SCORER_CRASH_AT": "checkpoint:6"},
+                          env={**os.environ, "SCORER_CRASH_AT": "checkpoint:5"},
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    state = json.loads((out / "_scorer_run" / "progress.json").read_text())
-    assert state["unit"] == "f1.jsonl" and state["rows"] > 0
+    assert ledger(out)["f1.jsonl"] == ("scoring", "00001", 30)
     land(landing, "a.jsonl", 5, start=120)  # lands meanwhile, and sorts before the half-done entry
     r = CliRunner().invoke(main, [*args, "--once"])
     assert r.exit_code == 0, r.output

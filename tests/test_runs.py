@@ -1,5 +1,5 @@
-"""scorer.runs: what every engine shares: the counters, the write stage's row accounting and
-checkpoints, resume identity, the manifest (computed once), loading the model."""
+"""scorer.runs: what every engine shares: the counters, a split writer's row accounting and its
+checkpoints committed by the run, resume identity, the manifest (computed once), loading the model."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from scorer import classifier, commit, drift, source
+from scorer import classifier, commit, drift, source, splits
 from scorer.cli import main
-from scorer.errors import DataError, OutputError
+from scorer.errors import OutputError
 from scorer.options import RunOptions
+from scorer.prepared import ScoreStats
 from scorer.runs import Counters, Run
+from scorer.splits import Piece, Split, SplitResult, SplitWriter
 from scorer.tables import chunk_table, scored_table
 from tests.conftest import SAMPLE, with_spec_reference
 
 INPUT = [{"path": "in.jsonl", "size": 1}]  # an input fingerprint: what resume identity compares
+SPLIT = Split("00000", splits.FILE, (Piece("in.jsonl", "jsonl"),))
 
 
 def scored(the_run: Run, texts: list, offset: int = 0) -> pa.Table:
@@ -37,6 +40,23 @@ def opened(tiny_scorer, out, **options) -> Run:
     return the_run
 
 
+def written(the_run: Run, texts: list, offset: int = 0, attempt: str = "a1") -> SplitWriter:
+    """A SplitWriter of SPLIT (from its committed rows on) that has written `texts`, the run
+    committing its checkpoints (every --rows-per-file rows)."""
+    writer = SplitWriter(SPLIT, attempt, the_run.scorer, the_run.opts, the_run.out,
+                         the_run.committed(SPLIT.id), None)
+    writer.on_checkpoint = lambda: the_run.commit(SplitResult(SPLIT.id, attempt, writer.state(), ScoreStats()))
+    writer.write(scored(the_run, texts, offset))
+    return writer
+
+
+def completed(the_run: Run, writer: SplitWriter) -> None:
+    """The split's end: its open parts closed and committed."""
+    writer.close_parts()
+    writer.complete = True
+    assert the_run.commit(SplitResult(SPLIT.id, writer.attempt, writer.state(), ScoreStats()))
+
+
 def progress_json(out) -> dict:
     return json.loads((out / commit.STATE_DIR / "progress.json").read_text())
 
@@ -52,41 +72,38 @@ def test_counters_read_a_checkpoint_from_before_rows_windowed_and_add_up():
 
 
 @pytest.mark.parametrize("dead_letter", [False, True])
-def test_the_write_stage_accounts_for_every_row_and_checkpoints_every_rows_per_file(
+def test_a_split_writer_accounts_for_every_row_and_the_run_commits_every_rows_per_file(
         tiny_scorer, tmp_path, dead_letter):
     out = tmp_path / "out"
     the_run = opened(tiny_scorer, out, rows_per_file=2,
                      dead_letter=str(tmp_path / "dead") if dead_letter else None)
-    writes = the_run.write_stage()
-    writes.write(scored(the_run, ["good", None, "fine", "", "ok"]))
+    writer = written(the_run, ["good", None, "fine", "", "ok"])
     # 5 rows, a checkpoint every 2: the 5th row is written but not committed yet
-    assert (writes.rows, writes.rows_now, writes.since) == (5, 5, 1)
+    assert (writer.rows, writer.since) == (5, 1)
     assert progress_json(out)["rows"] == 4
     assert Counters.from_json(progress_json(out)["counters"]).rows_in == 4
-    writes.checkpoint()
-    c = writes.counters
+    completed(the_run, writer)
+    c = writer.counters
     assert (c.rows_in, c.rows_with_error, c.rows_scored) == (5, 2, 3)
     assert (c.rows_out, c.rows_dead_lettered) == ((3, 2) if dead_letter else (5, 0))
     assert c.error_reasons == {"null text": 1, "empty text": 1}
     assert progress_json(out)["counters"] == c.to_json()
-    assert sum(p["rows"] for p in writes.writer.parts) == c.rows_out
+    assert sum(p["rows"] for p in progress_json(out)["parts"]) == c.rows_out
 
 
 def test_the_manifest_counts_rows_one_way_and_its_rate_only_this_process_s_rows(tiny_scorer, tmp_path):
     out = tmp_path / "out"
     first = opened(tiny_scorer, out, rows_per_file=3)
-    first.write_stage().write(scored(first, ["a", "b", "c", "d"]))  # killed after 3 committed
+    written(first, ["a", "b", "c", "d"])  # killed after 3 committed
     first.outdir.abandon()
 
     again = opened(tiny_scorer, out, rows_per_file=3)
     assert again.outdir.resumed and again.outdir.progress.rows == 3
-    writes = again.write_stage()
-    writes.write(scored(again, ["d", None], offset=3))
-    writes.checkpoint()
+    completed(again, written(again, ["d", None], offset=3, attempt="a2"))
     again.started -= 20  # twenty seconds ago, and its first batch scored ten seconds ago:
     again.scoring_begins()
     again.scoring_started -= 10  # 2 rows scored by this process: 0.2 rows/s, 0.1 overall
-    manifest = again.manifest([{"path": "in.jsonl"}], writes)
+    manifest = again.manifest([{"path": "in.jsonl"}], again.totals())
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_scored"]) == (5, 5, 4)
     assert manifest["rows_per_second"] == pytest.approx(0.2, abs=0.01)
     assert manifest["rows_per_second_overall"] == pytest.approx(0.1, abs=0.01)
@@ -98,7 +115,7 @@ def test_the_manifest_counts_rows_one_way_and_its_rate_only_this_process_s_rows(
 def test_resume_identity_holds_the_output_shaping_options_only(tiny_scorer, tmp_path):
     out = tmp_path / "out"
     first = opened(tiny_scorer, out, rows_per_file=3)
-    first.write_stage().write(scored(first, ["a", "b", "c", "d"]))
+    written(first, ["a", "b", "c", "d"])
     first.outdir.abandon()
 
     busier = Run(RunOptions(rows_per_file=3, queue_depth=5, threads=1), out)  # same output
@@ -111,27 +128,16 @@ def test_resume_identity_holds_the_output_shaping_options_only(tiny_scorer, tmp_
         other.open(INPUT)
 
 
-def test_an_unfinished_run_over_the_bad_row_limit_is_refused_at_once(tiny_scorer, tmp_path):
-    out = tmp_path / "out"
-    first = opened(tiny_scorer, out, rows_per_file=2)
-    first.write_stage().write(scored(first, [None, "", "x"]))  # 2 bad rows committed
-    first.outdir.abandon()
-
-    again = Run(RunOptions(rows_per_file=2, max_errors="1"), out)
-    again.load_scorer(None, tiny_scorer)
-    again.open(INPUT)
-    with pytest.raises(DataError, match="already has 2 bad rows"):
-        again.write_stage()
-
-
 def test_a_run_counts_its_own_scoring_not_what_the_scorer_did_before(tiny_scorer, tmp_path):
     tiny_scorer.probabilities(["warm the scorer up"])
     assert tiny_scorer.stats.real_tokens > 0
     the_run = opened(tiny_scorer, tmp_path / "out")
     assert the_run.scorer.stats.real_tokens == 0
-    writes = the_run.write_stage()
-    writes.write(scored(the_run, ["two words"]))
-    manifest = the_run.manifest([], writes)
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "two words"}\n')
+    split = Split("00000", splits.FILE, (Piece(str(path), "jsonl"),))
+    the_run.commit(splits.execute_split(split, the_run.scorer, the_run.opts, the_run.out))
+    manifest = the_run.manifest([], the_run.totals())
     assert manifest["real_tokens"] == tiny_scorer.stats.real_tokens > 0
 
 
