@@ -121,39 +121,52 @@ def hf_pipeline(texts, model_dir: Path, long: bool):
     return load, run
 
 
-def onnx_runtime(texts, model_dir: Path, long: bool, variant: str):
+def onnx_session(model: Path, tokenizer: Path, max_length: int):
+    """An ONNX Runtime CPU session on every core, and its tokenizer (unpadded, cut at max_length)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(tokenizer))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    return session, tok
+
+
+def onnx_batches(session, tok, texts):
+    """The texts in length-sorted batches of BATCH, each padded to its longest, through the
+    session: (the batch's rows, its attention mask, the session's first output) for each; the
+    mask's sum and size are the batch's real and padded tokens."""
+    encs = tok.encode_batch_fast(list(texts))
+    lengths = np.array([len(e.ids) for e in encs])
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), BATCH):
+        rows = order[start:start + BATCH]
+        width = lengths[rows].max()
+        ids = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : lengths[r]] = encs[r].ids
+        mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
+        yield rows, mask, session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                             "token_type_ids": np.zeros_like(ids)})[0]
+
+
+def onnx_runtime(texts, model_dir: Path, long: bool, variant: str):
     path = model_dir / {"onnx": "model.onnx", "onnx_optimized": "model_optimized.onnx",
                         "onnx_int8": "model_int8.onnx"}[variant]
     t0 = time.perf_counter()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    tok = Tokenizer.from_file(str(model_dir / "hf" / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(512 if long else 128)
+    session, tok = onnx_session(path, model_dir / "hf" / "tokenizer.json", 512 if long else 128)
     load = time.perf_counter() - t0
 
     def run(batch_texts):
-        encs = tok.encode_batch_fast(list(batch_texts))
-        lengths = np.array([len(e.ids) for e in encs])
-        order = np.argsort(lengths, kind="stable")  # length-sorted batches, padded to the longest
         out = np.zeros(len(batch_texts), np.int64)
-        padded = 0
-        for start in range(0, len(order), BATCH):
-            rows = order[start:start + BATCH]
-            width = lengths[rows].max()
-            ids = np.zeros((len(rows), width), np.int64)
-            for i, r in enumerate(rows):
-                ids[i, : lengths[r]] = encs[r].ids
-            mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
-            logits = session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                        "token_type_ids": np.zeros_like(ids)})[0]
+        real = padded = 0
+        for rows, mask, logits in onnx_batches(session, tok, batch_texts):
             out[rows] = logits.argmax(1)
-            padded += ids.size
-        return out, int(lengths.sum()), padded
+            real, padded = real + int(mask.sum()), padded + mask.size
+        return out, real, padded
 
     return load, run
 
@@ -220,42 +233,24 @@ def st_encode(texts, model: Path, best: bool):
 
 def onnx_embed(texts, model: Path, optimized: bool):
     """ONNX Runtime on the encoder's export, mean pooling over real tokens, L2 normalisation."""
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
     export = Path(str(model) + ".onnx")
     t0 = time.perf_counter()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
-    session = ort.InferenceSession(str(export / ("model_optimized.onnx" if optimized else "model.onnx")),
-                                   options, providers=["CPUExecutionProvider"])
-    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"])
+    max_length = json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"]
+    session, tok = onnx_session(export / ("model_optimized.onnx" if optimized else "model.onnx"),
+                                model / "tokenizer.json", max_length)
     load = time.perf_counter() - t0
 
     def run(batch_texts):
-        encs = tok.encode_batch_fast(list(batch_texts))
-        lengths = np.array([len(e.ids) for e in encs])
-        order = np.argsort(lengths, kind="stable")
         out = None
-        padded = 0
-        for start in range(0, len(order), BATCH):
-            rows = order[start:start + BATCH]
-            width = lengths[rows].max()
-            ids = np.zeros((len(rows), width), np.int64)
-            for i, r in enumerate(rows):
-                ids[i, : lengths[r]] = encs[r].ids
-            mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
-            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                        "token_type_ids": np.zeros_like(ids)})[0]  # [batch, width, dim]
+        real = padded = 0
+        for rows, mask, hidden in onnx_batches(session, tok, batch_texts):  # hidden: [batch, width, dim]
             pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             if out is None:
                 out = np.zeros((len(batch_texts), pooled.shape[1]), np.float32)
             out[rows] = pooled
-            padded += ids.size
-        return out, int(lengths.sum()), padded
+            real, padded = real + int(mask.sum()), padded + mask.size
+        return out, real, padded
 
     return load, run
 
