@@ -22,7 +22,9 @@ committed (a duplicate) is deleted by the commit, never committed twice.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -34,13 +36,14 @@ from ray import cloudpickle
 from scorer import faults, overlap, source, splits
 from scorer.api import Scorer
 from scorer.drift import EmbeddingBasis
-from scorer.errors import InputError, ModelError, OutputError
+from scorer.errors import InputError, Interrupted, ModelError, OutputError
 from scorer.options import RunOptions
 from scorer.runs import Run, RunResult, load_scorer
 from scorer.splits import Split, SplitResult, SplitState
 
 MAX_ATTEMPTS = 4  # of one split whose actors die; then the run fails (and resumes from its commits)
 ACTOR_START_SECONDS = 900  # with no split running: an actor (its model loaded) must be up by then
+STOP_POLL_SECONDS = 0.5  # the driver's waits on Ray end this often to see a stop request
 
 
 def run(inputs: list[str], output, model=None, options: RunOptions | None = None,
@@ -82,6 +85,57 @@ class ActorPlace:
     niceness: int  # the raylet's worker_niceness (Ray's default 15; ours 0 on a Ray we start)
 
 
+class StopRequests:
+    """SIGTERM and SIGINT while the driver executes splits: the run stops between commits as
+    scorer.cli's stop_on_signals stops it (Interrupted: exit 128 + signal, committed splits kept).
+
+    Two things of Ray's stand in the way. ray.init() takes SIGTERM over: a Python handler that
+    exits at once (a driver that started its own cluster tears it down first), with abseil's
+    failure handler in front, which arms a 3 s alarm that aborts the process (SIGABRT, a core
+    dump) while that handler works; listen() takes the signals back, C level included. And the
+    driver waits inside Ray's C++ core, whose signal check passes on only KeyboardInterrupt and
+    SystemExit: an Interrupted raised there by a handler would be dropped, the stop lost. So the
+    handlers here only note the signal; the waits end every STOP_POLL_SECONDS and the stop is
+    raised from check(). The handlers from before are put back on exit."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._kept: dict = {}
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():  # else: Python sends none here
+            self._kept = {s: h for s in (signal.SIGTERM, signal.SIGINT)
+                          if (h := signal.getsignal(s)) is not None}  # None: not Python's to change
+        self.listen()
+        return self
+
+    def listen(self) -> None:
+        for signum in self._kept:
+            signal.signal(signum, self._note)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._kept.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum, signal.Signals(self.signum).name)
+
+    def wait_for_one(self, refs: list, seconds: float | None = None):
+        """The first of `refs` that is ready (None: none within `seconds`), or Interrupted."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            self.check()
+            ready, _ = ray.wait(refs, num_returns=1, timeout=STOP_POLL_SECONDS)
+            if ready:
+                return ready[0]
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+
+
 @dataclass
 class Attempt:
     """A split given to an actor."""
@@ -108,7 +162,12 @@ class RayEngine:
         # starts and before any actor writes: a wrong column fails fast, without touching an
         # --overwrite target.
         the_run.start(_first_rows(pending, the_run.opts))
-        self._join_cluster()
+        with StopRequests() as stop:
+            self._join_cluster()
+            stop.listen()  # again: ray.init() takes SIGTERM over
+            self._execute(the_run, pending, stop)
+
+    def _execute(self, the_run: Run, pending: list[Split], stop: "StopRequests") -> None:
         basis = the_run.reference.basis if the_run.reference else None
         actor_class = ray.remote(SplitWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker,
                                                       max_restarts=0, max_task_retries=0)
@@ -137,14 +196,14 @@ class RayEngine:
                                                  the_run.committed(split.id),
                                                  the_run.bad_rows_allowed(split.id), basis)] = attempt
                     self.facts["split_attempts"] += 1
-                if not running and not idle:  # splits wait for an actor to start
-                    ready, _ = ray.wait(list(starting), num_returns=1, timeout=ACTOR_START_SECONDS)
-                    if not ready:
-                        raise OutputError(f"no scoring actor started in {ACTOR_START_SECONDS} s (is a CPU"
-                                          f"{' and a GPU' if self.gpus_per_worker else ''} free on the "
-                                          "cluster?); the committed splits are kept: run the same "
-                                          "command again to resume")
-                (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+                # with no split running, splits wait for an actor to start
+                ref = stop.wait_for_one([*running, *starting],
+                                        None if running or idle else ACTOR_START_SECONDS)
+                if ref is None:
+                    raise OutputError(f"no scoring actor started in {ACTOR_START_SECONDS} s (is a CPU"
+                                      f"{' and a GPU' if self.gpus_per_worker else ''} free on the "
+                                      "cluster?); the committed splits are kept: run the same "
+                                      "command again to resume")
                 if ref in starting:
                     actor = starting.pop(ref)
                     idle.append(actor)

@@ -62,6 +62,22 @@ def session_processes(session_id: int) -> list[int]:
     return pids
 
 
+def kill_session(session_id: int, what: str, seconds: float = 60) -> None:
+    """SIGKILL every process of ours in the session `session_id` (a `ray start`, or a driver
+    started with start_new_session and the local cluster it started), and wait until none is
+    left."""
+    deadline = time.time() + seconds
+    while pids := session_processes(session_id):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.time() > deadline:
+            raise RuntimeError(f"{what}: processes {pids} outlived SIGKILL for {seconds} s")
+        time.sleep(0.1)
+
+
 @dataclass
 class RayNode:
     """One `ray start`ed node: its session id (the pid of its `ray start`) names its processes."""
@@ -76,16 +92,7 @@ class RayNode:
 
     def kill(self, seconds: float = 60) -> None:
         """SIGKILL every process of the node (a node lost), and wait until none is left."""
-        deadline = time.time() + seconds
-        while pids := self.pids():
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if time.time() > deadline:
-                raise RuntimeError(f"ray node {self.name}: processes {pids} outlived SIGKILL for {seconds} s")
-            time.sleep(0.1)
+        kill_session(self.session_id, f"ray node {self.name}", seconds)
         self.ended = True
 
 

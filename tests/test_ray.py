@@ -1,16 +1,25 @@
 """--engine ray on a local Ray cluster (ray.init(num_cpus=2)) gives the same output rows, schema,
-parts and manifest counts as the local engine."""
+parts and manifest counts as the local engine; a driver stopped by SIGTERM or SIGINT stops as
+the local engine does, and resumes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
 
 from scorer.cli import main
-from tests.conftest import ray_inputs
+from tests.cluster import kill_session, session_processes
+from tests.conftest import REPO, ray_inputs
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra scorer[ray]; ./install.sh test installs it")
 
@@ -27,9 +36,13 @@ def inputs(tmp_path_factory):
     return ray_inputs(tmp_path_factory.mktemp("ray-in"))
 
 
+def cli_args(engine_args, inputs, out, model, *extra) -> list[str]:
+    return ["run", *inputs, "-o", str(out), "--model", str(model), "--chunk-rows", "50",
+            "--rows-per-file", "130", *engine_args, *extra]
+
+
 def run(engine_args, inputs, out, model, *extra):
-    r = CliRunner().invoke(main, ["run", *inputs, "-o", str(out), "--model", str(model),
-                                  "--chunk-rows", "50", "--rows-per-file", "130", *engine_args, *extra])
+    r = CliRunner().invoke(main, cli_args(engine_args, inputs, out, model, *extra))
     assert r.exit_code == 0, r.output
     return json.loads((out / "_manifest.json").read_text())
 
@@ -80,17 +93,78 @@ def test_a_ray_started_by_the_run_scores_at_nice_0(inputs, tiny_model, tmp_path)
     """Ray's default worker niceness (15) let its own processes preempt an actor's intra-op
     threads (default model, 1 worker --threads 2: 430-456 rows/s against 582-585 at nice 0): the Ray
     a run starts itself (no --address) runs its actors at nice 0, and the manifest says so."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "scorer.cli", "run", *inputs, "-o", str(out), "--model",
                         str(tiny_model), "--engine", "ray", "--workers", "1"],
-                       cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True,
+                       cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     engine = json.loads((out / "_manifest.json").read_text())["engine"]
     assert engine["worker_niceness"] == [0]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("stop, own_cluster", [(signal.SIGTERM, True), (signal.SIGINT, False)],
+                         ids=["SIGTERM-to-a-driver-with-its-own-ray", "SIGINT-to-a-driver-joined-by-address"])
+def test_a_stopped_ray_driver_stops_cleanly_and_the_same_command_resumes(ray_cluster, tiny_model, tmp_path,
+                                                                        stop, own_cluster):
+    """A user's `scorer run --engine ray` stopped while its actor is mid-split: SIGTERM to one that
+    started a Ray of its own, SIGINT to one joined to a running cluster (--address). Exit 128 +
+    signal with the local engine's stop line, its actor ended (and every process a driver
+    started), the lock released, the committed split kept; the same command then scores every
+    row exactly once."""
+    inputs, out = ray_inputs(tmp_path), tmp_path / "out"
+    address = [] if own_cluster else ["--address", ray.get_runtime_context().gcs_address]
+    args = ["--engine", "ray", "--workers", "1", *address]
+    # Four splits (Parquet rows 0-127, 128-255, 256-299, the JSON Lines file): the actor writes
+    # the first in three chunks and pauses at its fourth write, in the second split, once the
+    # driver has committed the first. The driver is then waiting on Ray for the actor.
+    release, log = tmp_path / "release", tmp_path / "driver.log"
+    release.write_text("")
+    with log.open("w") as sink:
+        command = [sys.executable, "-m", "scorer.cli", *cli_args(args, inputs, out, tiny_model)]
+        driver = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                                  start_new_session=True,  # its session: the processes it starts
+                                  env={**os.environ, "SCORER_PAUSE_AT": "write:4",
+                                       "SCORER_PAUSE_RELEASE": str(release)})
+    try:
+        deadline = time.time() + 600
+        while not (paused := list(tmp_path.glob("release.*"))):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "the actor did not pause mid-split"
+            time.sleep(0.2)
+        actor = int(paused[0].suffix[1:])
+        # a process of the Ray it started, or of the running cluster's
+        assert (actor in session_processes(driver.pid)) == own_cluster
+        committed = json.loads((out / "_scorer_run" / "progress.json").read_text())
+        assert list(committed["splits"]) == ["00000"] and committed["rows"] == 128
+        driver.send_signal(stop)
+        driver.wait(timeout=120)
+        stderr = log.read_text()
+        assert driver.returncode == 128 + stop, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == (f"error: stopped by {stop.name}; committed part files are "
+                                                   "kept: run the same command again to resume")
+        deadline = time.time() + 60
+        while alive(actor) or session_processes(driver.pid):
+            assert time.time() < deadline, f"outlived the driver: {actor}, {session_processes(driver.pid)}"
+            time.sleep(0.2)
+    finally:
+        kill_session(driver.pid, "the stopped driver")  # none left, unless it failed to stop
+        driver.wait()
+    with open(out / "_scorer_run" / "lock") as lock:  # released: nobody holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not (out / "_SUCCESS").exists()
+    assert [p.name for p in out.glob("part-*")] == ["part-00000-00000.parquet"]
+    release.unlink()
+    m = run(args, inputs, out, tiny_model)  # the same command, in this process (on its Ray)
+    assert m["resumed"] and m["rows_resumed_from_checkpoint"] == 128
+    assert m["rows_in"] == sum(p["rows"] for p in m["parts"]) == 420
+    ids = ds.dataset(out, format="parquet").to_table().column("row_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 420
