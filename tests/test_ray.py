@@ -1,6 +1,6 @@
 """--engine ray on a local Ray cluster (ray.init(num_cpus=2)) gives the same output rows, schema,
-parts and manifest counts as the local engine; a driver stopped by SIGTERM or SIGINT stops as
-the local engine does, and resumes."""
+parts and every manifest count as the local engine with 1 and 2 workers; a driver stopped by
+SIGTERM or SIGINT stops as the local engine does, and resumes."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def inputs(tmp_path_factory):
     return ray_inputs(tmp_path_factory.mktemp("ray-in"))
 
 
+# What every engine's manifest must agree on, for the same inputs and options (issue 22)
+COUNTS = ("rows_in", "rows_out", "rows_scored", "rows_with_error", "rows_dead_lettered", "error_reasons",
+          "rows_truncated", "rows_windowed", "real_tokens", "padded_tokens", "parts", "profile", "drift")
+
+
 def cli_args(engine_args, inputs, out, model, *extra) -> list[str]:
     return ["run", *inputs, "-o", str(out), "--model", str(model), "--chunk-rows", "50",
             "--rows-per-file", "130", *engine_args, *extra]
@@ -56,8 +61,7 @@ def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_m
     local = run([], inputs, tmp_path / "local", tiny_model, *args("local"))
     distributed = run(["--engine", "ray", "--workers", "2"], inputs, tmp_path / "ray", tiny_model, *args("ray"))
     assert distributed["engine"]["name"] == "ray" and distributed["engine"]["workers"] == 2
-    for key in ("rows_in", "rows_out", "rows_with_error", "rows_dead_lettered", "error_reasons", "parts",
-                "profile", "drift"):
+    for key in COUNTS:
         assert distributed[key] == local[key], key
     hive = "hive" if "--partition-by" in extra else None
     a = ds.dataset(tmp_path / "local", format="parquet", partitioning=hive).to_table().sort_by("row_id")
@@ -74,6 +78,35 @@ def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_m
         dead = [ds.dataset(tmp_path / f"dead-{e}", format="parquet").to_table().sort_by("position")
                 for e in ("local", "ray")]
         assert dead[0].equals(dead[1]) and dead[0].num_rows == 2
+
+
+# Long texts cut into windows of 16 tokens, at most 2 (longer ones truncated), bad rows
+# dead-lettered: no count of the manifest is zero, so agreeing on them says something.
+COUNTED = ["--long-text", "window", "--max-length", "16", "--max-windows", "2"]
+
+
+@pytest.fixture(scope="module")
+def local_manifest(inputs, tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray-local")
+    return run([], inputs, tmp / "out", tiny_model, *COUNTED, "--dead-letter", str(tmp / "dead"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_and_local_manifests_agree_on_every_count_and_carry_real_stats(
+        ray_cluster, inputs, tiny_model, local_manifest, tmp_path, workers):
+    distributed = run(["--engine", "ray", "--workers", str(workers)], inputs, tmp_path / "out", tiny_model,
+                      *COUNTED, "--dead-letter", str(tmp_path / "dead"))
+    local = local_manifest
+    assert distributed["engine"]["workers"] == workers and distributed["splits"]["planned"] == 4
+    assert local["rows_dead_lettered"] == 2 and sum(local["error_reasons"].values()) == 2
+    assert local["rows_windowed"] > 0 and local["rows_truncated"] > 0
+    assert 0 < local["real_tokens"] < local["padded_tokens"] and local["profile"]["scored"] == 418
+    for key in COUNTS:
+        assert distributed[key] == local[key], key
+    assert [(p["file"], p["rows"]) for p in distributed["dead_letter"]["parts"]] == \
+        [(p["file"], p["rows"]) for p in local["dead_letter"]["parts"]]
+    for manifest in (local, distributed):  # the actors' work is reported, not zeros
+        assert manifest["timing"]["encode_seconds"] > 0 and manifest["timing"]["infer_seconds"] > 0
 
 
 def test_ray_engine_scores_a_hugging_face_checkpoint_as_the_local_engine_does(
