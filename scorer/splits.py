@@ -25,7 +25,8 @@ the attempt's parts are renamed to their final names, the split recorded in prog
 attempt of a split already committed (a retry that lost, a speculative duplicate) is deleted.
 With `checkpoint` (the local engine, streams), the executor also hands over partial results at
 every --rows-per-file rows (and --flush-seconds), which the driver commits the same way: a
-resumed split goes on from its committed rows (`committed`).
+resumed split goes on from its committed rows (`committed`). Not at a split's last row, where the
+plan knows it (Parquet, a cut line file): the split's end commits it, once.
 """
 
 from __future__ import annotations
@@ -549,7 +550,9 @@ class SplitWriter:
 
     def _roll(self) -> None:
         self.close_parts()
-        if self.on_checkpoint is not None:
+        # At the split's last row (the plan knows its rows) the split's end commits next, with
+        # these parts: a checkpoint now would commit the split twice, the second time nothing new.
+        if self.on_checkpoint is not None and self.rows != self.split.rows:
             self.on_checkpoint()
 
     def _write_piece(self, scored: pa.Table) -> None:

@@ -87,7 +87,7 @@ CRASH_POINTS = [
     ("write:12", "with a part file half written, after checkpoints"),
     ("commit:3", "part files renamed, checkpoint not yet recorded"),
     ("checkpoint:2", "just after a checkpoint"),
-    ("checkpoint:9", "after the last checkpoint, before the manifest"),
+    ("checkpoint:11", "after the last checkpoint (of 11 splits), before the manifest"),
     ("manifest:1", "manifest written, _SUCCESS not"),
 ]
 

@@ -247,3 +247,35 @@ def test_a_split_over_the_bad_row_limit_is_not_committed(tiny_scorer, tmp_path):
         pipeline.run([str(path)], tmp_path / "out", scorer_=tiny_scorer, max_errors="2")
     progress = json.loads((tmp_path / "out" / commit.STATE_DIR / "progress.json").read_text())
     assert progress["splits"] == {} and progress["rows"] == 0
+
+
+def test_a_split_whose_rows_fill_rows_per_file_is_committed_once(tiny_scorer, tmp_path, monkeypatch):
+    """The checkpoint at a split's last row is its completing commit: one progress.json write for
+    a split of --rows-per-file rows (not its part's, then the split's end with nothing new). A
+    split whose rows the plan does not know (compressed) still commits at every --rows-per-file
+    rows."""
+    lines = tmp_path / "a.jsonl"  # two splits of exactly 4 rows
+    lines.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(8)))
+    parquet = write_parquet(tmp_path / "b.parquet", [f"film {i}" for i in range(4)], 2)  # 4 rows
+    packed = tmp_path / "c.jsonl.gz"  # one split: 10 rows, not known to the plan
+    packed.write_bytes(gzip.compress("".join(json.dumps({"text": f"review {i}"}) + "\n"
+                                             for i in range(10)).encode()))
+    commits, checkpoints = [], []
+    run_commit, checkpoint = Run.commit, commit.OutputDir.checkpoint
+
+    def counted_commit(self, result):
+        commits.append((result.split, result.state.rows, result.complete))
+        return run_commit(self, result)
+
+    def counted_checkpoint(self, progress):
+        checkpoints.append(progress.rows)
+        checkpoint(self, progress)
+
+    monkeypatch.setattr(Run, "commit", counted_commit)
+    monkeypatch.setattr(commit.OutputDir, "checkpoint", counted_checkpoint)
+    manifest = pipeline.run([str(lines), parquet, str(packed)], tmp_path / "out", scorer_=tiny_scorer,
+                            rows_per_file=4, chunk_rows=3).manifest
+    assert commits == [("00000", 4, True), ("00001", 4, True), ("00002", 4, True),
+                       ("00003", 4, False), ("00003", 8, False), ("00003", 10, True)]
+    assert checkpoints == [4, 8, 12, 16, 20, 22]  # one progress.json write (and fsync) per commit
+    assert manifest["rows_in"] == 22 and [p["rows"] for p in manifest["parts"]] == [4, 4, 4, 4, 4, 2]
