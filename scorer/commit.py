@@ -38,14 +38,14 @@ import shutil
 import socket
 import stat
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from scorer import faults, fileio, storage
 from scorer.errors import OutputBusy, OutputError
+from scorer.manifest import MANIFEST, Manifest
 
 SUCCESS = "_SUCCESS"
-MANIFEST = "_manifest.json"
 STATE_DIR = "_scorer_run"
 DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
 _PART = re.compile(r"^(part-\d{5,}(?:-\d{5,})?\.parquet|\.part-\d{5,}(?:-\d{5,})?\.parquet\.tmp"
@@ -299,17 +299,17 @@ class OutputDir:
         for location in self._locations():
             location.delete_dir(attempt)
 
-    def write_manifest(self, manifest: dict) -> None:
-        self.out.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    def write_manifest(self, manifest: Manifest) -> None:
+        """The manifest as JSON: the one place it is written (read by scorer.manifest)."""
+        self.out.write_text(MANIFEST, json.dumps(manifest.to_json(), indent=2) + "\n")
 
-    def finish(self, manifest: dict) -> None:
+    def finish(self, manifest: Manifest) -> None:
         """_manifest.json (with the run's identity), then _SUCCESS: their presence says the run
         completed; not before every row it counts is in the part files it lists."""
-        _check_part_rows(self.out, manifest["parts"], manifest["rows_out"])
+        _check_part_rows(self.out, manifest.parts, manifest.rows_out)
         if self.dead_letter:
-            _check_part_rows(self.dead_letter, manifest["dead_letter"]["parts"],
-                             manifest["rows_dead_lettered"])
-        self.write_manifest({**manifest, "identity": self.identity})
+            _check_part_rows(self.dead_letter, manifest.dead_letter.parts, manifest.rows_dead_lettered)
+        self.write_manifest(replace(manifest, identity=self.identity))
         faults.point("manifest")
         self.out.write_text(SUCCESS, "")
         completed.set()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -226,7 +226,7 @@ def follow(landing: str | Path, output: str | Path, model=None, options: RunOpti
         follower.run(once, poll_seconds)
     finally:
         follower.outdir.abandon()  # releases the lock; the state stays: the next run continues it
-    return RunResult(the_run.out, follower.manifest)
+    return RunResult(the_run.out, follower.manifest.to_json())
 
 
 class _Follower:
@@ -244,7 +244,7 @@ class _Follower:
         the_run.read_model(modeldir.resolve(model))
         self.outdir = the_run.open([self._input()], model_key=self.model_ref)
         self.ledger = Ledger.from_json(self.outdir.progress.engine_state)
-        self.manifest: dict = {}
+        self.manifest: Manifest | None = None  # written after every entry, and at the end
 
     def run(self, once: bool, poll_seconds: float) -> None:
         self.outdir.prepare()
@@ -454,18 +454,18 @@ class _Follower:
 
     def _write_manifest(self) -> None:
         """Cumulative over every entry ever taken into this output; rewritten after each."""
-        manifest = self.the_run.manifest([self._input()], self.the_run.totals())
-        manifest.update(units_done=self.ledger.named(SCORED), units_failed=self.ledger.named(FAILED),
-                        entries=self.ledger.to_json()["entries"], units_scored_now=self.scored_now,
-                        units_failed_now=self.failed_now)
-        manifest.update(self._drift_fields())
+        manifest = replace(self.the_run.manifest([self._input()], self.the_run.totals()),
+                           units_done=self.ledger.named(SCORED), units_failed=self.ledger.named(FAILED),
+                           entries=self.ledger.to_json()["entries"], units_scored_now=self.scored_now,
+                           units_failed_now=self.failed_now)
+        manifest = self._with_drift(manifest)
         self.outdir.write_manifest(manifest)
         self.manifest = manifest
         if self.opts.metrics_file:
-            write_metrics(self.opts.metrics_file, Manifest.from_json(manifest), str(self.the_run.out),
+            write_metrics(self.opts.metrics_file, manifest, str(self.the_run.out),
                           EXIT_ENTRIES_FAILED if self.failed_now else 0)
 
-    def _drift_fields(self) -> dict:
+    def _with_drift(self, manifest: Manifest) -> Manifest:
         """Drift is measured per entry (EntryRecord.drift) and judged per entry over its window
         (EntryRecord.window, against its nearest reference candidate): the manifest's "drift" is
         the largest among the windows of the entries scored by this process (with the candidate it
@@ -486,8 +486,7 @@ class _Follower:
             warnings += [f"{window.label()}: {w}" for w in drift.Drift.from_json(window.drift).warnings()]
         worst_drift = (drift.Drift.from_json(worst.drift) if worst
                        else drift.compare(reference, drift.Profile.empty(labels)))
-        return {"profile": profile.to_json(), "summary": profile.summary(),
-                **self.the_run.drift_fields(worst_drift),
-                "drift_entry": worst.entries[-1] if worst else None,
-                "drift_window": worst.entries if worst else None,
-                "warnings": warnings}
+        return replace(self.the_run.with_drift(manifest, worst_drift),
+                       profile=profile.to_json(), summary=profile.summary(),
+                       drift_entry=worst.entries[-1] if worst else None,
+                       drift_window=worst.entries if worst else None, warnings=warnings)

@@ -4,12 +4,14 @@ how it was made), used by `scorer run`'s summary and exit code, --metrics-file (
 
     m = manifest.read("scored/")               # a local output directory's _manifest.json
     m = manifest.Manifest.from_json(data)      # a manifest in memory (RunResult.manifest)
+    m.to_json()                                # as written (scorer.commit.OutputDir.write_manifest)
     m.rows_in, m.model.name, m.drift.psi, m.timing["total_seconds"]
 
 It reads every manifest scorer has written (tests/manifests/ keeps one of each): a field an older
 one lacks takes the value that says so (0 rows dead-lettered before --dead-letter, no profile
 before drift, no drift parts before reference parts). The manifest is written by scorer.runs
-(Run.manifest, Run.complete) and scorer.follow, as JSON.
+(Run.manifest) and scorer.follow as a Manifest, and turned into JSON (to_json) only where the file
+is written (scorer.commit.OutputDir.write_manifest).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from scorer import drift, fileio, modeldir
-from scorer.commit import MANIFEST
 from scorer.drift import Drift
 from scorer.errors import InputError, ModelError
 from scorer.modelid import ModelId
+
+MANIFEST = "_manifest.json"  # in the output directory (scorer.commit)
+
 
 @dataclass
 class DeadLetter:
@@ -29,12 +33,17 @@ class DeadLetter:
     path: str
     parts: list[dict] = field(default_factory=list)  # {"file", "rows"}, as the output's parts
 
+    def to_json(self) -> dict:
+        return {"path": self.path, "parts": self.parts}
+
 
 @dataclass
 class Manifest:
+    """A manifest, its fields in the order they are written (to_json)."""
+
     scorer_version: str | None = None
     model: ModelId | None = None
-    inputs: list[dict] = field(default_factory=list)  # {"path", "format"}
+    inputs: list[dict] = field(default_factory=list)  # {"path", "format"} (--follow: {"path", "follow"})
     options: dict = field(default_factory=dict)  # the run's RunOptions, as given
     rows_in: int = 0
     rows_out: int = 0
@@ -47,16 +56,13 @@ class Manifest:
     # rows/s of scoring, from the first batch (older manifests: over the whole run, the model
     # load included); None: the first manifests, for a run of no time
     rows_per_second: float | None = None
-    scoring_seconds: float | None = None  # from the first batch to the end; None: not recorded
     rows_per_second_overall: float | None = None  # over timing["total_seconds"]; None: not recorded
-    blank_lines_skipped: int | None = None  # batch runs of the local engine
+    scoring_seconds: float | None = None  # from the first batch to the end; None: not recorded
     parts: list[dict] = field(default_factory=list)  # {"file", "rows"} (splits: and "bytes")
     dead_letter: DeadLetter | None = None
     timing: dict[str, float] = field(default_factory=dict)  # "<stage>_seconds" -> seconds, total too
     profile: dict | None = None  # scorer.drift.Profile of the rows, as JSON; None: before drift
     summary: dict | None = None  # the profile's summary
-    reference_profile: dict | None = None  # the reference candidate the drift is measured against
-    drift: Drift | None = None  # None: before drift
     input_columns_renamed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     real_tokens: int = 0
@@ -68,20 +74,42 @@ class Manifest:
     xla_cache: str | None = None
     started: str | None = None  # UTC, ISO 8601
     finished: str | None = None
+    engine: dict | None = None  # --engine ray: {"name", "workers", ...}; None: not written
+    # A batch run's (BATCH_ONLY): blank JSON Lines passed over, its splits (scorer.splits:
+    # {"planned", "executed_now", "attempts_discarded"}; None: older runs), resumption
+    blank_lines_skipped: int | None = None
+    splits: dict | None = None
     resumed: bool = False
     rows_resumed_from_checkpoint: int = 0
-    identity: dict | None = None  # what `scorer run` compares to find this very run finished
-    engine: dict | None = None  # --engine ray: {"name", "workers", ...}
-    # scorer.splits: {"planned", "executed_now", "attempts_discarded"}; None: --follow, older runs
-    splits: dict | None = None
-    # --follow: the landing entries taken into the output, ever and by the process that wrote it
+    # --follow's (FOLLOW_ONLY): the landing entries taken into the output, ever and by the
+    # process that wrote it
     units_done: list[str] | None = None
     units_failed: list[str] | None = None
     entries: list[dict] | None = None  # scorer.follow.EntryRecord, as JSON
     units_scored_now: list[str] | None = None
     units_failed_now: list[str] | None = None
-    drift_entry: str | None = None  # the entry whose drift is the manifest's
-    drift_window: list[str] | None = None  # the entries it was judged over (follow.DriftWindow)
+    drift: Drift | None = None  # None: before drift
+    reference_profile: dict | None = None  # the reference candidate the drift is measured against
+    drift_entry: str | None = None  # --follow: the entry whose drift is the manifest's
+    drift_window: list[str] | None = None  # --follow: the entries it was judged over (follow.DriftWindow)
+    identity: dict | None = None  # what `scorer run` compares to find this very run finished; None: not written
+
+    BATCH_ONLY = ("blank_lines_skipped", "splits", "resumed", "rows_resumed_from_checkpoint")
+    FOLLOW_ONLY = ("units_done", "units_failed", "entries", "units_scored_now", "units_failed_now",
+                   "drift_entry", "drift_window")
+    WRITTEN_IF_SET = ("engine", "identity")
+
+    def to_json(self) -> dict:
+        """As written (the writer's, today's format): a batch run's keys or --follow's, never
+        both; engine and identity only when there are some."""
+        left_out = self.BATCH_ONLY if self.followed else self.FOLLOW_ONLY
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in left_out or (f.name in self.WRITTEN_IF_SET and value is None):
+                continue
+            data[f.name] = value.to_json() if isinstance(value, (ModelId, DeadLetter, Drift)) else value
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":

@@ -25,13 +25,14 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator, Protocol
 
 from scorer import classifier, commit, drift, fileio, modeldir, runtime, source, splits, stdir, storage
 from scorer.api import Scorer, ScoreStats
 from scorer.errors import DataError, ModelError, OutputError
+from scorer.manifest import DeadLetter, Manifest
 from scorer.options import RESUME_OPTIONS, ErrorLimit, RunOptions, parse_max_errors
 from scorer.splits import Counters, Split, SplitResult, SplitState, emits_labels, profiles_vectors
 from scorer.stages import Stopwatch
@@ -56,6 +57,8 @@ def output_location(output) -> Path | str:
 @dataclass
 class RunResult:
     output: Path | str  # a local directory, or an object store URI
+    # the _manifest.json, as JSON (the Python API's, docs/python-api.md); typed:
+    # scorer.manifest.Manifest.from_json(manifest)
     manifest: dict = field(default_factory=dict)
     already_complete: bool = False  # the output held this very run, finished: nothing was done
 
@@ -372,63 +375,63 @@ class Run:
         with self.writing():
             warnings = self._final_checks(stats, done.counters)
             manifest = self.manifest([{"path": i.path, "format": i.format} for i in inputs], done)
-            manifest.update(extra, resumed=self.outdir.resumed,
-                            rows_resumed_from_checkpoint=stats.rows_skipped)
             run_drift = drift.compare(self.reference, done.profile)
-            manifest.update(self.drift_fields(run_drift), warnings=warnings + manifest["warnings"]
-                            + run_drift.warnings())
+            manifest = replace(self.with_drift(manifest, run_drift), **extra, resumed=self.outdir.resumed,
+                               rows_resumed_from_checkpoint=stats.rows_skipped,
+                               warnings=warnings + manifest.warnings + run_drift.warnings())
             self.outdir.finish(manifest)
-        return RunResult(self.out, manifest)
+        return RunResult(self.out, manifest.to_json())
 
-    def manifest(self, inputs: list[dict], done: Committed) -> dict:
-        """What the output holds and how it was made (every engine's _manifest.json)."""
+    def manifest(self, inputs: list[dict], done: Committed) -> Manifest:
+        """What the output holds and how it was made (every engine's _manifest.json); the
+        caller adds its own fields (a batch run's or --follow's) and the drift."""
         c, s = done.counters, done.score
         total, scoring = time.time() - self.started, self.scoring_seconds
         rows_now = c.rows_in - self._rows_before  # rows this process wrote
         # the Ray driver scores nothing: the device its workers would choose on this machine
         device = self.device or classifier.choose_device(precision=self.opts.precision)
-        return {
-            "scorer_version": __version__, "model": self.model_dir.id.to_json(), "inputs": inputs,
-            "options": {k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
-            "rows_in": c.rows_in, "rows_out": c.rows_out, "rows_scored": c.rows_scored,
-            "rows_with_error": c.rows_with_error, "rows_dead_lettered": c.rows_dead_lettered,
-            "error_reasons": c.error_reasons, "rows_truncated": c.rows_truncated,
-            "rows_windowed": c.rows_windowed,
+        return Manifest(
+            scorer_version=__version__, model=self.model_dir.id, inputs=inputs,
+            options={k: v for k, v in asdict(self.opts).items() if k != "overwrite"},
+            rows_in=c.rows_in, rows_out=c.rows_out, rows_scored=c.rows_scored,
+            rows_with_error=c.rows_with_error, rows_dead_lettered=c.rows_dead_lettered,
+            error_reasons=c.error_reasons, rows_truncated=c.rows_truncated,
+            rows_windowed=c.rows_windowed,
             # rows/s of scoring (from the first batch; model load apart), and over the whole run
-            "rows_per_second": round(rows_now / scoring, 1) if scoring > 0 else 0.0,
-            "rows_per_second_overall": round(rows_now / max(total, 1e-9), 1),
-            "scoring_seconds": round(scoring, 3),
-            "parts": done.parts,
-            "dead_letter": ({"path": self.opts.dead_letter, "parts": done.dead_letter_parts}
-                            if done.dead_letter_parts is not None else None),
-            "timing": {
+            rows_per_second=round(rows_now / scoring, 1) if scoring > 0 else 0.0,
+            rows_per_second_overall=round(rows_now / max(total, 1e-9), 1),
+            scoring_seconds=round(scoring, 3),
+            parts=done.parts,
+            dead_letter=(DeadLetter(self.opts.dead_letter, done.dead_letter_parts)
+                         if done.dead_letter_parts is not None else None),
+            timing={
                 "total_seconds": round(total, 3), "load_seconds": round(self.timers.load.seconds, 3),
                 "read_seconds": round(done.read_seconds, 3),
                 "encode_seconds": round(s.encode_seconds, 3), "infer_seconds": round(s.infer_seconds, 3),
                 "compile_seconds": round(done.compile_seconds, 3),
                 "write_seconds": round(done.write_seconds, 3),
             },
-            "profile": done.profile.to_json(), "summary": done.profile.summary(),
-            "input_columns_renamed": dict(self.renamed_columns),
-            "warnings": self.column_warnings() + self.reference_warnings,
-            "real_tokens": s.real_tokens, "padded_tokens": s.padded_tokens,
-            "padding_fraction": round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
-            "device": device.device, "precision": device.precision,
-            "threads": runtime.threads_in_use, "xla_cache": runtime.xla_cache_dir(),
-            "started": fileio.utc_timestamp(self.started),
-            "finished": fileio.utc_timestamp(),
-        }
+            profile=done.profile.to_json(), summary=done.profile.summary(),
+            input_columns_renamed=dict(self.renamed_columns),
+            warnings=self.column_warnings() + self.reference_warnings,
+            real_tokens=s.real_tokens, padded_tokens=s.padded_tokens,
+            padding_fraction=round(1 - s.real_tokens / s.padded_tokens, 4) if s.padded_tokens else 0.0,
+            device=device.device, precision=device.precision,
+            threads=runtime.threads_in_use, xla_cache=runtime.xla_cache_dir(),
+            started=fileio.utc_timestamp(self.started),
+            finished=fileio.utc_timestamp(),
+        )
 
     def column_warnings(self) -> list[str]:
         return [f"input column {original!r} is kept as {renamed!r}: the output column {original!r} "
                 "has its name (--output-prefix names the output columns instead)"
                 for original, renamed in self.renamed_columns.items()]
 
-    def drift_fields(self, run_drift: drift.Drift) -> dict:
-        """The manifest's drift and the reference profile it was measured against (the nearest
-        candidate's), which `scorer report` draws beside the run's."""
+    def with_drift(self, manifest: Manifest, run_drift: drift.Drift) -> Manifest:
+        """The manifest with its drift and the reference profile it was measured against (the
+        nearest candidate's), which `scorer report` draws beside the run's."""
         chosen = self.reference.profile_of(run_drift.part) if self.reference else None
-        return {"drift": run_drift.to_json(), "reference_profile": chosen.to_json() if chosen else None}
+        return replace(manifest, drift=run_drift, reference_profile=chosen.to_json() if chosen else None)
 
     def _use_model(self, model_dir: modeldir.ModelDir, device: classifier.DevicePolicy | None) -> None:
         """Score as model_dir from now on; its drift reference is found (--max-drift without one

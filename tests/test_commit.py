@@ -11,10 +11,11 @@ import pytest
 
 from scorer import commit
 from scorer.errors import OutputBusy, OutputError
+from scorer.manifest import DeadLetter, Manifest
 
 IDENTITY = {"inputs": [{"path": "in.jsonl", "format": "jsonl", "size": 10, "mtime_ns": 1}],
             "model": "abc", "options": {"text_column": "text", "rows_per_file": 100}}
-NO_ROWS = {"rows_out": 0, "parts": []}  # the least a manifest says
+NO_ROWS = Manifest(rows_out=0, parts=[])  # the least a manifest says
 
 
 def open_dir(out, identity=IDENTITY, overwrite=False, dead_letter=None):
@@ -29,10 +30,10 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
     pq.write_table(pa.table({"x": [1, 2, 3]}), out / "part-00000.parquet")
     parts = [{"file": "part-00000.parquet", "rows": 3}]
     d.checkpoint(commit.Progress(rows=3, parts=parts))
-    d.finish({"rows_out": 3, "parts": parts})
+    d.finish(Manifest(rows_out=3, parts=parts))
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
-    assert json.loads((out / "_manifest.json").read_text()) == {"rows_out": 3, "parts": parts,
-                                                                "identity": IDENTITY}
+    assert json.loads((out / "_manifest.json").read_text()) == Manifest(
+        rows_out=3, parts=parts, identity=IDENTITY).to_json()
 
 
 def test_refusals(tmp_path):
@@ -62,11 +63,11 @@ def test_an_identical_finished_run_is_recognised_and_left_as_it_is(tmp_path):
     out = tmp_path / "out"
     d = open_dir(out)
     d.prepare()
-    d.finish({**NO_ROWS, "finished": "2026-12-01T00:00:00Z"})
+    d.finish(Manifest(rows_out=0, finished="2026-12-01T00:00:00Z"))
     assert json.loads((out / "_manifest.json").read_text())["identity"] == IDENTITY
     before = snapshot(out)
     again = open_dir(out)
-    assert again.finished == {**NO_ROWS, "finished": "2026-12-01T00:00:00Z", "identity": IDENTITY}
+    assert again.finished == Manifest(rows_out=0, finished="2026-12-01T00:00:00Z", identity=IDENTITY).to_json()
     assert snapshot(out) == before and sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json"]
     assert open_dir(out).finished  # the lock was released
     assert open_dir(out, overwrite=True).finished is None  # --overwrite scores again
@@ -231,7 +232,7 @@ def test_overwrite_does_not_clobber_another_outputs_dead_letters(tmp_path):
     again = open_dir(tmp_path / "a", overwrite=True, dead_letter=dead)  # its own: replaced
     again.prepare()
     assert not (dead / "part-00000.parquet").exists()
-    again.finish({**NO_ROWS, "dead_letter": {"parts": []}, "rows_dead_lettered": 0})
+    again.finish(Manifest(rows_out=0, dead_letter=DeadLetter(str(dead), []), rows_dead_lettered=0))
     assert sorted(os.listdir(dead)) == ["_scorer_output"]
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from scorer import follow, manifest, metrics, pipeline
+from scorer import drift, follow, manifest, metrics, pipeline
 from scorer.cli import drift_exceeded, summary_line
 from scorer.errors import InputError
 from scorer.manifest import Manifest
 from scorer.options import RunOptions
 from scorer.report import read_manifest
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, with_spec_reference
 
 KEPT = Path(__file__).parent / "manifests"
 VERSIONS = sorted(p.name for p in KEPT.glob("*.json"))
@@ -28,7 +28,8 @@ def kept(name: str) -> dict:
 
 def test_every_kept_version_is_here():
     assert VERSIONS == ["485bc55-first.json", "4c0af71-dead-letter.json", "56ab92b-drift-parts.json",
-                        "5c0b1a1-follow.json", "5c0b1a1-run.json", "66fa700-drift.json"]
+                        "5c0b1a1-follow.json", "5c0b1a1-run.json", "66fa700-drift.json",
+                        "d708981-follow.json", "fb17e59-follow.json", "fb17e59-run.json"]
 
 
 @pytest.mark.parametrize("name", VERSIONS)
@@ -94,3 +95,54 @@ def test_every_key_written_now_is_read(tiny_model, tmp_path):
     m = manifest.read(tmp_path / "out")
     assert m.rows_in == 300 and m.model.path == str(tiny_model) and m.drift.reference is None
     assert summary_line(m, tmp_path / "out").startswith("scored 300 rows into ")
+
+
+def without_comment(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k != "_fixture"}
+
+
+TODAY = {"run": "fb17e59-run.json", "follow": "d708981-follow.json"}  # the format written now
+
+
+@pytest.mark.parametrize("name", TODAY.values())
+def test_todays_format_is_written_back_as_it_was_read(name):
+    """to_json is from_json's inverse on what the writer writes today: every key, in its place."""
+    data = without_comment(kept(name))
+    assert json.dumps(Manifest.from_json(data).to_json()) == json.dumps(data)
+
+
+def keys_of(value):
+    """A JSON value's keys at every level, in order (its numbers and strings left out)."""
+    if isinstance(value, dict):
+        return [(k, keys_of(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [keys_of(v) for v in value]
+    return None
+
+
+def test_the_writer_writes_the_keys_it_wrote_before(tiny_model, tmp_path):
+    """The runs of TODAY's manifests again (the last writers before the manifest was typed): a
+    batch run with bad rows, dead letters and a drift reference, and a --follow --once with an
+    entry that fails; the manifests written have the same keys in the same order, nested ones
+    too."""
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model, model)
+    first = pipeline.run([str(SAMPLE / "sst2_dev_sample.jsonl")], tmp_path / "first", model, RunOptions())
+    with_spec_reference(model, drift.Profile.from_json(first.manifest["profile"]))
+    data = tmp_path / "in.jsonl"
+    lines = (SAMPLE / "sst2_dev_sample.jsonl").read_text().splitlines()
+    data.write_text("\n".join(lines[:100] + ['{"text": null}', '{"text": ""}'] + lines[100:200]) + "\n")
+    result = pipeline.run([str(data)], tmp_path / "out", model,
+                          RunOptions(dead_letter=str(tmp_path / "dead"), rows_per_file=60))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(data, landing / "a.jsonl")
+    (landing / "b.jsonl").write_text('{"other": 1}\n')
+    followed = follow.follow(landing, tmp_path / "followed", model,
+                             RunOptions(dead_letter=str(tmp_path / "fdead")), once=True, settle_seconds=0)
+    for out, name in ((tmp_path / "out", TODAY["run"]), (tmp_path / "followed", TODAY["follow"])):
+        written = json.loads((out / manifest.MANIFEST).read_text())
+        assert keys_of(written) == keys_of(without_comment(kept(name)))
+    assert keys_of(result.manifest) == keys_of({k: v for k, v in without_comment(kept(TODAY["run"])).items()
+                                                if k != "identity"})
+    assert keys_of(followed.manifest) == keys_of(without_comment(kept(TODAY["follow"])))

@@ -104,12 +104,12 @@ def test_the_manifest_counts_rows_one_way_and_its_rate_only_this_process_s_rows(
     again.scoring_begins()
     again.scoring_started -= 10  # 2 rows scored by this process: 0.2 rows/s, 0.1 overall
     manifest = again.manifest([{"path": "in.jsonl"}], again.totals())
-    assert (manifest["rows_in"], manifest["rows_out"], manifest["rows_scored"]) == (5, 5, 4)
-    assert manifest["rows_per_second"] == pytest.approx(0.2, abs=0.01)
-    assert manifest["rows_per_second_overall"] == pytest.approx(0.1, abs=0.01)
-    assert manifest["scoring_seconds"] == pytest.approx(10, abs=0.5)
-    assert manifest["timing"]["total_seconds"] >= 20
-    assert manifest["options"]["rows_per_file"] == 3 and "overwrite" not in manifest["options"]
+    assert (manifest.rows_in, manifest.rows_out, manifest.rows_scored) == (5, 5, 4)
+    assert manifest.rows_per_second == pytest.approx(0.2, abs=0.01)
+    assert manifest.rows_per_second_overall == pytest.approx(0.1, abs=0.01)
+    assert manifest.scoring_seconds == pytest.approx(10, abs=0.5)
+    assert manifest.timing["total_seconds"] >= 20
+    assert manifest.options["rows_per_file"] == 3 and "overwrite" not in manifest.options
 
 
 def test_resume_identity_holds_the_output_shaping_options_only(tiny_scorer, tmp_path):
@@ -138,7 +138,7 @@ def test_a_run_counts_its_own_scoring_not_what_the_scorer_did_before(tiny_scorer
     split = Split("00000", splits.FILE, (Piece(str(path), "jsonl"),))
     the_run.commit(splits.execute_split(split, the_run.scorer, the_run.opts, the_run.out))
     manifest = the_run.manifest([], the_run.totals())
-    assert manifest["real_tokens"] == tiny_scorer.stats.real_tokens > 0
+    assert manifest.real_tokens == tiny_scorer.stats.real_tokens > 0
 
 
 def test_the_ray_driver_reads_the_spec_without_building_the_keras_model(tiny_model, tmp_path,
