@@ -38,19 +38,20 @@ import shutil
 import socket
 import stat
 import threading
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from scorer import faults, fileio, storage
+from scorer.drift import Profile
 from scorer.errors import OutputBusy, OutputError
 from scorer.manifest import MANIFEST, Manifest
+from scorer.splits import ATTEMPTS, Counters, Split, SplitState
 
 SUCCESS = "_SUCCESS"
 STATE_DIR = "_scorer_run"
 DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
 _PART = re.compile(r"^(part-\d{5,}(?:-\d{5,})?\.parquet|\.part-\d{5,}(?:-\d{5,})?\.parquet\.tmp"
                    r"|\.manifest\.json\.tmp)$")
-ATTEMPTS = f"{STATE_DIR}/attempts"  # scorer.splits: each attempt of a split writes its parts under here
 
 # Set once this process has written a run's _SUCCESS (or found its output already complete): a stop
 # signal (SIGTERM, SIGINT) after that has no run left to stop, so scorer.cli lets the command end
@@ -65,13 +66,31 @@ class Progress:
     rows: int = 0  # input rows done, counted in input order across all inputs
     parts: list = field(default_factory=list)  # committed output parts: {"file", "rows"}
     dead_letter_parts: list = field(default_factory=list)
-    counters: dict = field(default_factory=lambda: {
-        "rows_out": 0, "rows_dead_lettered": 0, "rows_with_error": 0, "rows_truncated": 0,
-        "error_reasons": {}})
-    profile: dict | None = None  # scorer.drift.Profile of the committed rows
-    plan: list | None = None  # scorer.splits.Split.to_json() of every split: a resume keeps this plan
-    splits: dict = field(default_factory=dict)  # split id -> scorer.splits.SplitState.to_json()
-    engine_state: dict | None = None  # an engine's own, committed with its splits (--follow: its ledger)
+    counters: Counters = field(default_factory=Counters)  # of the committed rows
+    profile: Profile | None = None  # of the committed rows
+    plan: list[Split] | None = None  # every split of the run: a resume keeps this plan
+    splits: dict[str, SplitState] = field(default_factory=dict)  # split id -> its committed state
+    engine_state: dict | None = None  # an engine's own, as JSON, committed with its splits (--follow: its ledger)
+
+    def to_json(self) -> dict:
+        """As progress.json holds it (its fields in order)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "counters": self.counters.to_json(),
+                "profile": self.profile.to_json() if self.profile else None,
+                "plan": [s.to_json() for s in self.plan] if self.plan is not None else None,
+                "splits": {name: state.to_json() for name, state in self.splits.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Progress":
+        """progress.json (one written before a field existed lacks it; an earlier version's
+        next_index is each split's now, and is left out)."""
+        known = {f.name for f in fields(cls)}
+        progress = cls(**{k: v for k, v in data.items() if k in known})
+        progress.counters = Counters.from_json(data["counters"]) if "counters" in data else Counters()
+        progress.profile = Profile.from_json(data["profile"], "progress.json") if data.get("profile") else None
+        progress.plan = [Split.from_json(s) for s in data["plan"]] if data.get("plan") is not None else None
+        progress.splits = {name: SplitState.from_json(s) for name, s in data.get("splits", {}).items()}
+        return progress
 
 
 # What --follow recorded before its entries were splits (one ordered stream of part-NNNNN files)
@@ -84,8 +103,7 @@ def _read_progress(out, data: dict) -> Progress:
     if any(data.get(key) for key in _EARLIER_FOLLOW):
         raise OutputError(f"{out}: holds the output of an earlier scorer version's --follow, which "
                           "this one cannot continue; pass --overwrite to score every landed entry again")
-    known = {f.name for f in fields(Progress)}  # an earlier version's next_index: each split's now
-    return Progress(**{k: v for k, v in data.items() if k in known})
+    return Progress.from_json(data)
 
 
 class OutputLock:
@@ -261,7 +279,7 @@ class OutputDir:
                 for location in self._locations():
                     location.sync_root()  # the lock may just have created it
                 self.out.write_text(f"{STATE_DIR}/run.json", json.dumps(self.identity, indent=2) + "\n")
-                self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(self.progress)) + "\n")
+                self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(self.progress.to_json()) + "\n")
             self.out.write_text(".scorer-write-test", "")
             self.out.delete(".scorer-write-test")
         except OSError as e:
@@ -271,7 +289,7 @@ class OutputDir:
     def checkpoint(self, progress: Progress) -> None:
         faults.point("commit")  # part files committed, progress.json not yet replaced
         try:
-            self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(asdict(progress)) + "\n")
+            self.out.write_text(f"{STATE_DIR}/progress.json", json.dumps(progress.to_json()) + "\n")
         except OSError as e:
             raise OutputError(f"{self.out}: cannot record progress ({e.strerror or e})") from None
         self.progress = progress

@@ -22,6 +22,7 @@ totals())) is rewritten after every entry.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from contextlib import contextmanager
@@ -195,7 +196,7 @@ class Run:
         identity = {"inputs": inputs, "model": model_key or self.model_dir.id.checksum,
                     "options": {k: getattr(self.opts, k) for k in RESUME_OPTIONS}}
         self.outdir = commit.OutputDir.open(self.out, identity, self.opts.overwrite, self.opts.dead_letter)
-        self._rows_before = Counters.from_json(self.outdir.progress.counters).rows_in
+        self._rows_before = self.outdir.progress.counters.rows_in
         return self.outdir
 
     @property
@@ -244,16 +245,16 @@ class Run:
             self._started = True
 
     def committed(self, split: str) -> SplitState:
-        """What of a split is committed (nothing: an empty SplitState)."""
-        data = self.outdir.progress.splits.get(split)
-        return SplitState.from_json(data) if data else SplitState()
+        """What of a split is committed (nothing: an empty SplitState), a copy the attempt may
+        go on from."""
+        return copy.deepcopy(self.outdir.progress.splits.get(split) or SplitState())
 
     def bad_rows_allowed(self, split: str) -> int | None:
         """--max-errors as a row count: the bad rows a split may hold, given the other splits'."""
         limit = self.error_limit
         if limit is None or limit.kind != "rows":
             return None
-        others = sum(Counters.from_json(s["counters"]).rows_with_error
+        others = sum(s.counters.rows_with_error
                      for name, s in self.outdir.progress.splits.items() if name != split)
         return int(limit.value) - others
 
@@ -272,7 +273,7 @@ class Run:
                 self.outdir.discard_attempt(attempt)
                 self.attempts_discarded += 1
                 return False
-            states = {**self.outdir.progress.splits, result.split: state.to_json()}
+            states = {**self.outdir.progress.splits, result.split: copy.deepcopy(state)}
             total = self._summed(states)
             if not self.errors_per_split and self._over_row_limit(total.counters):
                 raise DataError(splits.too_many_bad_rows(self.opts.max_errors, result.last_bad_row))
@@ -283,7 +284,7 @@ class Run:
                 [p["file"] for p in state.dead_letter_parts if p["file"] not in old_dead],
                 commit.Progress(rows=total.rows, parts=total.parts,
                                 dead_letter_parts=total.dead_letter_parts,
-                                counters=total.counters.to_json(), profile=total.profile.to_json(),
+                                counters=total.counters, profile=total.profile,
                                 plan=self.outdir.progress.plan, splits=states,
                                 engine_state=(self.outdir.progress.engine_state if engine_state is None
                                               else engine_state)))
@@ -303,20 +304,20 @@ class Run:
     def _plan(self, inputs: list[source.Input]) -> list[Split]:
         recorded = self.outdir.progress.plan
         if recorded is not None:
-            return [Split.from_json(s) for s in recorded]
+            return list(recorded)
         if self.outdir.progress.rows:
             raise OutputError(f"{self.out}: holds an unfinished run of an earlier scorer version, "
                               "which this one cannot resume; pass --overwrite to start again")
         the_plan = splits.plan(inputs, self.opts.rows_per_file, self.opts.max_line_bytes)
-        self.outdir.progress.plan = [s.to_json() for s in the_plan]
+        self.outdir.progress.plan = the_plan
         return the_plan
 
-    def _summed(self, states: dict) -> "Totals":
+    def _summed(self, states: dict[str, SplitState]) -> "Totals":
         """The committed splits' states added up, their parts in plan order."""
         labels = self.model_dir.spec.labels if emits_labels(self.model_dir, self.opts) else []
         total = Totals(profile=drift.Profile.empty(labels))
         for name in sorted(states, key=lambda n: (len(n), n)):  # ids: positions, zero-padded to 5
-            state = SplitState.from_json(states[name])
+            state = states[name]
             total.rows += state.rows
             total.parts += state.parts
             total.dead_letter_parts += state.dead_letter_parts
@@ -331,7 +332,7 @@ class Run:
         return limit is not None and limit.rows_exceeded(counters.rows_with_error)
 
     def _check_committed_errors(self) -> None:
-        bad = Counters.from_json(self.outdir.progress.counters).rows_with_error
+        bad = self.outdir.progress.counters.rows_with_error
         if self._over_row_limit(Counters(rows_with_error=bad)):
             raise DataError(f"{self.outdir.out}: the unfinished run there already has {bad} bad "
                             f"rows, more than --max-errors {self.opts.max_errors}; resume it with a "

@@ -43,7 +43,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorer import commit, drift, embedder, faults, sink, source, stages, storage
+from scorer import drift, embedder, faults, sink, source, stages, storage
 from scorer.api import Prepared, Scorer, error_kind, output_names
 from scorer.errors import DataError, OutputError
 from scorer.options import RunOptions, parse_max_errors
@@ -52,6 +52,7 @@ from scorer.tables import (DEAD_LETTER_SCHEMA, ERROR, POSITION, SOURCE, TOKENS, 
                            embeddings_in, dead_letters, probabilities_in, public_columns, scored_table)
 
 PARQUET, FILE, STREAM, ENTRY = "parquet", "file", "stream", "entry"  # Split.kind (ENTRY: --follow's)
+ATTEMPTS = "_scorer_run/attempts"  # in the output's state directory (scorer.commit.STATE_DIR)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class SplitResult:
 
 def attempt_dir(split: str, attempt: str) -> str:
     """Where an attempt writes, relative to the output (and to the dead-letter location)."""
-    return f"{commit.ATTEMPTS}/{split}-{attempt}"
+    return f"{ATTEMPTS}/{split}-{attempt}"
 
 
 def emits_labels(model_dir, opts: RunOptions) -> bool:

@@ -5,14 +5,18 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorer import commit
+from scorer import commit, drift
 from scorer.errors import OutputBusy, OutputError
 from scorer.manifest import DeadLetter, Manifest
+from scorer.splits import Counters, Split, SplitState
 
+KEPT = Path(__file__).parent / "checkpoints"  # progress.json files earlier scorers wrote
 IDENTITY = {"inputs": [{"path": "in.jsonl", "format": "jsonl", "size": 10, "mtime_ns": 1}],
             "model": "abc", "options": {"text_column": "text", "rows_per_file": 100}}
 NO_ROWS = Manifest(rows_out=0, parts=[])  # the least a manifest says
@@ -34,6 +38,27 @@ def test_a_fresh_directory_is_created_and_finished(tmp_path):
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_manifest.json", "part-00000.parquet"]
     assert json.loads((out / "_manifest.json").read_text()) == Manifest(
         rows_out=3, parts=parts, identity=IDENTITY).to_json()
+
+
+# what an earlier version's progress.json had that this one's has not (--follow's ledger is its
+# engine_state, each split has its own next_index)
+DROPPED = ("next_index", "dead_letter_next_index", "unit", "units_done", "entries")
+
+
+@pytest.mark.parametrize("name", ["d708981-split-run.json", "fb17e59-split-run.json"])
+def test_a_checkpoint_is_typed_in_memory_and_written_back_as_it_was_read(name):
+    data = json.loads((KEPT / name).read_text())
+    del data["_fixture"]
+    progress = commit.Progress.from_json(data)
+    assert isinstance(progress.counters, Counters) and progress.counters.rows_in == progress.rows == 120
+    assert progress.counters.error_reasons == {"null text": 1, "empty text": 1}
+    assert isinstance(progress.profile, drift.Profile) and progress.profile.rows == 120
+    assert all(isinstance(s, Split) for s in progress.plan) and len(progress.plan) == 4
+    assert progress.plan[1].pieces[0].byte_range == (9478, 19095)
+    assert all(isinstance(s, SplitState) for s in progress.splits.values())
+    assert [(s.rows, s.complete) for s in progress.splits.values()] == [(60, True), (60, False)]
+    written = {**{k: v for k, v in data.items() if k not in DROPPED}, "engine_state": data.get("engine_state")}
+    assert json.dumps(progress.to_json()) == json.dumps(written)
 
 
 def test_refusals(tmp_path):
@@ -113,13 +138,13 @@ def test_an_unfinished_run_is_resumed_from_its_last_checkpoint(tmp_path):
     d.prepare()
     (out / "part-00000.parquet").write_bytes(b"committed")
     d.checkpoint(commit.Progress(rows=5, parts=[{"file": "part-00000.parquet", "rows": 5}],
-                                 splits={"00000": {"rows": 5}}))
+                                 splits={"00000": SplitState(rows=5)}))
     (out / "part-00001.parquet").write_bytes(b"renamed after the checkpoint")
     (out / ".part-00002.parquet.tmp").write_bytes(b"half written")
     d.abandon()  # as a crash would leave it (plus the lock, which the kernel drops)
 
     again = open_dir(out)
-    assert again.resumed and again.progress.rows == 5 and again.progress.splits == {"00000": {"rows": 5}}
+    assert again.resumed and again.progress.rows == 5 and again.progress.splits == {"00000": SplitState(rows=5)}
     again.prepare()
     assert sorted(os.listdir(out)) == [commit.STATE_DIR, "part-00000.parquet"]
 
@@ -134,11 +159,11 @@ def test_a_checkpoint_of_the_previous_version_is_resumed_and_its_follow_state_re
     state = out / commit.STATE_DIR / "progress.json"
     earlier = {"rows": 5, "parts": [], "dead_letter_parts": [], "next_index": {"": 1},
                "dead_letter_next_index": {}, "unit": None, "units_done": [], "entries": [],
-               "counters": {}, "profile": None, "plan": [], "splits": {"00000": {"rows": 5}}}
+               "counters": {}, "profile": None, "plan": [], "splits": {"00000": SplitState(rows=5).to_json()}}
     state.write_text(json.dumps(earlier))
     again = open_dir(out)
-    assert again.resumed and again.progress == commit.Progress(rows=5, counters={}, plan=[],
-                                                               splits={"00000": {"rows": 5}})
+    assert again.resumed and again.progress == commit.Progress(rows=5, plan=[],
+                                                               splits={"00000": SplitState(rows=5)})
     again.abandon()
     state.write_text(json.dumps({**earlier, "units_done": ["a.jsonl"]}))
     with pytest.raises(OutputError, match="an earlier scorer version's --follow.*pass --overwrite"):
