@@ -154,3 +154,31 @@ def build_backbone(base: dict, dtype=None):
     if arch not in ARCHITECTURES:
         raise ModelError(f"base architecture must be one of {ARCHITECTURES}, not {arch!r}")
     return getattr(keras_hub.models, arch)(**base["config"], dtype=dtype)
+
+
+def packed_sequence(bb, token_ids, slot_ids, position_ids):
+    """A keras-hub BERT backbone over packed rows (several texts a row, each attending only to its
+    own slot's tokens, positions counted from its own start): [batch, length, hidden]. The
+    classifier's and the embedding model's packed forwards both run it."""
+    import tensorflow as tf
+
+    x = bb.token_embedding(token_ids)  # [batch, length, hidden]
+    x = x + bb.position_embedding(x, positions=position_ids)
+    x = x + bb.segment_embedding(tf.zeros_like(token_ids))
+    x = bb.embeddings_layer_norm(x)
+    same_slot = tf.equal(slot_ids[:, :, None], slot_ids[:, None, :])  # [batch, length, length]
+    for layer in bb.transformer_layers:
+        x = layer(x, attention_mask=same_slot, training=False)
+    return x
+
+
+def compiled_forwards(forward, forward_packed, jit_compile: bool):
+    """forward(token_ids, padding_mask) and forward_packed(token_ids, slot_ids, position_ids,
+    slot_onehot) as tf.functions traced once, with [None, ...] signatures: XLA still compiles each
+    concrete shape once (and keeps it in its persistent cache), but the Keras graph is traced once."""
+    import tensorflow as tf
+
+    ids = tf.TensorSpec([None, None], tf.int32)
+    return (tf.function(forward, jit_compile=jit_compile, autograph=False, input_signature=[ids, ids]),
+            tf.function(forward_packed, jit_compile=jit_compile, autograph=False,
+                        input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)]))

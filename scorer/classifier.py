@@ -236,8 +236,6 @@ class Predictor:
 
     def __init__(self, model, problem_type: str, policy: DevicePolicy, jit_compile: bool = True,
                  pooling: str = "mean", temperature: float = 1.0):
-        import tensorflow as tf
-
         self.model = model
         self.policy = policy
         self.pooling = pooling
@@ -249,14 +247,8 @@ class Predictor:
         self._head = model.get_layer(HEAD_NAME)
         names = {layer.name for layer in model.layers}
         self._head_dense = model.get_layer(HEAD_DENSE) if HEAD_DENSE in names else None
-        # Traced once with [None, ...] signatures; XLA still compiles each concrete shape once
-        # (and keeps it in its persistent cache), but the Keras graph is traced only once.
-        ids = tf.TensorSpec([None, None], tf.int32)
-        self._fn = tf.function(self._forward, jit_compile=jit_compile, autograph=False,
-                               input_signature=[ids, ids])
-        self._packed_fn = tf.function(
-            self._forward_packed, jit_compile=jit_compile, autograph=False,
-            input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
+        self._fn, self._packed_fn = backbones.compiled_forwards(self._forward, self._forward_packed,
+                                                                jit_compile)
         self._jit_compile = jit_compile
         self._output_fns: dict[str, tuple] = {PROBABILITIES: (self.run_plain, self.run_packed)}
 
@@ -287,14 +279,7 @@ class Predictor:
         """What the head reads for each slot of a packed batch: [batch, slots, hidden]."""
         import tensorflow as tf
 
-        bb = self._backbone
-        x = bb.token_embedding(token_ids)  # [batch, length, hidden]
-        x = x + bb.position_embedding(x, positions=position_ids)
-        x = x + bb.segment_embedding(tf.zeros_like(token_ids))
-        x = bb.embeddings_layer_norm(x)
-        same_slot = tf.equal(slot_ids[:, :, None], slot_ids[:, None, :])  # [batch, length, length]
-        for layer in bb.transformer_layers:
-            x = layer(x, attention_mask=same_slot, training=False)
+        x = backbones.packed_sequence(self._backbone, token_ids, slot_ids, position_ids)  # [batch, length, hidden]
         onehot = tf.cast(slot_onehot, x.dtype)  # [batch, slots, length]
         if self.pooling == "mean":
             counts = tf.maximum(tf.reduce_sum(onehot, axis=-1, keepdims=True), 1.0)
@@ -303,7 +288,7 @@ class Predictor:
             first = onehot * tf.cast(tf.equal(position_ids, 0), x.dtype)[:, None, :]
             pooled = tf.einsum("bsl,blh->bsh", first, x)
             if self.pooling == "pooled":
-                pooled = bb.pooled_dense(pooled)
+                pooled = self._backbone.pooled_dense(pooled)
         if self._head_dense is not None:
             pooled = self._head_dense(pooled)  # [batch, slots, hidden]
         return pooled
@@ -366,11 +351,7 @@ class Predictor:
             def packed(token_ids, slot_ids, position_ids, slot_onehot):
                 return finish(self._packed_head_input(token_ids, slot_ids, position_ids, slot_onehot))
 
-            ids = tf.TensorSpec([None, None], tf.int32)
-            plain_fn = tf.function(plain, jit_compile=self._jit_compile, autograph=False,
-                                   input_signature=[ids, ids])
-            packed_fn = tf.function(packed, jit_compile=self._jit_compile, autograph=False,
-                                    input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
+            plain_fn, packed_fn = backbones.compiled_forwards(plain, packed, self._jit_compile)
             self._output_fns[which] = (lambda *a: _numpy(plain_fn(*a)), lambda *a: _numpy(packed_fn(*a)))
         return self._output_fns[which]
 

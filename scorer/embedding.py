@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scorer import backbone as backbones
 from scorer.heads import activation
 
 POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens")
@@ -135,7 +136,6 @@ class EmbeddingPredictor:
 
     def __init__(self, backbone, head: EmbeddingHead, policy, jit_compile: bool = True):
         import keras_hub
-        import tensorflow as tf
 
         self.backbone = backbone
         self.head = head
@@ -145,12 +145,8 @@ class EmbeddingPredictor:
         # max pooling over a slot would need a [batch, slots, length, hidden] mask: not packed
         self.packable = head.pooling != "max" and isinstance(backbone, keras_hub.models.BertBackbone)
         self._segments = "segment_ids" in backbone.input
-        ids = tf.TensorSpec([None, None], tf.int32)
-        self._fn = tf.function(self._forward, jit_compile=jit_compile, autograph=False,
-                               input_signature=[ids, ids])
-        self._packed_fn = tf.function(
-            self._forward_packed, jit_compile=jit_compile, autograph=False,
-            input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
+        self._fn, self._packed_fn = backbones.compiled_forwards(self._forward, self._forward_packed,
+                                                                jit_compile)
 
     def _forward(self, token_ids, padding_mask):
         import tensorflow as tf
@@ -163,16 +159,7 @@ class EmbeddingPredictor:
         return apply_head(self.head, pool(sequence, padding_mask, self.head.pooling))
 
     def _forward_packed(self, token_ids, slot_ids, position_ids, slot_onehot):
-        import tensorflow as tf
-
-        bb = self.backbone
-        x = bb.token_embedding(token_ids)  # [batch, length, hidden]
-        x = x + bb.position_embedding(x, positions=position_ids)
-        x = x + bb.segment_embedding(tf.zeros_like(token_ids))
-        x = bb.embeddings_layer_norm(x)
-        same_slot = tf.equal(slot_ids[:, :, None], slot_ids[:, None, :])  # [batch, length, length]
-        for layer in bb.transformer_layers:
-            x = layer(x, attention_mask=same_slot, training=False)
+        x = backbones.packed_sequence(self.backbone, token_ids, slot_ids, position_ids)  # [batch, length, hidden]
         return apply_head(self.head, pool_slots(x, slot_onehot, position_ids, self.head.pooling))
 
     def __call__(self, batch) -> np.ndarray:
