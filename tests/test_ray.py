@@ -54,13 +54,15 @@ def run(engine_args, inputs, out, model, *extra):
 
 @pytest.mark.parametrize("extra", [[], ["--dead-letter", "{dead}", "--partition-by", "label"]],
                          ids=["plain", "dead-letters-and-partitions"])
-def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_model, tmp_path, extra):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_and_local_engines_give_identical_output(ray_cluster, inputs, tiny_model, tmp_path, extra, workers):
     def args(engine):
         return [a.replace("{dead}", str(tmp_path / f"dead-{engine}")) for a in extra]
 
     local = run([], inputs, tmp_path / "local", tiny_model, *args("local"))
-    distributed = run(["--engine", "ray", "--workers", "2"], inputs, tmp_path / "ray", tiny_model, *args("ray"))
-    assert distributed["engine"]["name"] == "ray" and distributed["engine"]["workers"] == 2
+    distributed = run(["--engine", "ray", "--workers", str(workers)], inputs, tmp_path / "ray", tiny_model,
+                      *args("ray"))
+    assert distributed["engine"]["name"] == "ray" and distributed["engine"]["workers"] == workers
     for key in COUNTS:
         assert distributed[key] == local[key], key
     hive = "hive" if "--partition-by" in extra else None
