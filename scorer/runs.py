@@ -66,11 +66,10 @@ class RunResult:
 
 @dataclass
 class Timers:
-    """Where a run's time went, besides the Scorer's own (ScoreStats)."""
+    """Where the driver's own time went (reading and writing are timed by each split:
+    SplitResult.read_seconds / write_seconds)."""
 
     load: Stopwatch = field(default_factory=Stopwatch)  # the model (--follow: the latest)
-    read: Stopwatch = field(default_factory=Stopwatch)
-    write: Stopwatch = field(default_factory=Stopwatch)
 
 
 @dataclass
