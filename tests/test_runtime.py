@@ -60,3 +60,44 @@ def test_scorer_threads_sets_the_count_and_a_bad_value_is_a_config_error(monkeyp
         monkeypatch.setenv("SCORER_THREADS", value)
         with pytest.raises(ConfigError, match=f"SCORER_THREADS={value!r}: give a whole number"):
             runtime.start()
+
+
+ARENA_PROBE = """
+import ctypes, sys, tempfile, threading
+from scorer import runtime
+runtime.start()
+held, barrier = [], threading.Barrier(24)
+def work():
+    held.append(bytearray(100_000))  # below the mmap threshold: from this thread's arena
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(24)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    f = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(f))
+    libc.fclose(ctypes.c_void_p(f))
+    print(open(out.name).read().count("<heap nr="))
+"""
+
+
+def heaps_after_24_threads(env: dict) -> int:
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_sets_them():
+    """glibc gives each new thread an arena of its own (up to 8 per core): an embedding run's RSS
+    climbed with its rows as freed buffers stayed scattered over them. After runtime.start() 24
+    threads allocating at once share MALLOC_ARENAS arenas; MALLOC_ARENA_MAX, when set, stands."""
+    import pytest
+
+    if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        pytest.fail("this test reads glibc's malloc_info: run it on a glibc Linux (CI is one)")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    assert heaps_after_24_threads(env) <= 2  # runtime.MALLOC_ARENAS
+    assert heaps_after_24_threads({**env, "MALLOC_ARENA_MAX": "6"}) == 6
