@@ -32,20 +32,19 @@ class PartWriter:
     Rows are streamed into an open Parquet writer (one row group per table written), so memory
     holds one chunk at a time. When the columns change (inputs of different formats or schemas),
     the open part is committed and a new one started. With partition_by, each distinct value
-    gets its own hive-style subdirectory (col=value/) and its own open part. A resumed run passes
-    the parts already committed and the next part numbers.
+    gets its own hive-style subdirectory (col=value/) and its own open part. A resumed split passes
+    the next part numbers; `parts` lists what this writer committed.
     """
 
     def __init__(self, out, model_id: ModelId | None = None, partition_by: str | None = None,
-                 compression: str = "zstd", parts: list | None = None,
-                 next_index: dict | None = None, name_prefix: str = ""):
+                 compression: str = "zstd", next_index: dict | None = None, name_prefix: str = ""):
         self.out = out if hasattr(out, "part_paths") else storage.open_storage(out)
         self.name_prefix = name_prefix  # scorer.splits: the split's id and "-"
         self.partition_by = partition_by
         self.compression = compression
         self.metadata = ({MODEL_METADATA_KEY: json.dumps(model_id.to_json(), sort_keys=True).encode()}
                          if model_id else {})
-        self.parts: list[dict] = list(parts or [])  # committed: {"file", "rows"}
+        self.parts: list[dict] = []  # committed by this writer: {"file", "rows"}
         self.next_index: dict[str, int] = dict(next_index or {})
         self._open: dict[str, _OpenPart] = {}  # partition dir -> the part being written
 
