@@ -14,6 +14,10 @@ load falls on all alike):
           to TensorFlow's own kernels (oneDNN batched matmul)
   split_sm  as split, but mask + softmax one XLA-compiled function between the two matmuls
   nojit   the whole forward as a plain tf.function (no XLA)
+  openvino  the whole forward (nojit's tf.functions) converted to an OpenVINO graph in memory and
+          run by its CPU plugin in float32: no weight quantization (as scorer.quantized, minus
+          the int8 step), INFERENCE_PRECISION_HINT f32; a measurement for the backend decision
+          of issues 23 and 24 (OpenVINO is already scorer's optional int8 extra)
 
 Data: the first --short texts of SST-2 dev as scorer packs them, the first --long IMDB dev
 reviews cut at 256 tokens (--long-text truncate) as scorer batches them, and their 256-token
@@ -167,6 +171,34 @@ class SplitForward:
         return self._last_packed(x, ctx, slot_onehot, position_ids)
 
 
+class OpenVINOForward:
+    """The embedding predictor's forward as float32 OpenVINO graphs (plain and packed), each
+    converted from the plain tf.function on first use."""
+
+    def __init__(self, nojit_predictor, threads: int):
+        import openvino
+
+        self.p = nojit_predictor
+        self.core = openvino.Core()
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}
+        self.graphs: dict[str, object] = {}
+
+    def _graph(self, which: str):
+        if which not in self.graphs:
+            import openvino
+
+            fn = self.p._fn if which == "plain" else self.p._packed_fn
+            model = openvino.convert_model(fn.get_concrete_function())
+            self.graphs[which] = self.core.compile_model(model, "CPU", self.config)
+        return self.graphs[which]
+
+    def __call__(self, b) -> np.ndarray:
+        if b.slot_ids is None:
+            return self._graph("plain")([b.token_ids, b.padding_mask])[0][: len(b.rows)]
+        v = self._graph("packed")([b.token_ids, b.slot_ids, b.position_ids, b.slot_onehot])[0]
+        return v.reshape(-1, v.shape[-1])[b.slots]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=7)
@@ -187,6 +219,10 @@ def main() -> None:
     split_sm = SplitForward(predictor, softmax_in_xla=True)
     nojit = EmbeddingPredictor(predictor.backbone, predictor.head, predictor.policy, jit_compile=False)
     variants = {"xla": predictor, "split": split, "split_sm": split_sm, "nojit": nojit}
+    if "openvino" in args.variants.split(","):
+        from scorer import runtime
+
+        variants["openvino"] = OpenVINOForward(nojit, runtime.threads_in_use)
     variants = {k: variants[k] for k in args.variants.split(",")}
     imdb = read_texts(DATA / "imdb_reviews" / "dev.jsonl", args.long)
     data = {"short": (read_texts(DATA / "sst2" / "dev.jsonl", args.short), lambda b: True),
