@@ -45,10 +45,9 @@ from scorer import faults, fileio, storage
 from scorer.drift import Profile
 from scorer.errors import OutputBusy, OutputError
 from scorer.manifest import MANIFEST, Manifest
-from scorer.splits import ATTEMPTS, Counters, Split, SplitState
+from scorer.splits import ATTEMPTS, STATE_DIR, Counters, Split, SplitState
 
 SUCCESS = "_SUCCESS"
-STATE_DIR = "_scorer_run"
 DEAD_LETTER_OWNER = "_scorer_output"  # in a dead-letter directory: the output it belongs to
 _PART = re.compile(r"^(part-\d{5,}(?:-\d{5,})?\.parquet|\.part-\d{5,}(?:-\d{5,})?\.parquet\.tmp"
                    r"|\.manifest\.json\.tmp)$")

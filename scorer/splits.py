@@ -52,7 +52,8 @@ from scorer.tables import (DEAD_LETTER_SCHEMA, ERROR, POSITION, SOURCE, TOKENS, 
                            embeddings_in, dead_letters, probabilities_in, public_columns, scored_table)
 
 PARQUET, FILE, STREAM, ENTRY = "parquet", "file", "stream", "entry"  # Split.kind (ENTRY: --follow's)
-ATTEMPTS = "_scorer_run/attempts"  # in the output's state directory (scorer.commit.STATE_DIR)
+STATE_DIR = "_scorer_run"  # the output's state directory while a run is unfinished (scorer.commit)
+ATTEMPTS = f"{STATE_DIR}/attempts"  # each attempt of a split writes its parts under here
 
 
 @dataclass(frozen=True)
