@@ -47,6 +47,15 @@ def read_texts(path: Path, limit: int) -> list[str]:
         return [json.loads(line)["text"] for _, line in zip(range(limit), f)]
 
 
+def batch_vectors(b, plain, packed) -> np.ndarray:
+    """Vectors [len(b.rows), dim] of a batch's texts, as EmbeddingPredictor's, from a variant's
+    plain(token_ids, padding_mask) or packed(token_ids, slot_ids, position_ids, slot_onehot)."""
+    if b.slot_ids is None:
+        return plain(b.token_ids, b.padding_mask)[: len(b.rows)]
+    v = packed(b.token_ids, b.slot_ids, b.position_ids, b.slot_onehot)
+    return v.reshape(-1, v.shape[-1])[b.slots]  # [batch, slots, dim] -> [texts, dim]
+
+
 class SplitForward:
     """The embedding predictor's forward with the attention core outside XLA."""
 
@@ -74,11 +83,7 @@ class SplitForward:
             input_signature=[ids, ids, ids, tf.TensorSpec([None, None, None], tf.float32)])
 
     def __call__(self, b) -> np.ndarray:
-        """Vectors [len(b.rows), dim] of a batch's texts, as EmbeddingPredictor's."""
-        if b.slot_ids is None:
-            return self.fn(b.token_ids, b.padding_mask).numpy()[: len(b.rows)]
-        v = self.packed_fn(b.token_ids, b.slot_ids, b.position_ids, b.slot_onehot).numpy()
-        return v.reshape(-1, v.shape[-1])[b.slots]  # [batch, slots, dim] -> [texts, dim]
+        return batch_vectors(b, lambda *a: self.fn(*a).numpy(), lambda *a: self.packed_fn(*a).numpy())
 
     # ---- XLA parts
     def _qkv(self, layer, x):
@@ -193,10 +198,8 @@ class OpenVINOForward:
         return self.graphs[which]
 
     def __call__(self, b) -> np.ndarray:
-        if b.slot_ids is None:
-            return self._graph("plain")([b.token_ids, b.padding_mask])[0][: len(b.rows)]
-        v = self._graph("packed")([b.token_ids, b.slot_ids, b.position_ids, b.slot_onehot])[0]
-        return v.reshape(-1, v.shape[-1])[b.slots]
+        return batch_vectors(b, lambda *a: self._graph("plain")(list(a))[0],
+                             lambda *a: self._graph("packed")(list(a))[0])
 
 
 def main() -> None:
